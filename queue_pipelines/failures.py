@@ -1,0 +1,28 @@
+"""Failure classes shared by every provider: what is worth retrying and what is not."""
+
+from __future__ import annotations
+
+
+class ProviderError(Exception):
+    """A provider (Stripe, Solana, SMTP, a webhook receiver) refused or failed a request.
+
+    `permanent` errors (a declined card, an invalid request) fail at once: retrying cannot
+    help. The rest (network, timeouts, 429, 5xx) are transient and retried with backoff.
+    `reason` is written for an operator; it never holds a secret.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool, code: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+        self.code = code
+
+
+class PermanentError(ProviderError):
+    def __init__(self, reason: str, code: str | None = None):
+        super().__init__(reason, permanent=True, code=code)
+
+
+class TransientError(ProviderError):
+    def __init__(self, reason: str, code: str | None = None):
+        super().__init__(reason, permanent=False, code=code)

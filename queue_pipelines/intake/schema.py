@@ -1,0 +1,214 @@
+"""The intake wire format: the envelope every producer writes, and one payload per job type.
+
+This module is the contract other services depend on (docs/intake.md). It imports nothing
+from Dagster so that producers load it fast.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from queue_pipelines.currencies import STRIPE_CURRENCIES
+
+ENVELOPE_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({ENVELOPE_VERSION})
+JOB_TYPES = ("payment", "refund", "mint", "notification")
+MAX_ENVELOPE_BYTES = 64 * 1024
+# Stripe rejects amounts with more than eight digits in the smallest currency unit.
+MAX_AMOUNT = 99_999_999
+
+JobType = Literal["payment", "refund", "mint", "notification"]
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
+Amount = Annotated[int, Field(gt=0, le=MAX_AMOUNT, strict=True)]
+Metadata = Annotated[dict[str, str], Field(max_length=20)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PaymentPayload(_Model):
+    """Charge a card: a Stripe PaymentIntent, created and confirmed at once."""
+
+    order_id: Identifier
+    amount: Amount = Field(description="In the currency's smallest unit (cents for usd).")
+    currency: str = Field(description="Lower-case ISO 4217 code that Stripe supports.")
+    customer_email: EmailStr
+    customer_name: str | None = Field(default=None, max_length=256)
+    payment_method: str = Field(
+        min_length=3, max_length=255, pattern=r"^pm_[A-Za-z0-9_]+$",
+        description="A Stripe PaymentMethod id collected by the front end (pm_...).",
+    )
+    description: str | None = Field(default=None, max_length=1000)
+    metadata: Metadata = Field(default_factory=dict)
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        code = value.lower()
+        if code not in STRIPE_CURRENCIES:
+            raise ValueError(f"unknown currency {value!r}: expected an ISO 4217 code Stripe supports")
+        return code
+
+
+class RefundPayload(_Model):
+    """Refund a PaymentIntent in full (no amount) or in part."""
+
+    payment_intent_id: str = Field(pattern=r"^pi_[A-Za-z0-9_]+$")
+    amount: Amount | None = Field(default=None, description="Omit to refund what remains.")
+    reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
+    order_id: Identifier | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class TicketAttributes(_Model):
+    event: str = Field(min_length=1, max_length=200)
+    venue: str = Field(min_length=1, max_length=200)
+    seat: str = Field(min_length=1, max_length=64)
+    date: str = Field(min_length=1, max_length=64, description="ISO 8601 date or date-time.")
+
+
+class MintPayload(_Model):
+    """Mint a ticket NFT to the buyer's wallet (the mint job lands with a later issue)."""
+
+    order_id: Identifier
+    wallet: str = Field(description="The buyer's Solana address, base58.")
+    name: str = Field(min_length=1, max_length=32)
+    symbol: str = Field(min_length=1, max_length=10)
+    description: str = Field(default="", max_length=2000)
+    image: str | None = Field(default=None, max_length=200)
+    uri: str | None = Field(default=None, max_length=200)
+    attributes: TicketAttributes
+    standard: Literal["token-2022", "metaplex"] = "token-2022"
+
+    @field_validator("wallet")
+    @classmethod
+    def _base58_address(cls, value: str) -> str:
+        if not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{32,44}", value):
+            raise ValueError("not a base58 Solana address")
+        return value
+
+    @field_validator("name", "symbol")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class NotificationPayload(_Model):
+    """Send one templated message (the notification job lands with a later issue)."""
+
+    template: Literal[
+        "payment_confirmation", "payment_failed", "refund_issued", "nft_delivered", "operator_alert"
+    ]
+    recipient: EmailStr
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+PAYLOAD_MODELS: dict[str, type[_Model]] = {
+    "payment": PaymentPayload,
+    "refund": RefundPayload,
+    "mint": MintPayload,
+    "notification": NotificationPayload,
+}
+
+
+class Envelope(_Model):
+    """One job request. `payload` is validated against the model for `type`."""
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=64)
+    type: JobType
+    version: Literal[1] = Field(default=ENVELOPE_VERSION, description="Required on the wire.")
+    tenant_id: Identifier
+    idempotency_key: IdempotencyKey
+    priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first.")
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    payload: PaymentPayload | RefundPayload | MintPayload | NotificationPayload
+
+    @property
+    def request_key(self) -> str:
+        """Identity of the request: idempotency keys are scoped by job type and tenant."""
+        return f"{self.type}:{self.tenant_id}:{self.idempotency_key}"
+
+    def to_wire(self) -> str:
+        return self.model_dump_json()
+
+
+class EnvelopeError(ValueError):
+    """An entry that does not match the wire format; `reason` is what the dead letter says."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_envelope(raw: str | bytes, expected_type: str | None = None) -> Envelope:
+    """Validate one wire envelope, raising EnvelopeError with a readable reason."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError(f"envelope is {size} bytes, over the {MAX_ENVELOPE_BYTES}-byte limit")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EnvelopeError(f"invalid JSON: {exc}") from None
+    return envelope_from_dict(data, expected_type)
+
+
+def envelope_from_dict(data: Any, expected_type: str | None = None) -> Envelope:
+    if not isinstance(data, dict):
+        raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
+    # Version and type are checked first so that the reason names them, not a payload field.
+    if "version" not in data:
+        raise EnvelopeError(f"version: Field required (supported: {sorted(SUPPORTED_VERSIONS)})")
+    version = data["version"]
+    if version not in SUPPORTED_VERSIONS:
+        raise EnvelopeError(
+            f"unsupported envelope version {version!r}: supported {sorted(SUPPORTED_VERSIONS)}"
+        )
+    job_type = data.get("type")
+    if job_type not in PAYLOAD_MODELS:
+        raise EnvelopeError(f"unknown job type {job_type!r}: expected one of {', '.join(JOB_TYPES)}")
+    if expected_type is not None and job_type != expected_type:
+        raise EnvelopeError(f"job type {job_type!r} does not belong on the {expected_type} stream")
+    payload = data.get("payload")
+    try:
+        typed_payload = PAYLOAD_MODELS[job_type].model_validate(payload)
+    except ValidationError as exc:
+        raise EnvelopeError(describe_validation_error(exc, prefix="payload")) from None
+    try:
+        return Envelope.model_validate({**data, "payload": typed_payload})
+    except ValidationError as exc:
+        raise EnvelopeError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One problem per clause, 'field.path: message', the way a dead letter shows it."""
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{location}: {message}" if location else message)
+    return "; ".join(problems)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the envelope, generated from the models (docs/intake.schema.json)."""
+    schema = Envelope.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "queue-pipelines intake envelope, version 1"
+    return schema

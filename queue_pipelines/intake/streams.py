@@ -1,0 +1,256 @@
+"""Redis Streams behind the intake: one stream per job type, one consumer group, a dead letter.
+
+An entry stays in its stream, pending in the group, until the request it carries is settled:
+acked and deleted once its run succeeded, or moved to the dead-letter stream with a reason.
+Entries are tracked per request key (job type, tenant, idempotency key) rather than per run,
+so one run may settle many entries (duplicates now, micro-batches later).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+
+from queue_pipelines.intake.schema import JOB_TYPES, Envelope
+
+GROUP = "queue-pipelines"
+CONSUMER = "dagster-sensor"
+ENVELOPE_FIELD = "envelope"
+
+# Moves entries to the dead letter (copying their fields) and removes them from the intake in
+# one atomic step, so that a crash in between can neither lose nor duplicate an entry.
+_DEAD_LETTER_SCRIPT = """
+local count = 0
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  local found = redis.call('XRANGE', KEYS[1], id, id)
+  local original = {}
+  if #found > 0 then
+    local flat = found[1][2]
+    for j = 1, #flat, 2 do original[flat[j]] = flat[j + 1] end
+  end
+  redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'entry_id', id, 'reason', ARGV[2],
+             'run_id', ARGV[3], 'fields', cjson.encode(original), 'dead_lettered_at', ARGV[1])
+  count = count + redis.call('XACK', KEYS[1], ARGV[4], id)
+  redis.call('XDEL', KEYS[1], id)
+  redis.call('SREM', KEYS[3], id)
+end
+return count
+"""
+
+_SETTLE_SCRIPT = """
+local ids = redis.call('SMEMBERS', KEYS[2])
+for _, id in ipairs(ids) do
+  redis.call('XACK', KEYS[1], ARGV[1], id)
+  redis.call('XDEL', KEYS[1], id)
+end
+redis.call('DEL', KEYS[2])
+return #ids
+"""
+
+
+@dataclass(frozen=True)
+class IntakeEntry:
+    """One stream entry as read: its id and raw fields (not yet validated)."""
+
+    job_type: str
+    entry_id: str
+    fields: dict[str, str]
+
+    @property
+    def raw_envelope(self) -> str | None:
+        return self.fields.get(ENVELOPE_FIELD)
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    job_type: str
+    length: int
+    pending: int
+    undelivered: int
+    oldest_pending_age_seconds: float | None
+
+
+@dataclass(frozen=True)
+class IntakeStats:
+    streams: list[StreamStats]
+    dead_letters: int
+
+    def as_dict(self) -> dict:
+        return {
+            "streams": {s.job_type: {k: v for k, v in vars(s).items() if k != "job_type"}
+                        for s in self.streams},
+            "dead_letters": self.dead_letters,
+        }
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _entry_time(entry_id: str) -> float:
+    return int(entry_id.split("-", 1)[0]) / 1000
+
+
+class IntakeStreams:
+    """Producer and consumer operations on the intake, over one Redis client."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "qp"):
+        # decode_responses keeps entry ids and fields as str throughout.
+        self.client = client
+        self.prefix = prefix
+        self._dead_letter = client.register_script(_DEAD_LETTER_SCRIPT)
+        self._settle = client.register_script(_SETTLE_SCRIPT)
+        self._groups_ready: set[str] = set()
+
+    # keys
+    def stream_key(self, job_type: str) -> str:
+        if job_type not in JOB_TYPES:
+            raise ValueError(f"unknown job type {job_type!r}: expected one of {', '.join(JOB_TYPES)}")
+        return f"{self.prefix}:intake:{job_type}"
+
+    @property
+    def dead_letter_key(self) -> str:
+        return f"{self.prefix}:dead-letter"
+
+    def _waiting_key(self, request_key: str) -> str:
+        return f"{self.prefix}:waiting:{request_key}"
+
+    def ensure_group(self, job_type: str) -> None:
+        if job_type in self._groups_ready:
+            return
+        try:
+            self.client.xgroup_create(self.stream_key(job_type), GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups_ready.add(job_type)
+
+    # producer side
+    def enqueue(self, envelope: Envelope) -> str:
+        """Append a validated envelope to its stream; returns the entry id."""
+        return self.enqueue_many([envelope])[0]
+
+    def enqueue_many(self, envelopes: Sequence[Envelope]) -> list[str]:
+        for job_type in {e.type for e in envelopes}:
+            self.ensure_group(job_type)
+        pipe = self.client.pipeline(transaction=False)
+        for envelope in envelopes:
+            pipe.xadd(self.stream_key(envelope.type), {ENVELOPE_FIELD: envelope.to_wire()})
+        return list(pipe.execute())
+
+    # consumer side
+    def read(self, job_type: str, after_id: str, count: int) -> list[IntakeEntry]:
+        """Entries delivered to this consumer after `after_id` that are still pending (a tick
+        that failed left them there), then never-delivered entries, `count` at most."""
+        self.ensure_group(job_type)
+        key = self.stream_key(job_type)
+        entries = self._entries(job_type, self.client.xreadgroup(
+            GROUP, CONSUMER, {key: after_id}, count=count))
+        if len(entries) < count:
+            entries += self._entries(job_type, self.client.xreadgroup(
+                GROUP, CONSUMER, {key: ">"}, count=count - len(entries)))
+        return entries
+
+    def reclaim(
+        self, job_type: str, min_idle_seconds: float, start_id: str, count: int
+    ) -> tuple[str, list[IntakeEntry]]:
+        """Claim pending entries idle for `min_idle_seconds` or more, scanning from `start_id`.
+        Returns the id to continue from ('0-0' once the whole pending list was scanned)."""
+        self.ensure_group(job_type)
+        key = self.stream_key(job_type)
+        reply = self.client.xautoclaim(
+            key, GROUP, CONSUMER, int(min_idle_seconds * 1000), start_id=start_id, count=count)
+        next_id, claimed = reply[0], reply[1]
+        # Entries deleted while pending come back empty: nothing is left to deliver for them.
+        deleted = [entry_id for entry_id, fields in claimed if fields is None]
+        if deleted:
+            self.client.xack(key, GROUP, *deleted)
+        entries = [IntakeEntry(job_type, entry_id, fields) for entry_id, fields in claimed
+                   if fields is not None]
+        return next_id, entries
+
+    @staticmethod
+    def _entries(job_type: str, reply) -> list[IntakeEntry]:
+        if not reply:
+            return []
+        _stream, items = reply[0]
+        return [IntakeEntry(job_type, entry_id, fields or {}) for entry_id, fields in items]
+
+    def track(self, job_type: str, request_key: str, entry_ids: Iterable[str]) -> None:
+        """Remember which entries carry a request, so settling the request settles them all."""
+        ids = list(entry_ids)
+        if ids:
+            self.client.sadd(self._waiting_key(request_key), *ids)
+
+    def settle(self, job_type: str, request_key: str) -> int:
+        """The request's run succeeded: ack and delete every entry that carried it."""
+        return int(self._settle(
+            keys=[self.stream_key(job_type), self._waiting_key(request_key)], args=[GROUP]))
+
+    def ack(self, job_type: str, entry_ids: Sequence[str], request_key: str | None = None) -> int:
+        """Ack and delete specific entries (a duplicate whose request already succeeded)."""
+        if not entry_ids:
+            return 0
+        key = self.stream_key(job_type)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(key, GROUP, *entry_ids)
+        pipe.xdel(key, *entry_ids)
+        if request_key:
+            pipe.srem(self._waiting_key(request_key), *entry_ids)
+        return int(pipe.execute()[0])
+
+    def dead_letter(
+        self,
+        job_type: str,
+        entry_ids: Sequence[str],
+        reason: str,
+        run_id: str = "",
+        request_key: str = "",
+    ) -> int:
+        """Move entries to the dead-letter stream with `reason`, keeping their fields."""
+        if not entry_ids:
+            return 0
+        return int(self._dead_letter(
+            keys=[self.stream_key(job_type), self.dead_letter_key, self._waiting_key(request_key)],
+            args=[_now_iso(), reason, run_id, GROUP, *entry_ids]))
+
+    def dead_letter_request(self, job_type: str, request_key: str, reason: str, run_id: str) -> int:
+        """The request's run failed for good: dead-letter every entry that carried it."""
+        ids = sorted(self.client.smembers(self._waiting_key(request_key)))
+        return self.dead_letter(job_type, ids, reason, run_id=run_id, request_key=request_key)
+
+    # operators
+    def dead_letters(self, count: int = 100) -> list[dict]:
+        """The newest dead letters first, each with its original fields decoded."""
+        items = self.client.xrevrange(self.dead_letter_key, count=count)
+        letters = []
+        for letter_id, fields in items:
+            letter = dict(fields)
+            letter["id"] = letter_id
+            letter["fields"] = json.loads(fields.get("fields") or "{}")
+            letters.append(letter)
+        return letters
+
+    def stats(self) -> IntakeStats:
+        now = time.time()
+        streams = []
+        for job_type in JOB_TYPES:
+            key = self.stream_key(job_type)
+            length = self.client.xlen(key)
+            pending, oldest = 0, None
+            if length:
+                try:
+                    summary = self.client.xpending(key, GROUP)
+                except redis.ResponseError:  # no group yet: nothing was ever read
+                    summary = {"pending": 0}
+                pending = summary["pending"]
+                if pending:
+                    oldest = round(now - _entry_time(summary["min"]), 3)
+            streams.append(StreamStats(job_type, length, pending, length - pending, oldest))
+        return IntakeStats(streams, self.client.xlen(self.dead_letter_key))

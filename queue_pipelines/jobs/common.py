@@ -1,0 +1,54 @@
+"""What every intake-driven job shares: its run config, its retry policy, its failures."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import dagster as dg
+from pydantic import BaseModel, ValidationError
+
+from queue_pipelines.failures import ProviderError
+from queue_pipelines.intake.schema import Envelope, describe_validation_error
+
+# Transient failures (network, timeouts, 429, 5xx) back off exponentially: 2 s, 4 s, 8 s, 16 s,
+# 32 s, each within ±delay of jitter so that a burst of failed runs does not retry in step.
+TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=5, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+PayloadT = TypeVar("PayloadT", bound=BaseModel)
+
+
+class IntakeRequestConfig(dg.Config):
+    """The request a run serves, as the intake sensor wrote it (or an operator, by hand)."""
+
+    tenant_id: str
+    idempotency_key: str
+    payload: dict[str, Any]
+
+    def parsed(self, model: type[PayloadT]) -> PayloadT:
+        try:
+            return model.model_validate(self.payload)
+        except ValidationError as exc:
+            raise dg.Failure(
+                description=f"invalid payload: {describe_validation_error(exc, prefix='payload')}",
+                allow_retries=False,
+            ) from None
+
+
+def request_run_config(op_name: str, envelope: Envelope) -> dict[str, Any]:
+    return {"ops": {op_name: {"config": {
+        "tenant_id": envelope.tenant_id,
+        "idempotency_key": envelope.idempotency_key,
+        "payload": envelope.payload.model_dump(mode="json", exclude_none=True),
+    }}}}
+
+
+def provider_failure(exc: ProviderError) -> Exception:
+    """Permanent errors stop the op at once; transient ones go back to the retry policy."""
+    if exc.permanent:
+        return dg.Failure(
+            description=exc.reason,
+            metadata={"failure_class": "permanent", "code": exc.code or ""},
+            allow_retries=False,
+        )
+    return exc

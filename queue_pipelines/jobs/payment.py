@@ -1,0 +1,58 @@
+"""payment_job: charge a card through Stripe, at most once per request."""
+
+
+import dagster as dg
+
+from queue_pipelines.failures import ProviderError
+from queue_pipelines.intake.schema import Envelope, PaymentPayload
+from queue_pipelines.jobs.common import (
+    TRANSIENT_RETRY_POLICY,
+    IntakeRequestConfig,
+    provider_failure,
+    request_run_config,
+)
+from queue_pipelines.payments import PaymentOutcome, charge_once
+from resources import EffectLedgerResource, StripeResource
+
+
+@dg.op(retry_policy=TRANSIENT_RETRY_POLICY, tags={"queue/effect": "stripe.payment_intent"})
+def charge_payment(
+    context: dg.OpExecutionContext,
+    config: IntakeRequestConfig,
+    stripe: StripeResource,
+    effect_ledger: EffectLedgerResource,
+) -> dg.Output[PaymentOutcome]:
+    payment = config.parsed(PaymentPayload)
+    try:
+        outcome = charge_once(
+            stripe, effect_ledger.ledger(),
+            tenant_id=config.tenant_id, idempotency_key=config.idempotency_key,
+            payment=payment, run_id=context.run_id)
+    except ProviderError as exc:
+        raise provider_failure(exc) from exc
+    if outcome.replayed:
+        context.log.info(
+            f"{outcome.payment_intent_id} was charged by an earlier attempt; not charging again")
+    return dg.Output(outcome, metadata={
+        "payment_intent_id": outcome.payment_intent_id,
+        "status": outcome.status,
+        "amount": outcome.amount,
+        "currency": outcome.currency,
+        "amount_display": outcome.display_amount,
+        "order_id": payment.order_id,
+        "replayed": outcome.replayed,
+        "sandbox": stripe.sandbox,
+    })
+
+
+@dg.job(
+    executor_def=dg.in_process_executor,
+    description="Charge a card: customer found or created, PaymentIntent created and confirmed.",
+    tags={"queue/job_type": "payment"},
+)
+def payment_job():
+    charge_payment()
+
+
+def payment_run_config(envelope: Envelope) -> dict:
+    return request_run_config("charge_payment", envelope)

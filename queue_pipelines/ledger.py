@@ -1,0 +1,143 @@
+"""The effect ledger: the first line of defence against doing an external effect twice.
+
+Every charge, refund, mint or transfer is keyed by its request (kind, tenant, idempotency
+key). Before the provider call the key is claimed; right after it the result is recorded.
+A later attempt for the same key (a duplicate entry, an op retry, a run retry, a full
+re-execution from the UI) finds the recorded result and returns it instead of acting again.
+
+A claim left `pending` means an earlier attempt ended without recording an outcome: the
+provider may or may not have acted. The caller resumes with the provider's own idempotency
+key (Stripe keeps those for 24 hours) and refuses once that window has passed, so nothing is
+done twice on a guess.
+
+Storage is one SQL table: PostgreSQL in production (shared by every run worker), SQLite
+under DAGSTER_HOME for the embedded defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+PENDING = "pending"
+DONE = "done"
+
+_metadata = sa.MetaData()
+effects = sa.Table(
+    "qp_effect_ledger",
+    _metadata,
+    sa.Column("effect_key", sa.String(400), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The state of a key after claiming it."""
+
+    effect_key: str
+    status: str
+    attempts: int  # including this one
+    created_at: datetime
+    result: dict[str, Any] | None
+
+    @property
+    def done(self) -> bool:
+        return self.status == DONE
+
+    @property
+    def resumed(self) -> bool:
+        """An earlier attempt claimed the key and never recorded an outcome."""
+        return self.status == PENDING and self.attempts > 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands timestamps back without their zone.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class EffectLedger:
+    def __init__(self, database_url: str):
+        if database_url.startswith("sqlite:///"):
+            Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            # Run workers are separate processes: wait for a writer rather than fail.
+            engine = sa.create_engine(database_url, connect_args={"timeout": 30})
+        else:
+            # dagster-postgres brings psycopg2; say so, since SQLAlchemy may default to psycopg 3.
+            if database_url.startswith(("postgresql://", "postgres://")):
+                database_url = "postgresql+psycopg2://" + database_url.split("://", 1)[1]
+            engine = sa.create_engine(database_url, pool_pre_ping=True)
+        self.engine = engine
+        _metadata.create_all(engine, checkfirst=True)
+
+    def claim(self, effect_key: str, kind: str, run_id: str) -> Claim:
+        """Claim `effect_key` for `run_id`, or report what an earlier attempt recorded."""
+        now = _now()
+        with self.engine.begin() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(effects.insert().values(
+                        effect_key=effect_key, kind=kind, status=PENDING, attempts=1,
+                        run_id=run_id, result=None, created_at=now, updated_at=now))
+            except IntegrityError:
+                conn.execute(
+                    effects.update()
+                    .where(effects.c.effect_key == effect_key, effects.c.status == PENDING)
+                    .values(attempts=effects.c.attempts + 1, run_id=run_id, updated_at=now))
+            row = conn.execute(
+                sa.select(effects).where(effects.c.effect_key == effect_key)).one()
+        return Claim(
+            effect_key=row.effect_key,
+            status=row.status,
+            attempts=row.attempts,
+            created_at=_aware(row.created_at),
+            result=json.loads(row.result) if row.result else None,
+        )
+
+    def record(self, effect_key: str, result: dict[str, Any]) -> None:
+        """The effect happened: keep its result for every later attempt."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                effects.update().where(effects.c.effect_key == effect_key)
+                .values(status=DONE, result=json.dumps(result, sort_keys=True), updated_at=_now()))
+
+    def release(self, effect_key: str) -> None:
+        """The provider refused the request outright, so nothing happened: a later attempt
+        (an operator re-executing after fixing the cause) may try again."""
+        with self.engine.begin() as conn:
+            conn.execute(effects.delete().where(
+                effects.c.effect_key == effect_key, effects.c.status == PENDING))
+
+    def get(self, effect_key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(effects).where(effects.c.effect_key == effect_key)).one_or_none()
+        return dict(row._mapping) if row else None
+
+    def count(self, kind: str | None = None, status: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(effects)
+        if kind:
+            query = query.where(effects.c.kind == kind)
+        if status:
+            query = query.where(effects.c.status == status)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,164 @@
+"""Charging and refunding at most once per request: the rules, free of Dagster."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+from queue_pipelines.currencies import format_amount
+from queue_pipelines.failures import PermanentError
+from queue_pipelines.intake.schema import PaymentPayload, RefundPayload
+from queue_pipelines.ledger import Claim, EffectLedger
+from resources.stripe_api import StripeResource
+
+# Stripe keeps an idempotency key for at least 24 hours; past that a replayed request could
+# act again, so an attempt that never recorded its outcome is not resumed blindly.
+STRIPE_IDEMPOTENCY_WINDOW = timedelta(hours=23)
+
+
+def effect_key(kind: str, tenant_id: str, idempotency_key: str) -> str:
+    return f"{kind}:{tenant_id}:{idempotency_key}"
+
+
+def stripe_idempotency_key(key: str) -> str:
+    """Derived from the effect key: stable across attempts, short, and free of tenant data."""
+    return "qp-" + hashlib.sha256(key.encode()).hexdigest()[:48]
+
+
+def stripe_metadata(tenant_id: str, idempotency_key: str, order_id: str | None,
+                    extra: dict[str, str]) -> dict[str, str]:
+    metadata = dict(extra)
+    metadata.update({"tenant_id": tenant_id, "idempotency_key": idempotency_key[:500]})
+    if order_id:
+        metadata["order_id"] = order_id
+    return metadata
+
+
+def _check_resumable(claim: Claim, now: datetime | None = None) -> None:
+    if not claim.resumed:
+        return
+    age = (now or datetime.now(UTC)) - claim.created_at
+    if age > STRIPE_IDEMPOTENCY_WINDOW:
+        raise PermanentError(
+            f"an attempt for {claim.effect_key} started {claim.created_at.isoformat()} never "
+            "recorded its outcome, and Stripe's idempotency window has passed: reconcile it "
+            "by hand in the Stripe dashboard before retrying", code="needs_reconciliation")
+
+
+@dataclass(frozen=True)
+class PaymentOutcome:
+    payment_intent_id: str
+    status: str
+    amount: int
+    currency: str
+    customer_id: str
+    replayed: bool = False  # True: recorded by an earlier attempt, no new charge
+
+    @property
+    def display_amount(self) -> str:
+        return format_amount(self.amount, self.currency)
+
+
+def charge_once(
+    stripe: StripeResource,
+    ledger: EffectLedger,
+    *,
+    tenant_id: str,
+    idempotency_key: str,
+    payment: PaymentPayload,
+    run_id: str,
+) -> PaymentOutcome:
+    """Create and confirm the payment unless this request was already charged."""
+    key = effect_key("payment", tenant_id, idempotency_key)
+    claim = ledger.claim(key, "payment", run_id)
+    if claim.done:
+        return PaymentOutcome(**claim.result, replayed=True)
+    _check_resumable(claim)
+    try:
+        customer_id = stripe.find_or_create_customer(
+            tenant_id=tenant_id,
+            email=str(payment.customer_email).lower(),
+            name=payment.customer_name,
+            idempotency_key=stripe_idempotency_key(f"customer:{key}"),
+        )
+        intent = stripe.create_payment_intent(
+            amount=payment.amount,
+            currency=payment.currency,
+            customer_id=customer_id,
+            payment_method=payment.payment_method,
+            description=payment.description,
+            metadata=stripe_metadata(tenant_id, idempotency_key, payment.order_id,
+                                     payment.metadata),
+            idempotency_key=stripe_idempotency_key(key),
+        )
+    except PermanentError:
+        # Stripe refused the request: nothing was charged, an operator may retry later.
+        ledger.release(key)
+        raise
+    outcome = PaymentOutcome(
+        payment_intent_id=intent.id, status=intent.status, amount=intent.amount,
+        currency=intent.currency, customer_id=customer_id)
+    if intent.status != "succeeded":
+        ledger.release(key)
+        raise PermanentError(
+            f"payment {intent.id} ended in status {intent.status!r}, not 'succeeded' "
+            "(it needs customer action, which a background job cannot take)", code=intent.status)
+    ledger.record(key, {k: v for k, v in asdict(outcome).items() if k != "replayed"})
+    return outcome
+
+
+@dataclass(frozen=True)
+class RefundOutcome:
+    refund_id: str
+    status: str
+    amount: int
+    currency: str
+    payment_intent_id: str
+    remaining: int  # still refundable after this refund
+    replayed: bool = False
+
+
+def refund_once(
+    stripe: StripeResource,
+    ledger: EffectLedger,
+    *,
+    tenant_id: str,
+    idempotency_key: str,
+    refund: RefundPayload,
+    run_id: str,
+) -> RefundOutcome:
+    """Refund `refund.amount` (or all that remains) unless this request was already refunded."""
+    key = effect_key("refund", tenant_id, idempotency_key)
+    claim = ledger.claim(key, "refund", run_id)
+    if claim.done:
+        return RefundOutcome(**claim.result, replayed=True)
+    _check_resumable(claim)
+    try:
+        balance = stripe.refundable_balance(refund.payment_intent_id)
+        amount = refund.amount if refund.amount is not None else balance.remaining
+        if balance.remaining == 0:
+            raise PermanentError(
+                f"{refund.payment_intent_id} is already fully refunded "
+                f"({format_amount(balance.refunded, balance.currency)})", code="fully_refunded")
+        if amount > balance.remaining:
+            raise PermanentError(
+                f"refund of {format_amount(amount, balance.currency)} exceeds the "
+                f"{format_amount(balance.remaining, balance.currency)} still refundable on "
+                f"{refund.payment_intent_id}", code="amount_too_large")
+        created = stripe.create_refund(
+            payment_intent_id=refund.payment_intent_id,
+            amount=amount,
+            reason=refund.reason,
+            metadata=stripe_metadata(tenant_id, idempotency_key, refund.order_id, refund.metadata),
+            idempotency_key=stripe_idempotency_key(key),
+        )
+    except PermanentError:
+        ledger.release(key)
+        raise
+    outcome = RefundOutcome(
+        refund_id=created.id, status=created.status, amount=created.amount,
+        currency=created.currency, payment_intent_id=refund.payment_intent_id,
+        remaining=balance.remaining - created.amount)
+    ledger.record(key, {k: v for k, v in asdict(outcome).items() if k != "replayed"})
+    return outcome

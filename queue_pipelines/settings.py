@@ -1,0 +1,29 @@
+"""Embedded defaults: what runs when no environment variable points at the real thing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+EMBEDDED_REDIS_PORT = 6399
+EMBEDDED_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+SANDBOX_STRIPE_PORT = 8420
+SANDBOX_STRIPE_URL = f"http://127.0.0.1:{SANDBOX_STRIPE_PORT}"
+# localstripe accepts any key; this one says what it is wherever it shows up.
+SANDBOX_STRIPE_KEY = "sk_test_localstripe_sandbox"
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home")
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL") or EMBEDDED_REDIS_URL
+
+
+def stripe_is_sandbox() -> bool:
+    return not os.environ.get("STRIPE_SECRET_KEY")
+
+
+def ledger_url() -> str:
+    return os.environ.get("DAGSTER_POSTGRES_URL") or f"sqlite:///{dagster_home() / 'effect_ledger.db'}"

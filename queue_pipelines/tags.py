@@ -1,0 +1,9 @@
+"""Run tags that tie a Dagster run to the intake request it serves."""
+
+JOB_TYPE = "queue/job_type"
+TENANT = "queue/tenant"
+IDEMPOTENCY_KEY = "queue/idempotency_key"
+REQUEST_KEY = "queue/request_key"
+ENTRY_ID = "queue/entry_id"
+SANDBOX = "queue/sandbox"
+PRIORITY = "dagster/priority"

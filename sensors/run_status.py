@@ -1,0 +1,61 @@
+"""Run-status sensors: settle intake entries once their run reached a terminal state.
+
+These are the fast path. Entries whose run ended while these sensors were behind or stopped
+are settled by the intake sensor's scan of stale pending entries, so nothing waits forever.
+"""
+
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from queue_pipelines import tags
+from resources import RedisResource
+
+
+def failure_reason(context: dg.RunFailureSensorContext) -> str:
+    """The failed step and the failure's own words, for the dead letter."""
+    for event in context.get_step_failure_events():
+        error = event.step_failure_data.error
+        user_failure = event.step_failure_data.user_failure_data
+        message = (user_failure.description if user_failure and user_failure.description
+                   else error.message.strip() if error else "unknown error")
+        return f"step {event.step_key} failed: {message}"
+    return f"run failed: {context.failure_event.message or 'no step failed (run-level failure)'}"
+
+
+def build_run_status_sensors(
+    jobs: Sequence[dg.JobDefinition], minimum_interval_seconds: int = 5
+) -> list[dg.SensorDefinition]:
+    @dg.run_status_sensor(
+        name="intake_ack_sensor",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=list(jobs),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Acks and removes the intake entries of every run that succeeded.",
+    )
+    def intake_ack_sensor(context: dg.RunStatusSensorContext, redis: RedisResource):
+        run = context.dagster_run
+        if tags.REQUEST_KEY not in run.tags:
+            return dg.SkipReason(f"run {run.run_id} was not launched from the intake")
+        settled = redis.intake().settle(run.tags[tags.JOB_TYPE], run.tags[tags.REQUEST_KEY])
+        context.log.info(f"run {run.run_id} succeeded: acked {settled} intake entries")
+
+    @dg.run_failure_sensor(
+        name="intake_dead_letter_sensor",
+        monitored_jobs=list(jobs),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Moves the intake entries of every failed run to the dead-letter stream.",
+    )
+    def intake_dead_letter_sensor(context: dg.RunFailureSensorContext, redis: RedisResource):
+        run = context.dagster_run
+        if tags.REQUEST_KEY not in run.tags:
+            return dg.SkipReason(f"run {run.run_id} was not launched from the intake")
+        reason = failure_reason(context)
+        moved = redis.intake().dead_letter_request(
+            run.tags[tags.JOB_TYPE], run.tags[tags.REQUEST_KEY], reason, run.run_id)
+        context.log.warning(f"run {run.run_id} failed: dead-lettered {moved} entries: {reason}")
+
+    return [intake_ack_sensor, intake_dead_letter_sensor]
