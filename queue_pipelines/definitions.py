@@ -28,15 +28,18 @@ def redis_resource() -> RedisResource:
 
 
 def stripe_resource() -> StripeResource:
-    webhook_secret = (dg.EnvVar("STRIPE_WEBHOOK_SECRET")
-                      if os.environ.get("STRIPE_WEBHOOK_SECRET") else None)
+    webhook_secret = (
+        dg.EnvVar("STRIPE_WEBHOOK_SECRET") if os.environ.get("STRIPE_WEBHOOK_SECRET") else None
+    )
     if not settings.stripe_is_sandbox():
-        return StripeResource(secret_key=dg.EnvVar("STRIPE_SECRET_KEY"),
-                              webhook_secret=webhook_secret)
+        return StripeResource(
+            secret_key=dg.EnvVar("STRIPE_SECRET_KEY"), webhook_secret=webhook_secret
+        )
     api_base = os.environ.get("STRIPE_API_BASE") or settings.SANDBOX_STRIPE_URL
     log.warning("STRIPE_SECRET_KEY is unset: Stripe calls go to the sandbox at %s", api_base)
-    return StripeResource(secret_key=settings.SANDBOX_STRIPE_KEY, api_base=api_base,
-                          webhook_secret=webhook_secret)
+    return StripeResource(
+        secret_key=settings.SANDBOX_STRIPE_KEY, api_base=api_base, webhook_secret=webhook_secret
+    )
 
 
 def effect_ledger_resource() -> EffectLedgerResource:
@@ -47,10 +50,14 @@ def effect_ledger_resource() -> EffectLedgerResource:
 
 def sandbox_tags() -> dict[str, str]:
     """Runs say in the UI which parts of them are not the real thing."""
-    sandboxed = [name for name, is_sandbox in (
-        ("stripe", settings.stripe_is_sandbox()),
-        ("redis", not os.environ.get("REDIS_URL")),
-    ) if is_sandbox]
+    sandboxed = [
+        name
+        for name, is_sandbox in (
+            ("stripe", settings.stripe_is_sandbox()),
+            ("redis", not os.environ.get("REDIS_URL")),
+        )
+        if is_sandbox
+    ]
     return {tags.SANDBOX: ",".join(sandboxed)} if sandboxed else {}
 
 

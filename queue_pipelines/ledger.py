@@ -79,9 +79,6 @@ class EffectLedger:
             # Run workers are separate processes: wait for a writer rather than fail.
             engine = sa.create_engine(database_url, connect_args={"timeout": 30})
         else:
-            # dagster-postgres brings psycopg2; say so, since SQLAlchemy may default to psycopg 3.
-            if database_url.startswith(("postgresql://", "postgres://")):
-                database_url = "postgresql+psycopg2://" + database_url.split("://", 1)[1]
             engine = sa.create_engine(database_url, pool_pre_ping=True)
         self.engine = engine
         _metadata.create_all(engine, checkfirst=True)
@@ -92,16 +89,25 @@ class EffectLedger:
         with self.engine.begin() as conn:
             try:
                 with conn.begin_nested():
-                    conn.execute(effects.insert().values(
-                        effect_key=effect_key, kind=kind, status=PENDING, attempts=1,
-                        run_id=run_id, result=None, created_at=now, updated_at=now))
+                    conn.execute(
+                        effects.insert().values(
+                            effect_key=effect_key,
+                            kind=kind,
+                            status=PENDING,
+                            attempts=1,
+                            run_id=run_id,
+                            result=None,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
             except IntegrityError:
                 conn.execute(
                     effects.update()
                     .where(effects.c.effect_key == effect_key, effects.c.status == PENDING)
-                    .values(attempts=effects.c.attempts + 1, run_id=run_id, updated_at=now))
-            row = conn.execute(
-                sa.select(effects).where(effects.c.effect_key == effect_key)).one()
+                    .values(attempts=effects.c.attempts + 1, run_id=run_id, updated_at=now)
+                )
+            row = conn.execute(sa.select(effects).where(effects.c.effect_key == effect_key)).one()
         return Claim(
             effect_key=row.effect_key,
             status=row.status,
@@ -114,20 +120,26 @@ class EffectLedger:
         """The effect happened: keep its result for every later attempt."""
         with self.engine.begin() as conn:
             conn.execute(
-                effects.update().where(effects.c.effect_key == effect_key)
-                .values(status=DONE, result=json.dumps(result, sort_keys=True), updated_at=_now()))
+                effects.update()
+                .where(effects.c.effect_key == effect_key)
+                .values(status=DONE, result=json.dumps(result, sort_keys=True), updated_at=_now())
+            )
 
     def release(self, effect_key: str) -> None:
         """The provider refused the request outright, so nothing happened: a later attempt
         (an operator re-executing after fixing the cause) may try again."""
         with self.engine.begin() as conn:
-            conn.execute(effects.delete().where(
-                effects.c.effect_key == effect_key, effects.c.status == PENDING))
+            conn.execute(
+                effects.delete().where(
+                    effects.c.effect_key == effect_key, effects.c.status == PENDING
+                )
+            )
 
     def get(self, effect_key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(effects).where(effects.c.effect_key == effect_key)).one_or_none()
+                sa.select(effects).where(effects.c.effect_key == effect_key)
+            ).one_or_none()
         return dict(row._mapping) if row else None
 
     def count(self, kind: str | None = None, status: str | None = None) -> int:

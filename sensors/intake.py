@@ -1,6 +1,5 @@
 """Intake sensors: turn Redis Stream entries into runs, one sensor per job type."""
 
-
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,8 +17,11 @@ from queue_pipelines.intake.schema import Envelope
 from resources import RedisResource
 
 _IN_PROGRESS = {
-    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
 }
 
 
@@ -28,8 +30,9 @@ def lookup_request_runs(
 ) -> dict[str, RequestRuns]:
     """The state of the runs each request already has. A request can have several runs (an
     operator re-executed it): any success settles it; else a live run means wait."""
-    runs = instance.get_runs(filters=dg.RunsFilter(
-        tags={tags.JOB_TYPE: job_type, tags.REQUEST_KEY: list(request_keys)}))
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(tags={tags.JOB_TYPE: job_type, tags.REQUEST_KEY: list(request_keys)})
+    )
     found: dict[str, RequestRuns] = {}
     for run in runs:  # newest first
         key = run.tags[tags.REQUEST_KEY]
@@ -46,8 +49,11 @@ def lookup_request_runs(
     return found
 
 
-def run_request_for(launch: Launch, extra_tags: Mapping[str, str],
-                    run_config_for: Callable[[Envelope], dict[str, Any]]) -> dg.RunRequest:
+def run_request_for(
+    launch: Launch,
+    extra_tags: Mapping[str, str],
+    run_config_for: Callable[[Envelope], dict[str, Any]],
+) -> dg.RunRequest:
     envelope = launch.envelope
     return dg.RunRequest(
         run_key=envelope.request_key,
@@ -100,13 +106,15 @@ def build_intake_sensor(
             context.log.warning(f"dead-lettered {job_type} entry {entry_id}: {reason}")
         if outcome.read:
             context.log.info(f"{job_type} intake: {outcome.summary()}")
-        run_requests = [run_request_for(launch, extra_tags or {}, run_config_for)
-                        for launch in outcome.launches]
+        run_requests = [
+            run_request_for(launch, extra_tags or {}, run_config_for) for launch in outcome.launches
+        ]
         return dg.SensorResult(
             run_requests=run_requests,
             cursor=outcome.cursor.dump(),
-            skip_reason=None if run_requests else dg.SkipReason(
-                f"no new {job_type} requests ({outcome.summary()})"),
+            skip_reason=None
+            if run_requests
+            else dg.SkipReason(f"no new {job_type} requests ({outcome.summary()})"),
         )
 
     return _intake_sensor

@@ -4,7 +4,6 @@ These are the fast path. Entries whose run ended while these sensors were behind
 are settled by the intake sensor's scan of stale pending entries, so nothing waits forever.
 """
 
-
 from collections.abc import Sequence
 
 import dagster as dg
@@ -18,8 +17,13 @@ def failure_reason(context: dg.RunFailureSensorContext) -> str:
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error
         user_failure = event.step_failure_data.user_failure_data
-        message = (user_failure.description if user_failure and user_failure.description
-                   else error.message.strip() if error else "unknown error")
+        message = (
+            user_failure.description
+            if user_failure and user_failure.description
+            else error.message.strip()
+            if error
+            else "unknown error"
+        )
         return f"step {event.step_key} failed: {message}"
     return f"run failed: {context.failure_event.message or 'no step failed (run-level failure)'}"
 
@@ -55,7 +59,8 @@ def build_run_status_sensors(
             return dg.SkipReason(f"run {run.run_id} was not launched from the intake")
         reason = failure_reason(context)
         moved = redis.intake().dead_letter_request(
-            run.tags[tags.JOB_TYPE], run.tags[tags.REQUEST_KEY], reason, run.run_id)
+            run.tags[tags.JOB_TYPE], run.tags[tags.REQUEST_KEY], reason, run.run_id
+        )
         context.log.warning(f"run {run.run_id} failed: dead-lettered {moved} entries: {reason}")
 
     return [intake_ack_sensor, intake_dead_letter_sensor]

@@ -73,8 +73,10 @@ class TickOutcome:
     read: int = 0
 
     def summary(self) -> str:
-        return (f"read {self.read}, launched {len(self.launches)}, acked {self.acked}, "
-                f"dead-lettered {len(self.dead_lettered)}, waiting on runs {self.waiting}")
+        return (
+            f"read {self.read}, launched {len(self.launches)}, acked {self.acked}, "
+            f"dead-lettered {len(self.dead_lettered)}, waiting on runs {self.waiting}"
+        )
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -93,7 +95,8 @@ def run_intake_tick(
 ) -> TickOutcome:
     fresh = streams.read(job_type, cursor.last_id, max_entries)
     reclaim_from, stale = streams.reclaim(
-        job_type, reclaim_after_seconds, cursor.reclaim_from, max_entries)
+        job_type, reclaim_after_seconds, cursor.reclaim_from, max_entries
+    )
     entries: dict[str, IntakeEntry] = {e.entry_id: e for e in [*fresh, *stale]}
 
     last_id = max([cursor.last_id, *(e.entry_id for e in fresh)], key=_id_key)
@@ -104,7 +107,8 @@ def run_intake_tick(
         try:
             if entry.raw_envelope is None:
                 raise EnvelopeError(
-                    f"entry has no 'envelope' field (fields: {', '.join(sorted(entry.fields))})")
+                    f"entry has no 'envelope' field (fields: {', '.join(sorted(entry.fields))})"
+                )
             envelope = parse_envelope(entry.raw_envelope, expected_type=job_type)
         except EnvelopeError as exc:
             streams.dead_letter(job_type, [entry.entry_id], f"rejected: {exc.reason}")
@@ -126,7 +130,8 @@ def run_intake_tick(
             outcome.acked += streams.ack(job_type, ids, request_key)
         else:
             reason = f"duplicate of a request whose run {existing.run_id} failed"
-            streams.dead_letter(job_type, ids, reason, run_id=existing.run_id,
-                                request_key=request_key)
+            streams.dead_letter(
+                job_type, ids, reason, run_id=existing.run_id, request_key=request_key
+            )
             outcome.dead_lettered += [(entry_id, reason) for entry_id in ids]
     return outcome

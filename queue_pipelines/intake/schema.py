@@ -31,7 +31,9 @@ MAX_ENVELOPE_BYTES = 64 * 1024
 MAX_AMOUNT = 99_999_999
 
 JobType = Literal["payment", "refund", "mint", "notification"]
-Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 Amount = Annotated[int, Field(gt=0, le=MAX_AMOUNT, strict=True)]
 Metadata = Annotated[dict[str, str], Field(max_length=20)]
@@ -50,7 +52,9 @@ class PaymentPayload(_Model):
     customer_email: EmailStr
     customer_name: str | None = Field(default=None, max_length=256)
     payment_method: str = Field(
-        min_length=3, max_length=255, pattern=r"^pm_[A-Za-z0-9_]+$",
+        min_length=3,
+        max_length=255,
+        pattern=r"^pm_[A-Za-z0-9_]+$",
         description="A Stripe PaymentMethod id collected by the front end (pm_...).",
     )
     description: str | None = Field(default=None, max_length=1000)
@@ -61,7 +65,9 @@ class PaymentPayload(_Model):
     def _known_currency(cls, value: str) -> str:
         code = value.lower()
         if code not in STRIPE_CURRENCIES:
-            raise ValueError(f"unknown currency {value!r}: expected an ISO 4217 code Stripe supports")
+            raise ValueError(
+                f"unknown currency {value!r}: expected an ISO 4217 code Stripe supports"
+            )
         return code
 
 
@@ -182,7 +188,9 @@ def envelope_from_dict(data: Any, expected_type: str | None = None) -> Envelope:
         )
     job_type = data.get("type")
     if job_type not in PAYLOAD_MODELS:
-        raise EnvelopeError(f"unknown job type {job_type!r}: expected one of {', '.join(JOB_TYPES)}")
+        raise EnvelopeError(
+            f"unknown job type {job_type!r}: expected one of {', '.join(JOB_TYPES)}"
+        )
     if expected_type is not None and job_type != expected_type:
         raise EnvelopeError(f"job type {job_type!r} does not belong on the {expected_type} stream")
     payload = data.get("payload")

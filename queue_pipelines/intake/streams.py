@@ -83,8 +83,10 @@ class IntakeStats:
 
     def as_dict(self) -> dict:
         return {
-            "streams": {s.job_type: {k: v for k, v in vars(s).items() if k != "job_type"}
-                        for s in self.streams},
+            "streams": {
+                s.job_type: {k: v for k, v in vars(s).items() if k != "job_type"}
+                for s in self.streams
+            },
             "dead_letters": self.dead_letters,
         }
 
@@ -111,7 +113,9 @@ class IntakeStreams:
     # keys
     def stream_key(self, job_type: str) -> str:
         if job_type not in JOB_TYPES:
-            raise ValueError(f"unknown job type {job_type!r}: expected one of {', '.join(JOB_TYPES)}")
+            raise ValueError(
+                f"unknown job type {job_type!r}: expected one of {', '.join(JOB_TYPES)}"
+            )
         return f"{self.prefix}:intake:{job_type}"
 
     @property
@@ -150,11 +154,14 @@ class IntakeStreams:
         that failed left them there), then never-delivered entries, `count` at most."""
         self.ensure_group(job_type)
         key = self.stream_key(job_type)
-        entries = self._entries(job_type, self.client.xreadgroup(
-            GROUP, CONSUMER, {key: after_id}, count=count))
+        entries = self._entries(
+            job_type, self.client.xreadgroup(GROUP, CONSUMER, {key: after_id}, count=count)
+        )
         if len(entries) < count:
-            entries += self._entries(job_type, self.client.xreadgroup(
-                GROUP, CONSUMER, {key: ">"}, count=count - len(entries)))
+            entries += self._entries(
+                job_type,
+                self.client.xreadgroup(GROUP, CONSUMER, {key: ">"}, count=count - len(entries)),
+            )
         return entries
 
     def reclaim(
@@ -165,14 +172,18 @@ class IntakeStreams:
         self.ensure_group(job_type)
         key = self.stream_key(job_type)
         reply = self.client.xautoclaim(
-            key, GROUP, CONSUMER, int(min_idle_seconds * 1000), start_id=start_id, count=count)
+            key, GROUP, CONSUMER, int(min_idle_seconds * 1000), start_id=start_id, count=count
+        )
         next_id, claimed = reply[0], reply[1]
         # Entries deleted while pending come back empty: nothing is left to deliver for them.
         deleted = [entry_id for entry_id, fields in claimed if fields is None]
         if deleted:
             self.client.xack(key, GROUP, *deleted)
-        entries = [IntakeEntry(job_type, entry_id, fields) for entry_id, fields in claimed
-                   if fields is not None]
+        entries = [
+            IntakeEntry(job_type, entry_id, fields)
+            for entry_id, fields in claimed
+            if fields is not None
+        ]
         return next_id, entries
 
     @staticmethod
@@ -190,8 +201,11 @@ class IntakeStreams:
 
     def settle(self, job_type: str, request_key: str) -> int:
         """The request's run succeeded: ack and delete every entry that carried it."""
-        return int(self._settle(
-            keys=[self.stream_key(job_type), self._waiting_key(request_key)], args=[GROUP]))
+        return int(
+            self._settle(
+                keys=[self.stream_key(job_type), self._waiting_key(request_key)], args=[GROUP]
+            )
+        )
 
     def ack(self, job_type: str, entry_ids: Sequence[str], request_key: str | None = None) -> int:
         """Ack and delete specific entries (a duplicate whose request already succeeded)."""
@@ -216,9 +230,16 @@ class IntakeStreams:
         """Move entries to the dead-letter stream with `reason`, keeping their fields."""
         if not entry_ids:
             return 0
-        return int(self._dead_letter(
-            keys=[self.stream_key(job_type), self.dead_letter_key, self._waiting_key(request_key)],
-            args=[_now_iso(), reason, run_id, GROUP, *entry_ids]))
+        return int(
+            self._dead_letter(
+                keys=[
+                    self.stream_key(job_type),
+                    self.dead_letter_key,
+                    self._waiting_key(request_key),
+                ],
+                args=[_now_iso(), reason, run_id, GROUP, *entry_ids],
+            )
+        )
 
     def dead_letter_request(self, job_type: str, request_key: str, reason: str, run_id: str) -> int:
         """The request's run failed for good: dead-letter every entry that carried it."""

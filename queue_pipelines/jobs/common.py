@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import dagster as dg
+import redis
+import sqlalchemy.exc
 from pydantic import BaseModel, ValidationError
 
 from queue_pipelines.failures import ProviderError
@@ -13,7 +17,8 @@ from queue_pipelines.intake.schema import Envelope, describe_validation_error
 # Transient failures (network, timeouts, 429, 5xx) back off exponentially: 2 s, 4 s, 8 s, 16 s,
 # 32 s, each within ±delay of jitter so that a burst of failed runs does not retry in step.
 TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
-    max_retries=5, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+    max_retries=5, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
@@ -36,19 +41,51 @@ class IntakeRequestConfig(dg.Config):
 
 
 def request_run_config(op_name: str, envelope: Envelope) -> dict[str, Any]:
-    return {"ops": {op_name: {"config": {
-        "tenant_id": envelope.tenant_id,
-        "idempotency_key": envelope.idempotency_key,
-        "payload": envelope.payload.model_dump(mode="json", exclude_none=True),
-    }}}}
+    return {
+        "ops": {
+            op_name: {
+                "config": {
+                    "tenant_id": envelope.tenant_id,
+                    "idempotency_key": envelope.idempotency_key,
+                    "payload": envelope.payload.model_dump(mode="json", exclude_none=True),
+                }
+            }
+        }
+    }
 
 
-def provider_failure(exc: ProviderError) -> Exception:
-    """Permanent errors stop the op at once; transient ones go back to the retry policy."""
-    if exc.permanent:
-        return dg.Failure(
+# Infrastructure hiccups worth retrying besides a provider's own transient errors: the
+# ledger's database or Redis dropping a connection, a socket timing out.
+TRANSIENT_INFRASTRUCTURE_ERRORS = (
+    sqlalchemy.exc.OperationalError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+@contextmanager
+def classified_failures() -> Iterator[None]:
+    """Let only transient failures reach the retry policy. A permanent provider error, or a
+    failure nobody foresaw (a bug will not fix itself on retry), stops the op at once."""
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except ProviderError as exc:
+        if not exc.permanent:
+            raise
+        raise dg.Failure(
             description=exc.reason,
             metadata={"failure_class": "permanent", "code": exc.code or ""},
             allow_retries=False,
-        )
-    return exc
+        ) from exc
+    except TRANSIENT_INFRASTRUCTURE_ERRORS:
+        raise
+    except Exception as exc:
+        raise dg.Failure(
+            description=f"unexpected {type(exc).__name__}: {exc}",
+            metadata={"failure_class": "unexpected"},
+            allow_retries=False,
+        ) from exc

@@ -1,14 +1,12 @@
 """payment_job: charge a card through Stripe, at most once per request."""
 
-
 import dagster as dg
 
-from queue_pipelines.failures import ProviderError
 from queue_pipelines.intake.schema import Envelope, PaymentPayload
 from queue_pipelines.jobs.common import (
     TRANSIENT_RETRY_POLICY,
     IntakeRequestConfig,
-    provider_failure,
+    classified_failures,
     request_run_config,
 )
 from queue_pipelines.payments import PaymentOutcome, charge_once
@@ -23,26 +21,32 @@ def charge_payment(
     effect_ledger: EffectLedgerResource,
 ) -> dg.Output[PaymentOutcome]:
     payment = config.parsed(PaymentPayload)
-    try:
+    with classified_failures():
         outcome = charge_once(
-            stripe, effect_ledger.ledger(),
-            tenant_id=config.tenant_id, idempotency_key=config.idempotency_key,
-            payment=payment, run_id=context.run_id)
-    except ProviderError as exc:
-        raise provider_failure(exc) from exc
+            stripe,
+            effect_ledger.ledger(),
+            tenant_id=config.tenant_id,
+            idempotency_key=config.idempotency_key,
+            payment=payment,
+            run_id=context.run_id,
+        )
     if outcome.replayed:
         context.log.info(
-            f"{outcome.payment_intent_id} was charged by an earlier attempt; not charging again")
-    return dg.Output(outcome, metadata={
-        "payment_intent_id": outcome.payment_intent_id,
-        "status": outcome.status,
-        "amount": outcome.amount,
-        "currency": outcome.currency,
-        "amount_display": outcome.display_amount,
-        "order_id": payment.order_id,
-        "replayed": outcome.replayed,
-        "sandbox": stripe.sandbox,
-    })
+            f"{outcome.payment_intent_id} was charged by an earlier attempt; not charging again"
+        )
+    return dg.Output(
+        outcome,
+        metadata={
+            "payment_intent_id": outcome.payment_intent_id,
+            "status": outcome.status,
+            "amount": outcome.amount,
+            "currency": outcome.currency,
+            "amount_display": outcome.display_amount,
+            "order_id": payment.order_id,
+            "replayed": outcome.replayed,
+            "sandbox": stripe.sandbox,
+        },
+    )
 
 
 @dg.job(

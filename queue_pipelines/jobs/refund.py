@@ -1,15 +1,13 @@
 """refund_job: refund a PaymentIntent in full or in part, at most once per request."""
 
-
 import dagster as dg
 
 from queue_pipelines.currencies import format_amount
-from queue_pipelines.failures import ProviderError
 from queue_pipelines.intake.schema import Envelope, RefundPayload
 from queue_pipelines.jobs.common import (
     TRANSIENT_RETRY_POLICY,
     IntakeRequestConfig,
-    provider_failure,
+    classified_failures,
     request_run_config,
 )
 from queue_pipelines.payments import RefundOutcome, refund_once
@@ -24,26 +22,31 @@ def refund_payment(
     effect_ledger: EffectLedgerResource,
 ) -> dg.Output[RefundOutcome]:
     refund = config.parsed(RefundPayload)
-    try:
+    with classified_failures():
         outcome = refund_once(
-            stripe, effect_ledger.ledger(),
-            tenant_id=config.tenant_id, idempotency_key=config.idempotency_key,
-            refund=refund, run_id=context.run_id)
-    except ProviderError as exc:
-        raise provider_failure(exc) from exc
+            stripe,
+            effect_ledger.ledger(),
+            tenant_id=config.tenant_id,
+            idempotency_key=config.idempotency_key,
+            refund=refund,
+            run_id=context.run_id,
+        )
     if outcome.replayed:
         context.log.info(f"{outcome.refund_id} was made by an earlier attempt; not refunding again")
-    return dg.Output(outcome, metadata={
-        "refund_id": outcome.refund_id,
-        "payment_intent_id": outcome.payment_intent_id,
-        "status": outcome.status,
-        "amount": outcome.amount,
-        "currency": outcome.currency,
-        "amount_display": format_amount(outcome.amount, outcome.currency),
-        "remaining_refundable": outcome.remaining,
-        "replayed": outcome.replayed,
-        "sandbox": stripe.sandbox,
-    })
+    return dg.Output(
+        outcome,
+        metadata={
+            "refund_id": outcome.refund_id,
+            "payment_intent_id": outcome.payment_intent_id,
+            "status": outcome.status,
+            "amount": outcome.amount,
+            "currency": outcome.currency,
+            "amount_display": format_amount(outcome.amount, outcome.currency),
+            "remaining_refundable": outcome.remaining,
+            "replayed": outcome.replayed,
+            "sandbox": stripe.sandbox,
+        },
+    )
 
 
 @dg.job(

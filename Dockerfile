@@ -1,0 +1,65 @@
+# syntax=docker/dockerfile:1
+#
+# One image for the code server (`dagster api grpc`), the run-worker pods that the
+# K8sRunLauncher starts from it, and one-off `dagster` CLI pods. See docs/deployment.md.
+#
+#   docker build -t registry.example.com/queue-pipelines:$(git rev-parse --short HEAD) .
+
+# Both stages must use the same base: the venv's `python` is a symlink to this interpreter.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+
+# uv comes from PyPI like every other dependency, pinned to the release that wrote uv.lock.
+RUN pip install --no-cache-dir uv==0.13.9
+
+ENV UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_PYTHON=python3.11 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy
+
+WORKDIR /src
+
+# Dependencies in their own layer, so a code change does not reinstall them.
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-install-project
+
+# README.md is the distribution's readme: the build backend refuses to build without it.
+COPY README.md ./
+COPY queue_pipelines ./queue_pipelines
+COPY resources ./resources
+COPY sensors ./sensors
+# --no-editable puts the project itself in site-packages, so the runtime stage needs only /opt/venv.
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable
+
+
+FROM ${PYTHON_IMAGE} AS runtime
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DAGSTER_HOME=/opt/dagster/dagster_home
+
+# A fixed numeric uid lets Kubernetes' runAsNonRoot check the user without reading /etc/passwd.
+# DAGSTER_HOME must be writable: run workers keep local artifacts (the default IO manager's
+# step outputs) under it. Pods get their instance config from the launcher, not from this dir.
+RUN groupadd --system --gid 10001 dagster \
+ && useradd --system --uid 10001 --gid dagster --home-dir /opt/dagster --no-create-home dagster \
+ && mkdir -p "$DAGSTER_HOME" /opt/dagster/app \
+ && chown -R dagster:dagster /opt/dagster
+
+COPY --from=build /opt/venv /opt/venv
+
+WORKDIR /opt/dagster/app
+USER 10001:10001
+
+# 3030: code server (gRPC). 3000: dagster-webserver, when the image is run on its own.
+EXPOSE 3030 3000
+
+# No ENTRYPOINT: the Helm chart and the K8sRunLauncher pass the whole command as container
+# args. No HEALTHCHECK: Kubernetes ignores it, the chart already probes the code server with
+# `dagster api grpc-health-check`, and run-worker pods from this image serve nothing to probe.
+CMD ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "3030", "-m", "queue_pipelines.definitions"]

