@@ -15,6 +15,7 @@ from queue_pipelines.intake.dispatch import (
 )
 from queue_pipelines.intake.schema import Envelope
 from resources import RedisResource
+from sensors.run_status import describe_run_failure
 
 _IN_PROGRESS = {
     dg.DagsterRunStatus.QUEUED,
@@ -23,6 +24,9 @@ _IN_PROGRESS = {
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 }
+
+
+_RANK = {RunState.SUCCEEDED: 2, RunState.IN_PROGRESS: 1, RunState.FAILED: 0}
 
 
 def lookup_request_runs(
@@ -43,10 +47,14 @@ def lookup_request_runs(
         else:
             state = RunState.FAILED
         known = found.get(key)
-        rank = {RunState.SUCCEEDED: 2, RunState.IN_PROGRESS: 1, RunState.FAILED: 0}
-        if known is None or rank[state] > rank[known.state]:
+        if known is None or _RANK[state] > _RANK[known.state]:
             found[key] = RequestRuns(state, run.run_id)
-    return found
+    return {
+        key: RequestRuns(runs.state, runs.run_id, describe_run_failure(instance, runs.run_id))
+        if runs.state is RunState.FAILED
+        else runs
+        for key, runs in found.items()
+    }
 
 
 def run_request_for(

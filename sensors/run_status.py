@@ -12,20 +12,29 @@ from queue_pipelines import tags
 from resources import RedisResource
 
 
-def failure_reason(context: dg.RunFailureSensorContext) -> str:
-    """The failed step and the failure's own words, for the dead letter."""
-    for event in context.get_step_failure_events():
-        error = event.step_failure_data.error
-        user_failure = event.step_failure_data.user_failure_data
-        message = (
-            user_failure.description
-            if user_failure and user_failure.description
-            else error.message.strip()
-            if error
-            else "unknown error"
-        )
-        return f"step {event.step_key} failed: {message}"
-    return f"run failed: {context.failure_event.message or 'no step failed (run-level failure)'}"
+def describe_run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
+    """The failed step and the failure's own words, as the dead letter records them."""
+    records = instance.get_records_for_run(
+        run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
+    ).records
+    steps = [
+        r.event_log_entry.dagster_event
+        for r in records
+        if r.event_log_entry.dagster_event.event_type == dg.DagsterEventType.STEP_FAILURE
+    ]
+    if steps:
+        event = steps[-1]
+        data = event.step_failure_data
+        if data.user_failure_data and data.user_failure_data.description:
+            message = data.user_failure_data.description
+        elif data.error:
+            message = data.error.message.strip()
+        else:
+            message = "unknown error"
+        return f"run {run_id} failed in step {event.step_key}: {message}"
+    runs = [r.event_log_entry for r in records]
+    detail = runs[-1].dagster_event.message if runs else "no failure event recorded"
+    return f"run {run_id} failed: {detail}"
 
 
 def build_run_status_sensors(
@@ -57,7 +66,7 @@ def build_run_status_sensors(
         run = context.dagster_run
         if tags.REQUEST_KEY not in run.tags:
             return dg.SkipReason(f"run {run.run_id} was not launched from the intake")
-        reason = failure_reason(context)
+        reason = describe_run_failure(context.instance, run.run_id)
         moved = redis.intake().dead_letter_request(
             run.tags[tags.JOB_TYPE], run.tags[tags.REQUEST_KEY], reason, run.run_id
         )

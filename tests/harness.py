@@ -25,10 +25,11 @@ class IntakeHarness:
     cursor: str | None = None
     results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
     skipped_run_keys: list[str] = field(default_factory=list)
+    sensor_override: dg.SensorDefinition | None = None
 
     @property
     def sensor(self) -> dg.SensorDefinition:
-        return defs.get_sensor_def(f"{self.job_type}_intake_sensor")
+        return self.sensor_override or defs.get_sensor_def(f"{self.job_type}_intake_sensor")
 
     @property
     def job(self) -> dg.JobDefinition:
@@ -44,7 +45,9 @@ class IntakeHarness:
         self.cursor = result.cursor
         return list(result.run_requests or [])
 
-    def launch(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult | None:
+    def launch(
+        self, request: dg.RunRequest, report: bool = True
+    ) -> dg.ExecuteInProcessResult | None:
         existing = self.instance.get_runs(
             filters=dg.RunsFilter(tags={RUN_KEY_TAG: request.run_key}), limit=1
         )
@@ -59,7 +62,8 @@ class IntakeHarness:
             raise_on_error=False,
         )
         self.results.append(result)
-        self.report_status(result)
+        if report:
+            self.report_status(result)
         return result
 
     def report_status(self, result: dg.ExecuteInProcessResult) -> None:

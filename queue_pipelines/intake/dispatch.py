@@ -35,6 +35,7 @@ class RunState(Enum):
 class RequestRuns:
     state: RunState
     run_id: str
+    failure: str = ""  # why the run failed, for the dead letter
 
 
 # Given request keys, the state of the runs that exist for each (absent: none yet).
@@ -129,7 +130,7 @@ def run_intake_tick(
         elif existing.state is RunState.SUCCEEDED:
             outcome.acked += streams.ack(job_type, ids, request_key)
         else:
-            reason = f"duplicate of a request whose run {existing.run_id} failed"
+            reason = existing.failure or f"run {existing.run_id} failed"
             streams.dead_letter(
                 job_type, ids, reason, run_id=existing.run_id, request_key=request_key
             )

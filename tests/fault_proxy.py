@@ -1,0 +1,88 @@
+"""A small HTTP proxy in front of a real server that fails chosen requests on purpose.
+
+For faults the real component cannot be asked to produce: a 503 from Stripe, a dropped
+connection. Everything else passes through to the real server untouched.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+
+class FaultProxy:
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.failures: list[tuple[str, str, int]] = []  # (method, path prefix, status or 0)
+        self.seen: list[tuple[str, str, int]] = []  # (method, path, status returned)
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def fail_next(self, method: str, path_prefix: str, status: int = 503, times: int = 1):
+        """The next `times` matching requests get `status` (0: the connection is dropped)."""
+        with self._lock:
+            self.failures += [(method, path_prefix, status)] * times
+
+    def _take_failure(self, method: str, path: str) -> int | None:
+        with self._lock:
+            for i, (m, prefix, status) in enumerate(self.failures):
+                if m == method and path.startswith(prefix):
+                    del self.failures[i]
+                    return status
+        return None
+
+    def _handler(proxy):  # noqa: N805 - the handler class closes over the proxy
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _relay(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status = proxy._take_failure(self.command, self.path)
+                if status == 0:
+                    proxy.seen.append((self.command, self.path, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if status is not None:
+                    payload = (
+                        b'{"error": {"type": "api_error", "message": "injected fault"}}'
+                    )
+                    proxy.seen.append((self.command, self.path, status))
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                reply = httpx.request(
+                    self.command, proxy.upstream + self.path, headers=headers, content=body
+                )
+                proxy.seen.append((self.command, self.path, reply.status_code))
+                self.send_response(reply.status_code)
+                for name, value in reply.headers.items():
+                    if name.lower() not in {"content-length", "transfer-encoding", "connection"}:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.content)))
+                self.end_headers()
+                self.wfile.write(reply.content)
+
+            do_GET = do_POST = do_DELETE = _relay
+
+        return Handler
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
