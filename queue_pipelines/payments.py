@@ -10,7 +10,7 @@ from queue_pipelines.currencies import format_amount
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.schema import PaymentPayload, RefundPayload
 from queue_pipelines.ledger import Claim, EffectLedger
-from resources.stripe_api import StripeResource
+from resources.stripe_api import RefundableBalance, StripeResource
 
 # Stripe keeps an idempotency key for at least 24 hours; past that a replayed request could
 # act again, so an attempt that never recorded its outcome is not resumed blindly.
@@ -118,6 +118,21 @@ def charge_once(
     return outcome
 
 
+def check_refundable(amount: int, balance: RefundableBalance) -> None:
+    """Refuse, permanently, a refund larger than what the charge still holds."""
+
+    def fmt(value: int) -> str:
+        return format_amount(value, balance.currency)
+
+    refunded = f"{fmt(balance.refunded)} of {fmt(balance.captured)} already refunded"
+    if amount > balance.remaining or balance.remaining == 0:
+        raise PermanentError(
+            f"refund of {fmt(amount)} exceeds the {fmt(balance.remaining)} still refundable "
+            f"on {balance.payment_intent_id} ({refunded})",
+            code="amount_too_large" if balance.remaining else "fully_refunded",
+        )
+
+
 @dataclass(frozen=True)
 class RefundOutcome:
     refund_id: str
@@ -147,19 +162,7 @@ def refund_once(
     try:
         balance = stripe.refundable_balance(refund.payment_intent_id)
         amount = refund.amount if refund.amount is not None else balance.remaining
-        if balance.remaining == 0:
-            raise PermanentError(
-                f"{refund.payment_intent_id} is already fully refunded "
-                f"({format_amount(balance.refunded, balance.currency)})",
-                code="fully_refunded",
-            )
-        if amount > balance.remaining:
-            raise PermanentError(
-                f"refund of {format_amount(amount, balance.currency)} exceeds the "
-                f"{format_amount(balance.remaining, balance.currency)} still refundable on "
-                f"{refund.payment_intent_id}",
-                code="amount_too_large",
-            )
+        check_refundable(amount, balance)
         created = stripe.create_refund(
             payment_intent_id=refund.payment_intent_id,
             amount=amount,

@@ -52,9 +52,7 @@ class FaultProxy:
                     self.connection.close()
                     return
                 if status is not None:
-                    payload = (
-                        b'{"error": {"type": "api_error", "message": "injected fault"}}'
-                    )
+                    payload = b'{"error": {"type": "api_error", "message": "injected fault"}}'
                     proxy.seen.append((self.command, self.path, status))
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

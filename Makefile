@@ -1,0 +1,47 @@
+# Everything installs from the lock file with uv; if uv is missing it is bootstrapped from
+# PyPI into .tools/ (pinned), so a fresh machine needs only python3.
+UV_VERSION := 0.13.9
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+RUN := $(UV) run --frozen
+
+.PHONY: help sync run test lint format validate schema bench
+
+help:
+	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
+	@echo "make test      the test suite (real Redis, PostgreSQL, localstripe)"
+	@echo "make lint      ruff check and format check"
+	@echo "make format    ruff format and autofix"
+	@echo "make validate  dagster definitions validate"
+	@echo "make schema    regenerate docs/intake.schema.json"
+	@echo "make bench     intake and run benchmarks (bench/)"
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+sync: | $(UV)
+	$(UV) sync --frozen
+
+run: sync
+	$(RUN) queue-pipelines dev
+
+test: sync
+	$(RUN) pytest
+
+lint: sync
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: sync
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+validate: sync
+	mkdir -p .dagster_home && cp -n dagster.yaml .dagster_home/ || true
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(RUN) dagster definitions validate -w workspace.yaml
+
+schema: sync
+	$(RUN) queue-pipelines schema > docs/intake.schema.json
+
+bench: sync
+	$(RUN) python -m bench.run

