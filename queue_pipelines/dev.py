@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from queue_pipelines import settings
-from queue_pipelines.embedded import port_open, start_localstripe, start_redis, stop
+from queue_pipelines.embedded import start_localstripe, start_redis, stop
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,18 +25,14 @@ def _prepare_home() -> Path:
 
 
 def run_dev(ui_port: int) -> int:
+    # Started from a non-interactive shell, SIGINT may arrive ignored; children would inherit
+    # that and outlive Ctrl-C. Catching it here gives them the default disposition instead.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     home = _prepare_home()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     children: list[subprocess.Popen] = []
     try:
         if not os.environ.get("REDIS_URL"):
-            if port_open(settings.EMBEDDED_REDIS_PORT):
-                print(
-                    f"error: port {settings.EMBEDDED_REDIS_PORT} is taken: is another "
-                    "`make run` going? Stop it, or set REDIS_URL.",
-                    file=sys.stderr,
-                )
-                return 1
             children.append(
                 start_redis(settings.EMBEDDED_REDIS_PORT, home / "redis", home / "logs/redis.log")
             )
@@ -65,15 +61,23 @@ def run_dev(ui_port: int) -> int:
                 str(ui_port),
             ],
             env=env,
-            cwd=PROJECT_ROOT,
+            cwd=home,
         )
         children.append(dagster)
+        # dagster dev shuts its webserver, daemon and code server down cleanly on SIGINT.
         signal.signal(signal.SIGTERM, lambda *_: dagster.send_signal(signal.SIGINT))
         try:
             return dagster.wait()
         except KeyboardInterrupt:
             dagster.send_signal(signal.SIGINT)
             return dagster.wait()
+    except RuntimeError as exc:
+        print(
+            f"error: {exc}. Is another `make run` going? Stop it, or set REDIS_URL / "
+            "STRIPE_API_BASE to use servers of your own.",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         for child in reversed(children):
             stop(child, timeout=30)

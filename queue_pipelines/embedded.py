@@ -25,6 +25,12 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def refuse_taken_port(port: int, what: str) -> None:
+    # Otherwise a server already on the port would pass for the one just started.
+    if port_open(port):
+        raise RuntimeError(f"port {port} for {what} is already taken")
+
+
 def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not port_open(port):
@@ -45,6 +51,7 @@ def redis_server_binary() -> str:
 
 def start_redis(port: int, data_dir: Path | None, log_file: Path | None = None) -> subprocess.Popen:
     """redis-server on loopback; with `data_dir`, persisted there (append-only file)."""
+    refuse_taken_port(port, "the embedded redis-server")
     args = [
         redis_server_binary(),
         "--port",
@@ -69,6 +76,7 @@ def start_redis(port: int, data_dir: Path | None, log_file: Path | None = None) 
 
 def start_localstripe(port: int, log_file: Path | None = None) -> subprocess.Popen:
     """The localstripe fake Stripe API (state kept in memory)."""
+    refuse_taken_port(port, "localstripe")
     executable = shutil.which("localstripe", path=str(Path(sys.executable).parent))
     if executable is None:
         raise RuntimeError("localstripe is not installed in this environment: run `uv sync`")
