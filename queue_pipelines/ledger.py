@@ -72,12 +72,27 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _serialize_sqlite_transactions(engine: sa.Engine) -> None:
+    """pysqlite defers BEGIN to the first write and mishandles savepoints, so two processes
+    could each see the other's claim as their own. Taking the write lock at BEGIN makes a
+    claim (insert or bump, then read back) one serial step, as it is on PostgreSQL."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 class EffectLedger:
     def __init__(self, database_url: str):
         if database_url.startswith("sqlite:///"):
             Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             # Run workers are separate processes: wait for a writer rather than fail.
             engine = sa.create_engine(database_url, connect_args={"timeout": 30})
+            _serialize_sqlite_transactions(engine)
         else:
             engine = sa.create_engine(database_url, pool_pre_ping=True)
         self.engine = engine
