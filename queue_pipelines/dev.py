@@ -39,7 +39,11 @@ def run_dev(ui_port: int) -> int:
             print(f"embedded Redis: {settings.EMBEDDED_REDIS_URL} (data in {home / 'redis'})")
         if settings.stripe_is_sandbox() and not os.environ.get("STRIPE_API_BASE"):
             children.append(
-                start_localstripe(settings.SANDBOX_STRIPE_PORT, home / "logs/localstripe.log")
+                start_localstripe(
+                    settings.SANDBOX_STRIPE_PORT,
+                    home / "logs/localstripe.log",
+                    state_file=home / "stripe-sandbox.pickle",
+                )
             )
             print(f"Stripe sandbox (localstripe): {settings.SANDBOX_STRIPE_URL}")
         print(

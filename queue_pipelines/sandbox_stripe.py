@@ -1,0 +1,60 @@
+"""Run localstripe with its state kept where we say.
+
+localstripe pickles its whole store to /tmp/localstripe.pickle after every write and loads it
+at start. That one path is shared by every localstripe on the machine: two of them (tests
+beside `make run`) overwrite each other, and one may load the other's half-written file and
+die. Here each server keeps its own file (`--state`), written atomically, or none at all.
+
+    python -m queue_pipelines.sandbox_stripe --port 8420 [--state .dagster_home/stripe.pickle]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+
+import localstripe.resources
+import localstripe.server
+
+
+def keep_state_in(path: Path | None) -> None:
+    store = localstripe.resources.Store
+
+    def load(self) -> None:
+        if path is not None and path.exists():
+            with path.open("rb") as handle:
+                self.clear()
+                self.update(pickle.load(handle))
+
+    def dump(self) -> None:
+        if path is None:
+            return
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+            pickle.dump(dict(self), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(handle.name, path)
+
+    store.try_load_from_disk = load
+    store.dump_to_disk = dump
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state", type=Path, help="state file (default: memory only)")
+    args = parser.parse_args()
+    if args.state is not None:
+        args.state.parent.mkdir(parents=True, exist_ok=True)
+    keep_state_in(args.state)
+    # localstripe parses sys.argv itself; it loads state unless told --from-scratch.
+    sys.argv = ["localstripe", "--port", str(args.port)]
+    if args.state is None:
+        sys.argv.append("--from-scratch")
+    localstripe.server.start()
+
+
+if __name__ == "__main__":
+    main()
