@@ -29,11 +29,11 @@ class IntakeHarness:
 
     @property
     def sensor(self) -> dg.SensorDefinition:
-        return self.sensor_override or defs.get_sensor_def(f"{self.job_type}_intake_sensor")
+        return self.sensor_override or defs.resolve_sensor_def(f"{self.job_type}_intake_sensor")
 
     @property
     def job(self) -> dg.JobDefinition:
-        return defs.get_job_def(f"{self.job_type}_job")
+        return defs.resolve_job_def(f"{self.job_type}_job")
 
     def tick(self) -> list[dg.RunRequest]:
         """One sensor evaluation. Like the daemon, keep its cursor only if it returns."""
@@ -70,10 +70,10 @@ class IntakeHarness:
         """Hand a finished run to the run-status sensor that watches its outcome."""
         run = self.instance.get_run_by_id(result.run_id)
         if result.success:
-            sensor = defs.get_sensor_def("intake_ack_sensor")
+            sensor = defs.resolve_sensor_def("intake_ack_sensor")
             event = result.get_run_success_event()
         else:
-            sensor = defs.get_sensor_def("intake_dead_letter_sensor")
+            sensor = defs.resolve_sensor_def("intake_dead_letter_sensor")
             event = result.get_run_failure_event()
         with dg.build_run_status_sensor_context(
             sensor_name=sensor.name,
