@@ -37,7 +37,7 @@ def lookup_request_runs(
     runs = instance.get_runs(
         filters=dg.RunsFilter(tags={tags.JOB_TYPE: job_type, tags.REQUEST_KEY: list(request_keys)})
     )
-    found: dict[str, RequestRuns] = {}
+    found: dict[str, tuple[RunState, dg.DagsterRun]] = {}
     for run in runs:  # newest first
         key = run.tags[tags.REQUEST_KEY]
         if run.status == dg.DagsterRunStatus.SUCCESS:
@@ -46,15 +46,17 @@ def lookup_request_runs(
             state = RunState.IN_PROGRESS
         else:
             state = RunState.FAILED
-        known = found.get(key)
-        if known is None or _RANK[state] > _RANK[known.state]:
-            found[key] = RequestRuns(state, run.run_id)
-    return {
-        key: RequestRuns(runs.state, runs.run_id, describe_run_failure(instance, runs.run_id))
-        if runs.state is RunState.FAILED
-        else runs
-        for key, runs in found.items()
-    }
+        if key not in found or _RANK[state] > _RANK[found[key][0]]:
+            found[key] = (state, run)
+    return {key: _request_runs(instance, state, run) for key, (state, run) in found.items()}
+
+
+def _request_runs(instance: dg.DagsterInstance, state: RunState, run: dg.DagsterRun) -> RequestRuns:
+    if state is not RunState.FAILED:
+        return RequestRuns(state, run.run_id)
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        return RequestRuns(state, run.run_id, f"run {run.run_id} was canceled")
+    return RequestRuns(state, run.run_id, describe_run_failure(instance, run.run_id))
 
 
 def run_request_for(

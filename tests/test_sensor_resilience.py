@@ -89,3 +89,25 @@ def test_entries_of_runs_the_status_sensors_missed_are_settled_by_the_reclaim_sc
     assert "card declined" in letter["reason"]
     intents = payment_intents_of(stripe_resource, tenant)
     assert sorted(i.status for i in intents) == ["requires_payment_method"] + ["succeeded"] * 3
+
+
+def test_entries_of_a_canceled_run_are_dead_lettered_as_canceled(
+    instance, resources, intake, tenant
+):
+    eager_reclaim = build_intake_sensor(
+        "payment", payment_job, payment_run_config, reclaim_after_seconds=0
+    )
+    harness = IntakeHarness(instance, resources, "payment", sensor_override=eager_reclaim)
+    intake.enqueue(payment(tenant, "canceled"))
+    [request] = harness.tick()
+    # The run an operator canceled from the UI before it started.
+    run = instance.create_run_for_job(
+        payment_job, run_config=request.run_config, tags={**request.tags}
+    )
+    instance.report_run_canceled(run)
+
+    assert harness.tick() == []
+
+    [letter] = intake.dead_letters()
+    assert letter["reason"] == f"run {run.run_id} was canceled"
+    assert intake.client.xlen(intake.stream_key("payment")) == 0

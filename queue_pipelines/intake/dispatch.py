@@ -103,8 +103,9 @@ def run_intake_tick(
     last_id = max([cursor.last_id, *(e.entry_id for e in fresh)], key=_id_key)
     outcome = TickOutcome(cursor=TickCursor(last_id, reclaim_from), read=len(entries))
 
+    # Oldest first, so that of several entries for one request the first one written is run.
     by_request: dict[str, tuple[Envelope, list[str]]] = {}
-    for entry in entries.values():
+    for entry in sorted(entries.values(), key=lambda e: _id_key(e.entry_id)):
         try:
             if entry.raw_envelope is None:
                 raise EnvelopeError(
@@ -124,7 +125,7 @@ def run_intake_tick(
         if existing is None or existing.state is RunState.IN_PROGRESS:
             streams.track(job_type, request_key, ids)
             if existing is None:
-                outcome.launches.append(Launch(envelope, sorted(ids, key=_id_key)))
+                outcome.launches.append(Launch(envelope, ids))
             else:
                 outcome.waiting += len(ids)
         elif existing.state is RunState.SUCCEEDED:
