@@ -20,6 +20,12 @@ from sensors.run_status import build_run_status_sensors
 
 log = logging.getLogger("queue_pipelines")
 
+# Run-status sensors handle 5 finished runs a tick by default, slower than the intake can
+# launch them; this code location is where Dagster evaluates them, so raise it here. (The
+# intake's stale-entry scan settles whatever they still miss.)
+os.environ.setdefault("DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT", "200")
+os.environ.setdefault("DAGSTER_RUN_STATUS_SENSOR_FETCH_LIMIT", "400")
+
 
 def redis_resource() -> RedisResource:
     if os.environ.get("REDIS_URL"):

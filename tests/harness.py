@@ -40,10 +40,9 @@ class IntakeHarness:
         with dg.build_sensor_context(
             instance=self.instance, cursor=self.cursor, resources=self.resources
         ) as context:
-            result = self.sensor(context)
-        assert isinstance(result, dg.SensorResult)
-        self.cursor = result.cursor
-        return list(result.run_requests or [])
+            data = self.sensor.evaluate_tick(context)
+        self.cursor = data.cursor
+        return list(data.run_requests or [])
 
     def launch(
         self, request: dg.RunRequest, report: bool = True
