@@ -81,7 +81,9 @@ def test_dead_letter_request_moves_all_tracked_entries(intake):
     intake.track("refund", "refund:acme:dup", ids)
 
     assert intake.dead_letter_request("refund", "refund:acme:dup", "run r failed", "r") == 2
-    assert {letter["entry_id"] for letter in intake.dead_letters()} == set(ids)
+    letters = intake.dead_letters()
+    assert {letter["entry_id"] for letter in letters} == set(ids)
+    assert {letter["request_key"] for letter in letters} == {"refund:acme:dup"}
 
 
 def test_stats_count_length_pending_and_dead_letters(intake):

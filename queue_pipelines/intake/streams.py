@@ -26,7 +26,7 @@ ENVELOPE_FIELD = "envelope"
 # one atomic step, so that a crash in between can neither lose nor duplicate an entry.
 _DEAD_LETTER_SCRIPT = """
 local count = 0
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local id = ARGV[i]
   local found = redis.call('XRANGE', KEYS[1], id, id)
   local original = {}
@@ -35,7 +35,8 @@ for i = 5, #ARGV do
     for j = 1, #flat, 2 do original[flat[j]] = flat[j + 1] end
   end
   redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'entry_id', id, 'reason', ARGV[2],
-             'run_id', ARGV[3], 'fields', cjson.encode(original), 'dead_lettered_at', ARGV[1])
+             'run_id', ARGV[3], 'request_key', ARGV[5], 'fields', cjson.encode(original),
+             'dead_lettered_at', ARGV[1])
   count = count + redis.call('XACK', KEYS[1], ARGV[4], id)
   redis.call('XDEL', KEYS[1], id)
   redis.call('SREM', KEYS[3], id)
@@ -237,7 +238,7 @@ class IntakeStreams:
                     self.dead_letter_key,
                     self._waiting_key(request_key),
                 ],
-                args=[_now_iso(), reason, run_id, GROUP, *entry_ids],
+                args=[_now_iso(), reason, run_id, GROUP, request_key, *entry_ids],
             )
         )
 
