@@ -6,7 +6,7 @@ import dagster as dg
 import redis
 from pydantic import Field, PrivateAttr
 
-from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.intake.streams import IntakeStreams, redis_client
 
 
 class RedisResource(dg.ConfigurableResource):
@@ -23,13 +23,7 @@ class RedisResource(dg.ConfigurableResource):
 
     def client(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(
-                self.url,
-                decode_responses=True,
-                socket_timeout=self.socket_timeout_seconds,
-                socket_connect_timeout=self.socket_timeout_seconds,
-                health_check_interval=30,
-            )
+            self._client = redis_client(self.url, self.socket_timeout_seconds)
         return self._client
 
     def intake(self) -> IntakeStreams:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import redis
+
 from queue_pipelines.intake.streams import ENVELOPE_FIELD
 from tests.harness import IntakeHarness
 from tests.stripe_sandbox import payment_intents_of
@@ -93,3 +96,50 @@ def test_entry_on_the_wrong_stream_is_dead_lettered(instance, resources, intake,
     [letter] = intake.dead_letters()
     assert letter["entry_id"] == entry_id
     assert "job type 'payment' does not belong on the refund stream" in letter["reason"]
+
+
+def test_poison_entries_do_not_stop_the_stream(instance, resources, intake, tenant, redis_url):
+    """Entries built to break the reader are dead-lettered like any bad input, and the
+    valid entry behind them still runs."""
+    stream = intake.stream_key("payment")
+    intake.ensure_group("payment")
+    raw_client = redis.Redis.from_url(redis_url)  # writes bytes as they are
+    poison = {
+        "unhashable version": json.dumps(wire(tenant, "p1", version=[1])).encode(),
+        "unhashable type": json.dumps(wire(tenant, "p2", type=["payment"])).encode(),
+        "boolean version": json.dumps(wire(tenant, "p3", version=True)).encode(),
+        "deep nesting": b"[" * 5000,
+        "not UTF-8": b'{"type": "payment", "tenant_id": "\xff\xfe"}',
+        "naive timestamp": json.dumps(
+            wire(tenant, "p4", created_at="2026-11-27T12:00:00")
+        ).encode(),
+    }
+    ids = {
+        name: raw_client.xadd(stream, {ENVELOPE_FIELD: raw}).decode()
+        for name, raw in poison.items()
+    }
+    good_id = intake.client.xadd(stream, {ENVELOPE_FIELD: json.dumps(wire(tenant, "after"))})
+    raw_client.close()
+
+    harness = IntakeHarness(instance, resources, "payment")
+    assert harness.drain() == 1
+
+    letters = {letter["entry_id"]: letter["reason"] for letter in intake.dead_letters()}
+    assert set(letters) == set(ids.values())
+    assert "unsupported envelope version [1]" in letters[ids["unhashable version"]]
+    assert "unknown job type ['payment']" in letters[ids["unhashable type"]]
+    assert "unsupported envelope version True" in letters[ids["boolean version"]]
+    assert "invalid JSON" in letters[ids["deep nesting"]]
+    assert "not valid UTF-8" in letters[ids["not UTF-8"]]
+    assert "created_at: Input should have timezone info" in letters[ids["naive timestamp"]]
+    assert harness.results[0].success
+    assert good_id not in letters
+    assert intake.client.xlen(stream) == 0
+
+
+def test_tenants_cannot_share_a_request_key():
+    """Keys are joined with ':', so tenant ids may not contain one."""
+    from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict
+
+    with pytest.raises(EnvelopeError, match="tenant_id: String should match pattern"):
+        envelope_from_dict(wire("acme:eu", "42"))

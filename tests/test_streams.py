@@ -101,3 +101,34 @@ def test_stats_count_length_pending_and_dead_letters(intake):
     assert stats["dead_letters"] == 1
     consumers = intake.client.xinfo_consumers(intake.stream_key("refund"), GROUP)
     assert [c["name"] for c in consumers] == [CONSUMER]
+
+
+def test_entries_deleted_while_pending_are_acked_not_delivered(intake):
+    ids = intake.enqueue_many([refund("a"), refund("b"), refund("c")])
+    intake.read("refund", "0-0", count=3)
+    stream = intake.stream_key("refund")
+    intake.client.xdel(stream, ids[0], ids[2])  # an operator's XDEL, or a producer's MAXLEN
+
+    history = intake.read("refund", "0-0", count=10)
+    next_id, reclaimed = intake.reclaim("refund", min_idle_seconds=0, start_id="0-0", count=10)
+
+    assert [e.entry_id for e in history] == [ids[1]]
+    assert [e.entry_id for e in reclaimed] == [ids[1]]
+    assert intake.client.xpending(stream, GROUP)["pending"] == 1
+
+
+def test_dead_lettering_an_entry_already_settled_leaves_no_phantom_letter(intake):
+    [entry_id] = intake.enqueue_many([refund("settled")])
+    intake.read("refund", "0-0", count=1)
+    intake.track("refund", "refund:acme:settled", [entry_id])
+    intake.settle("refund", "refund:acme:settled")
+    intake.track("refund", "refund:acme:settled", [entry_id])  # a late tick re-tracked it
+
+    assert intake.dead_letter_request("refund", "refund:acme:settled", "run failed", "r") == 0
+    assert intake.dead_letters() == []
+
+
+def test_dead_letter_ids_sort_numerically():
+    from queue_pipelines.intake.streams import entry_id_key
+
+    assert sorted(["10-0", "9-1", "9-0"], key=entry_id_key) == ["9-0", "9-1", "10-0"]

@@ -13,8 +13,6 @@ entry_id = intake.enqueue(Envelope(
 
 from __future__ import annotations
 
-import redis
-
 from queue_pipelines import settings
 from queue_pipelines.intake.schema import (
     Envelope,
@@ -26,13 +24,12 @@ from queue_pipelines.intake.schema import (
     envelope_from_dict,
     parse_envelope,
 )
-from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.intake.streams import IntakeStreams, redis_client
 
 
 def connect(url: str | None = None, prefix: str = "qp") -> IntakeStreams:
     """The intake at `url`, REDIS_URL, or the embedded Redis, in that order."""
-    client = redis.Redis.from_url(url or settings.redis_url(), decode_responses=True)
-    return IntakeStreams(client, prefix=prefix)
+    return IntakeStreams(redis_client(url or settings.redis_url()), prefix=prefix)
 
 
 __all__ = [

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from queue_pipelines.intake.schema import Envelope, EnvelopeError, parse_envelope
-from queue_pipelines.intake.streams import IntakeEntry, IntakeStreams
+from queue_pipelines.intake.streams import IntakeEntry, IntakeStreams, entry_id_key
 
 
 class RunState(Enum):
@@ -80,9 +80,19 @@ class TickOutcome:
         )
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, seq = entry_id.split("-")
-    return int(ms), int(seq)
+def envelope_of(entry: IntakeEntry, job_type: str) -> Envelope:
+    """The entry's validated envelope. Any failure to read it is the entry's fault and is
+    reported as EnvelopeError: one poisoned entry must not stop the stream behind it."""
+    if entry.raw_envelope is None:
+        raise EnvelopeError(
+            f"entry has no 'envelope' field (fields: {', '.join(sorted(entry.fields))})"
+        )
+    try:
+        return parse_envelope(entry.raw_envelope, expected_type=job_type)
+    except EnvelopeError:
+        raise
+    except Exception as exc:
+        raise EnvelopeError(f"unreadable entry: {type(exc).__name__}: {exc}") from exc
 
 
 def run_intake_tick(
@@ -100,18 +110,14 @@ def run_intake_tick(
     )
     entries: dict[str, IntakeEntry] = {e.entry_id: e for e in [*fresh, *stale]}
 
-    last_id = max([cursor.last_id, *(e.entry_id for e in fresh)], key=_id_key)
+    last_id = max([cursor.last_id, *(e.entry_id for e in fresh)], key=entry_id_key)
     outcome = TickOutcome(cursor=TickCursor(last_id, reclaim_from), read=len(entries))
 
     # Oldest first, so that of several entries for one request the first one written is run.
     by_request: dict[str, tuple[Envelope, list[str]]] = {}
-    for entry in sorted(entries.values(), key=lambda e: _id_key(e.entry_id)):
+    for entry in sorted(entries.values(), key=lambda e: entry_id_key(e.entry_id)):
         try:
-            if entry.raw_envelope is None:
-                raise EnvelopeError(
-                    f"entry has no 'envelope' field (fields: {', '.join(sorted(entry.fields))})"
-                )
-            envelope = parse_envelope(entry.raw_envelope, expected_type=job_type)
+            envelope = envelope_of(entry, job_type)
         except EnvelopeError as exc:
             streams.dead_letter(job_type, [entry.entry_id], f"rejected: {exc.reason}")
             outcome.dead_lettered.append((entry.entry_id, exc.reason))

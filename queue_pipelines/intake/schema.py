@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -32,7 +33,7 @@ MAX_AMOUNT = 99_999_999
 
 JobType = Literal["payment", "refund", "mint", "notification"]
 Identifier = Annotated[
-    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ]
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 Amount = Annotated[int, Field(gt=0, le=MAX_AMOUNT, strict=True)]
@@ -143,7 +144,7 @@ class Envelope(_Model):
     tenant_id: Identifier
     idempotency_key: IdempotencyKey
     priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first.")
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    created_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
     payload: PaymentPayload | RefundPayload | MintPayload | NotificationPayload
 
     @property
@@ -152,7 +153,14 @@ class Envelope(_Model):
         return f"{self.type}:{self.tenant_id}:{self.idempotency_key}"
 
     def to_wire(self) -> str:
-        return self.model_dump_json()
+        """The JSON a stream entry carries; refuses what the sensor would reject for size."""
+        wire = self.model_dump_json()
+        size = len(wire.encode())
+        if size > MAX_ENVELOPE_BYTES:
+            raise EnvelopeError(
+                f"envelope is {size} bytes, over the {MAX_ENVELOPE_BYTES}-byte limit"
+            )
+        return wire
 
 
 class EnvelopeError(ValueError):
@@ -165,12 +173,19 @@ class EnvelopeError(ValueError):
 
 def parse_envelope(raw: str | bytes, expected_type: str | None = None) -> Envelope:
     """Validate one wire envelope, raising EnvelopeError with a readable reason."""
-    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if isinstance(raw, str):
+        try:
+            # Redis clients here decode with surrogateescape, so bytes that are not UTF-8
+            # arrive as lone surrogates and fail this strict encode.
+            raw = raw.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise EnvelopeError(f"envelope is not valid UTF-8: {exc.reason}") from None
+    size = len(raw)
     if size > MAX_ENVELOPE_BYTES:
         raise EnvelopeError(f"envelope is {size} bytes, over the {MAX_ENVELOPE_BYTES}-byte limit")
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
         raise EnvelopeError(f"invalid JSON: {exc}") from None
     return envelope_from_dict(data, expected_type)
 
@@ -182,12 +197,13 @@ def envelope_from_dict(data: Any, expected_type: str | None = None) -> Envelope:
     if "version" not in data:
         raise EnvelopeError(f"version: Field required (supported: {sorted(SUPPORTED_VERSIONS)})")
     version = data["version"]
-    if version not in SUPPORTED_VERSIONS:
+    # `type(...) is int`: JSON's true and 1.0 compare equal to 1 in Python, but are not 1.
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise EnvelopeError(
             f"unsupported envelope version {version!r}: supported {sorted(SUPPORTED_VERSIONS)}"
         )
     job_type = data.get("type")
-    if job_type not in PAYLOAD_MODELS:
+    if not isinstance(job_type, str) or job_type not in PAYLOAD_MODELS:
         raise EnvelopeError(
             f"unknown job type {job_type!r}: expected one of {', '.join(JOB_TYPES)}"
         )

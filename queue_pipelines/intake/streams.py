@@ -29,16 +29,19 @@ local count = 0
 for i = 6, #ARGV do
   local id = ARGV[i]
   local found = redis.call('XRANGE', KEYS[1], id, id)
-  local original = {}
+  -- An entry already gone (settled meanwhile) leaves no dead letter: it was not lost.
   if #found > 0 then
+    local original = {}
     local flat = found[1][2]
     for j = 1, #flat, 2 do original[flat[j]] = flat[j + 1] end
+    redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'entry_id', id, 'reason', ARGV[2],
+               'run_id', ARGV[3], 'request_key', ARGV[5], 'fields', cjson.encode(original),
+               'dead_lettered_at', ARGV[1])
+    count = count + redis.call('XACK', KEYS[1], ARGV[4], id)
+    redis.call('XDEL', KEYS[1], id)
+  else
+    redis.call('XACK', KEYS[1], ARGV[4], id)
   end
-  redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'entry_id', id, 'reason', ARGV[2],
-             'run_id', ARGV[3], 'request_key', ARGV[5], 'fields', cjson.encode(original),
-             'dead_lettered_at', ARGV[1])
-  count = count + redis.call('XACK', KEYS[1], ARGV[4], id)
-  redis.call('XDEL', KEYS[1], id)
   redis.call('SREM', KEYS[3], id)
 end
 return count
@@ -92,12 +95,32 @@ class IntakeStats:
         }
 
 
+def redis_client(url: str, timeout_seconds: float = 10.0) -> redis.Redis:
+    """The one way this project connects to Redis. Replies are decoded as UTF-8 with
+    surrogateescape, so an entry holding other bytes is still read, and then rejected by
+    validation, instead of failing every read of its stream."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        encoding_errors="surrogateescape",
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        health_check_interval=30,
+    )
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def entry_id_key(entry_id: str) -> tuple[int, int]:
+    """Sort key of a stream entry id ('<ms>-<seq>'): numeric, as Redis orders them."""
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
+
+
 def _entry_time(entry_id: str) -> float:
-    return int(entry_id.split("-", 1)[0]) / 1000
+    return entry_id_key(entry_id)[0] / 1000
 
 
 class IntakeStreams:
@@ -155,11 +178,11 @@ class IntakeStreams:
         that failed left them there), then never-delivered entries, `count` at most."""
         self.ensure_group(job_type)
         key = self.stream_key(job_type)
-        entries = self._entries(
+        entries = self._live_entries(
             job_type, self.client.xreadgroup(GROUP, CONSUMER, {key: after_id}, count=count)
         )
         if len(entries) < count:
-            entries += self._entries(
+            entries += self._live_entries(
                 job_type,
                 self.client.xreadgroup(GROUP, CONSUMER, {key: ">"}, count=count - len(entries)),
             )
@@ -175,24 +198,22 @@ class IntakeStreams:
         reply = self.client.xautoclaim(
             key, GROUP, CONSUMER, int(min_idle_seconds * 1000), start_id=start_id, count=count
         )
-        next_id, claimed = reply[0], reply[1]
-        # Entries deleted while pending come back empty: nothing is left to deliver for them.
-        deleted = [entry_id for entry_id, fields in claimed if fields is None]
-        if deleted:
-            self.client.xack(key, GROUP, *deleted)
-        entries = [
-            IntakeEntry(job_type, entry_id, fields)
-            for entry_id, fields in claimed
-            if fields is not None
-        ]
-        return next_id, entries
+        # Redis 7 drops pending entries that were deleted from the stream and lists their ids
+        # in reply[2]; Redis 6.2 returns each as a nil entry with no id at all.
+        claimed = [item for item in reply[1] if item is not None and item[0] is not None]
+        return reply[0], self._live_entries(job_type, [(key, claimed)])
 
-    @staticmethod
-    def _entries(job_type: str, reply) -> list[IntakeEntry]:
+    def _live_entries(self, job_type: str, reply) -> list[IntakeEntry]:
+        """Entries with their fields; pending entries deleted from the stream meanwhile (by an
+        operator's XDEL or a producer's MAXLEN) have nothing left to deliver and are acked."""
         if not reply:
             return []
         _stream, items = reply[0]
-        return [IntakeEntry(job_type, entry_id, fields or {}) for entry_id, fields in items]
+        # An entry always has a field (XADD requires one), so no fields means deleted.
+        gone = [entry_id for entry_id, fields in items if not fields]
+        if gone:
+            self.client.xack(self.stream_key(job_type), GROUP, *gone)
+        return [IntakeEntry(job_type, entry_id, fields) for entry_id, fields in items if fields]
 
     def track(self, job_type: str, request_key: str, entry_ids: Iterable[str]) -> None:
         """Remember which entries carry a request, so settling the request settles them all."""
@@ -208,7 +229,7 @@ class IntakeStreams:
             )
         )
 
-    def ack(self, job_type: str, entry_ids: Sequence[str], request_key: str | None = None) -> int:
+    def ack(self, job_type: str, entry_ids: Sequence[str], request_key: str = "") -> int:
         """Ack and delete specific entries (a duplicate whose request already succeeded)."""
         if not entry_ids:
             return 0
@@ -244,7 +265,7 @@ class IntakeStreams:
 
     def dead_letter_request(self, job_type: str, request_key: str, reason: str, run_id: str) -> int:
         """The request's run failed for good: dead-letter every entry that carried it."""
-        ids = sorted(self.client.smembers(self._waiting_key(request_key)))
+        ids = sorted(self.client.smembers(self._waiting_key(request_key)), key=entry_id_key)
         return self.dead_letter(job_type, ids, reason, run_id=run_id, request_key=request_key)
 
     # operators
