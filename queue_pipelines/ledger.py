@@ -17,6 +17,7 @@ under DAGSTER_HOME for the embedded defaults.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+
+from queue_pipelines.failures import TransientError
 
 PENDING = "pending"
 DONE = "done"
@@ -86,6 +89,16 @@ def _serialize_sqlite_transactions(engine: sa.Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class EffectInFlight(TransientError):
+    def __init__(self, effect_key: str, run_id: str):
+        super().__init__(
+            f"{effect_key} is being acted on by run {run_id}, which is still going: "
+            "waiting for it rather than acting twice",
+            code="in_flight",
+        )
+        self.run_id = run_id
+
+
 class EffectLedger:
     def __init__(self, database_url: str):
         if database_url.startswith("sqlite:///"):
@@ -98,8 +111,19 @@ class EffectLedger:
         self.engine = engine
         _metadata.create_all(engine, checkfirst=True)
 
-    def claim(self, effect_key: str, kind: str, run_id: str) -> Claim:
-        """Claim `effect_key` for `run_id`, or report what an earlier attempt recorded."""
+    def claim(
+        self,
+        effect_key: str,
+        kind: str,
+        run_id: str,
+        run_is_live: Callable[[str], bool] = lambda _run_id: False,
+    ) -> Claim:
+        """Claim `effect_key` for `run_id`, or report what an earlier attempt recorded.
+
+        A pending claim held by another run that is still going (`run_is_live`) is not
+        taken over: that run may be calling the provider right now. EffectInFlight says so,
+        and it is transient, so the caller retries once that run has finished.
+        """
         now = _now()
         with self.engine.begin() as conn:
             try:
@@ -116,12 +140,22 @@ class EffectLedger:
                             updated_at=now,
                         )
                     )
+                fresh = True
             except IntegrityError:
-                conn.execute(
-                    effects.update()
-                    .where(effects.c.effect_key == effect_key, effects.c.status == PENDING)
-                    .values(attempts=effects.c.attempts + 1, run_id=run_id, updated_at=now)
-                )
+                fresh = False
+            if not fresh:
+                # Row lock on PostgreSQL; SQLite already holds its write lock (BEGIN IMMEDIATE).
+                held = conn.execute(
+                    sa.select(effects).where(effects.c.effect_key == effect_key).with_for_update()
+                ).one()
+                if held.status == PENDING:
+                    if held.run_id != run_id and run_is_live(held.run_id):
+                        raise EffectInFlight(effect_key, held.run_id)
+                    conn.execute(
+                        effects.update()
+                        .where(effects.c.effect_key == effect_key)
+                        .values(attempts=effects.c.attempts + 1, run_id=run_id, updated_at=now)
+                    )
             row = conn.execute(sa.select(effects).where(effects.c.effect_key == effect_key)).one()
         return Claim(
             effect_key=row.effect_key,
@@ -141,8 +175,8 @@ class EffectLedger:
             )
 
     def release(self, effect_key: str) -> None:
-        """The provider refused the request outright, so nothing happened: a later attempt
-        (an operator re-executing after fixing the cause) may try again."""
+        """The provider refused the first and only attempt outright, so nothing happened: a
+        later attempt (an operator re-executing after fixing the cause) starts afresh."""
         with self.engine.begin() as conn:
             conn.execute(
                 effects.delete().where(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,7 @@ from queue_pipelines.currencies import format_amount
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.schema import PaymentPayload, RefundPayload
 from queue_pipelines.ledger import Claim, EffectLedger
-from resources.stripe_api import RefundableBalance, StripeResource
+from resources.stripe_api import RefundableBalance, RefundSummary, StripeResource
 
 # Stripe keeps an idempotency key for at least 24 hours; past that a replayed request could
 # act again, so an attempt that never recorded its outcome is not resumed blindly.
@@ -49,6 +50,15 @@ def _check_resumable(claim: Claim, now: datetime | None = None) -> None:
         )
 
 
+def _give_up(ledger: EffectLedger, claim: Claim) -> None:
+    """Stripe refused the request. After a first attempt that means nothing happened, so the
+    claim goes and a later attempt starts afresh. After an attempt whose outcome is unknown
+    the claim stays: it keeps the start of Stripe's idempotency window, past which nobody
+    may retry blindly."""
+    if claim.attempts == 1:
+        ledger.release(claim.effect_key)
+
+
 @dataclass(frozen=True)
 class PaymentOutcome:
     payment_intent_id: str
@@ -71,10 +81,11 @@ def charge_once(
     idempotency_key: str,
     payment: PaymentPayload,
     run_id: str,
+    run_is_live: Callable[[str], bool],
 ) -> PaymentOutcome:
     """Create and confirm the payment unless this request was already charged."""
     key = effect_key("payment", tenant_id, idempotency_key)
-    claim = ledger.claim(key, "payment", run_id)
+    claim = ledger.claim(key, "payment", run_id, run_is_live)
     if claim.done:
         return PaymentOutcome(**claim.result, replayed=True)
     _check_resumable(claim)
@@ -97,8 +108,7 @@ def charge_once(
             idempotency_key=stripe_idempotency_key(key),
         )
     except PermanentError:
-        # Stripe refused the request: nothing was charged, an operator may retry later.
-        ledger.release(key)
+        _give_up(ledger, claim)
         raise
     outcome = PaymentOutcome(
         payment_intent_id=intent.id,
@@ -107,8 +117,10 @@ def charge_once(
         currency=intent.currency,
         customer_id=customer_id,
     )
-    if intent.status != "succeeded":
-        ledger.release(key)
+    # "processing" will settle on its own (Stripe's events report how): money may move, so it
+    # is recorded like a success. Any other status moved no money.
+    if intent.status not in {"succeeded", "processing"}:
+        _give_up(ledger, claim)
         raise PermanentError(
             f"payment {intent.id} ended in status {intent.status!r}, not 'succeeded' "
             "(it needs customer action, which a background job cannot take)",
@@ -152,15 +164,22 @@ def refund_once(
     idempotency_key: str,
     refund: RefundPayload,
     run_id: str,
+    run_is_live: Callable[[str], bool],
 ) -> RefundOutcome:
     """Refund `refund.amount` (or all that remains) unless this request was already refunded."""
     key = effect_key("refund", tenant_id, idempotency_key)
-    claim = ledger.claim(key, "refund", run_id)
+    claim = ledger.claim(key, "refund", run_id, run_is_live)
     if claim.done:
         return RefundOutcome(**claim.result, replayed=True)
     _check_resumable(claim)
     try:
         balance = stripe.refundable_balance(refund.payment_intent_id)
+        if claim.resumed:
+            # An earlier attempt may have refunded already; the balance then includes it and
+            # would refuse the same refund again, so look for it first.
+            earlier = stripe.find_refund(refund.payment_intent_id, idempotency_key)
+            if earlier is not None:
+                return _record_refund(ledger, key, earlier, balance.remaining)
         amount = refund.amount if refund.amount is not None else balance.remaining
         check_refundable(amount, balance)
         created = stripe.create_refund(
@@ -171,15 +190,27 @@ def refund_once(
             idempotency_key=stripe_idempotency_key(key),
         )
     except PermanentError:
-        ledger.release(key)
+        _give_up(ledger, claim)
         raise
+    if created.status in {"failed", "canceled"}:
+        _give_up(ledger, claim)
+        raise PermanentError(
+            f"refund {created.id} of {refund.payment_intent_id} ended {created.status!r}",
+            code=created.status,
+        )
+    return _record_refund(ledger, key, created, balance.remaining - created.amount)
+
+
+def _record_refund(
+    ledger: EffectLedger, key: str, refund: RefundSummary, remaining: int
+) -> RefundOutcome:
     outcome = RefundOutcome(
-        refund_id=created.id,
-        status=created.status,
-        amount=created.amount,
-        currency=created.currency,
+        refund_id=refund.id,
+        status=refund.status,
+        amount=refund.amount,
+        currency=refund.currency,
         payment_intent_id=refund.payment_intent_id,
-        remaining=balance.remaining - created.amount,
+        remaining=remaining,
     )
     ledger.record(key, {k: v for k, v in asdict(outcome).items() if k != "replayed"})
     return outcome

@@ -199,6 +199,23 @@ class StripeResource(dg.ConfigurableResource):
             refunded=getattr(charge, "amount_refunded", None) or 0,
         )
 
+    def find_refund(self, payment_intent_id: str, idempotency_key: str) -> RefundSummary | None:
+        """The refund of this PaymentIntent made for `idempotency_key`, if one exists."""
+        listing = self._call(
+            self.client().v1.refunds.list,
+            params={"payment_intent": payment_intent_id, "limit": 100},
+        )
+        for refund in listing.auto_paging_iter():
+            if _metadata_of(refund).get("idempotency_key") == idempotency_key:
+                return RefundSummary(
+                    id=refund.id,
+                    status=refund.status,
+                    amount=refund.amount,
+                    currency=refund.currency,
+                    payment_intent_id=payment_intent_id,
+                )
+        return None
+
     def create_refund(
         self,
         *,

@@ -11,6 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+DROP = 0  # drop the connection without forwarding: the server never saw the request
+LOSE_REPLY = -1  # forward, then drop the connection: the server acted, the client cannot know
+
 
 class FaultProxy:
     def __init__(self, upstream: str):
@@ -26,7 +29,7 @@ class FaultProxy:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def fail_next(self, method: str, path_prefix: str, status: int = 503, times: int = 1):
-        """The next `times` matching requests get `status` (0: the connection is dropped)."""
+        """The next `times` matching requests get `status`, or DROP, or LOSE_REPLY."""
         with self._lock:
             self.failures += [(method, path_prefix, status)] * times
 
@@ -38,6 +41,10 @@ class FaultProxy:
                     return status
         return None
 
+    def _forward(self, method: str, path: str, headers: dict, body: bytes) -> httpx.Response:
+        headers = {k: v for k, v in headers.items() if k.lower() != "host"}
+        return httpx.request(method, self.upstream + path, headers=headers, content=body)
+
     def _handler(proxy):  # noqa: N805 - the handler class closes over the proxy
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -46,7 +53,13 @@ class FaultProxy:
             def _relay(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status = proxy._take_failure(self.command, self.path)
-                if status == 0:
+                if status == LOSE_REPLY:
+                    proxy._forward(self.command, self.path, dict(self.headers), body)
+                    proxy.seen.append((self.command, self.path, LOSE_REPLY))
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if status == DROP:
                     proxy.seen.append((self.command, self.path, 0))
                     self.close_connection = True
                     self.connection.close()
@@ -60,10 +73,7 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                reply = httpx.request(
-                    self.command, proxy.upstream + self.path, headers=headers, content=body
-                )
+                reply = proxy._forward(self.command, self.path, dict(self.headers), body)
                 proxy.seen.append((self.command, self.path, reply.status_code))
                 self.send_response(reply.status_code)
                 for name, value in reply.headers.items():

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from queue_pipelines.ledger import EffectLedger
+from queue_pipelines.ledger import EffectInFlight, EffectLedger
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -44,22 +44,49 @@ def test_release_forgets_only_a_pending_claim(any_ledger):
     assert any_ledger.get(key)["status"] == "done"
 
 
-def _claim_in_process(url: str, key: str, queue) -> None:
+def _always_live(_run_id: str) -> bool:
+    return True
+
+
+def _claim_in_process(url: str, key: str, run_id: str, queue) -> None:
     ledger = EffectLedger(url)
-    queue.put(ledger.claim(key, "payment", "racer").attempts)
-    ledger.dispose()
+    try:
+        claim = ledger.claim(key, "payment", run_id, _always_live)
+        queue.put(("claimed", claim.attempts))
+    except EffectInFlight as exc:
+        queue.put(("in flight", exc.run_id))
+    finally:
+        ledger.dispose()
 
 
-def test_concurrent_claims_from_many_processes_count_every_attempt(any_ledger):
+def test_concurrent_claims_from_live_runs_let_exactly_one_act(any_ledger):
     key = f"payment:t:{uuid.uuid4()}"
     url = str(any_ledger.engine.url.render_as_string(hide_password=False))
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    racers = [context.Process(target=_claim_in_process, args=(url, key, queue)) for _ in range(6)]
+    racers = [
+        context.Process(target=_claim_in_process, args=(url, key, f"run-{i}", queue))
+        for i in range(6)
+    ]
     for racer in racers:
         racer.start()
     for racer in racers:
         racer.join(60)
-    attempts = sorted(queue.get(timeout=5) for _ in racers)
-    # Exactly one process saw a fresh claim; the others saw an earlier attempt.
-    assert attempts == [1, 2, 3, 4, 5, 6]
+    outcomes = [queue.get(timeout=5) for _ in racers]
+
+    winners = [o for o in outcomes if o[0] == "claimed"]
+    assert winners == [("claimed", 1)]
+    owner = any_ledger.get(key)["run_id"]
+    assert sorted(o for o in outcomes if o[0] == "in flight") == [("in flight", owner)] * 5
+
+
+def test_claim_of_a_finished_run_is_taken_over_and_counted(any_ledger):
+    key = f"payment:t:{uuid.uuid4()}"
+    any_ledger.claim(key, "payment", "crashed-run")
+
+    with pytest.raises(EffectInFlight):
+        any_ledger.claim(key, "payment", "second-run", run_is_live=lambda run_id: True)
+    taken = any_ledger.claim(key, "payment", "second-run", run_is_live=lambda run_id: False)
+
+    assert taken.resumed and taken.attempts == 2
+    assert any_ledger.get(key)["run_id"] == "second-run"

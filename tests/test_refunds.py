@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
-from queue_pipelines.intake.schema import Envelope, RefundPayload
+from queue_pipelines.failures import PermanentError
+from queue_pipelines.intake.schema import Envelope, PaymentPayload, RefundPayload
+from queue_pipelines.payments import charge_once, effect_key
+from resources import StripeResource
+from tests.fault_proxy import LOSE_REPLY, FaultProxy
 from tests.harness import IntakeHarness
 from tests.test_payment_flow import payment
 
@@ -116,3 +121,49 @@ def test_reexecuting_a_refund_run_does_not_refund_again(
 
     assert again.output_for_node("refund_payment").replayed is True
     assert refunds_of(stripe_resource, intent_id) == [300]
+
+
+def test_refund_whose_reply_was_lost_is_found_on_retry_not_refunded_again(
+    instance, resources, intake, tenant, stripe_resource, localstripe_url
+):
+    """Stripe refunded but the reply never came back: the retry must find that refund rather
+    than refuse (the balance already includes it) or refund a second time."""
+    intent_id = charged(instance, resources, intake, tenant, amount=5000)
+    with FaultProxy(localstripe_url) as proxy:
+        proxy.fail_next("POST", "/v1/refunds", status=LOSE_REPLY)
+        via_proxy = StripeResource(
+            secret_key="sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=0
+        )
+        harness = IntakeHarness(instance, {**resources, "stripe": via_proxy}, "refund")
+        intake.enqueue(refund(tenant, "lost-reply", intent_id, amount=3000))
+        harness.drain()
+
+    [result] = harness.results
+    assert result.success
+    outcome = result.output_for_node("refund_payment")
+    assert (outcome.amount, outcome.remaining) == (3000, 2000)
+    assert [e.event_type for e in result.all_events].count(
+        dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ) == 1
+    assert refunds_of(stripe_resource, intent_id) == [3000]
+
+
+def test_a_refused_retry_keeps_the_claim_of_an_attempt_with_unknown_outcome(
+    ledger, stripe_resource, tenant
+):
+    key = effect_key("payment", tenant, "unknown-outcome")
+    ledger.claim(key, "payment", "run-that-died")  # the attempt whose outcome nobody saw
+    declined = PaymentPayload(
+        order_id="o", amount=700, currency="usd", customer_email="d@example.com",
+        payment_method="pm_card_chargeCustomerFail",
+    )  # fmt: skip
+
+    with pytest.raises(PermanentError, match="card declined"):
+        charge_once(
+            stripe_resource, ledger, tenant_id=tenant, idempotency_key="unknown-outcome",
+            payment=declined, run_id="retry-run", run_is_live=lambda run_id: False,
+        )  # fmt: skip
+
+    # Still pending and still dated from the first attempt: Stripe's window is counted from it.
+    held = ledger.get(key)
+    assert (held["status"], held["attempts"], held["run_id"]) == ("pending", 2, "retry-run")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -38,6 +38,16 @@ class IntakeRequestConfig(dg.Config):
                 description=f"invalid payload: {describe_validation_error(exc, prefix='payload')}",
                 allow_retries=False,
             ) from None
+
+
+def run_is_live(instance: dg.DagsterInstance) -> Callable[[str], bool]:
+    """Whether a run is still going: the ledger's test before taking over another run's claim."""
+
+    def is_live(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and not run.is_finished
+
+    return is_live
 
 
 def request_run_config(op_name: str, envelope: Envelope) -> dict[str, Any]:

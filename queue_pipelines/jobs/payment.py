@@ -2,12 +2,14 @@
 
 import dagster as dg
 
+from queue_pipelines import tags
 from queue_pipelines.intake.schema import Envelope, PaymentPayload
 from queue_pipelines.jobs.common import (
     TRANSIENT_RETRY_POLICY,
     IntakeRequestConfig,
     classified_failures,
     request_run_config,
+    run_is_live,
 )
 from queue_pipelines.payments import PaymentOutcome, charge_once
 from resources import EffectLedgerResource, StripeResource
@@ -29,6 +31,7 @@ def charge_payment(
             idempotency_key=config.idempotency_key,
             payment=payment,
             run_id=context.run_id,
+            run_is_live=run_is_live(context.instance),
         )
     if outcome.replayed:
         context.log.info(
@@ -52,7 +55,7 @@ def charge_payment(
 @dg.job(
     executor_def=dg.in_process_executor,
     description="Charge a card: customer found or created, PaymentIntent created and confirmed.",
-    tags={"queue/job_type": "payment"},
+    tags={tags.JOB_TYPE: "payment"},
 )
 def payment_job():
     charge_payment()

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from queue_pipelines import tags
 from queue_pipelines.currencies import format_amount
 from queue_pipelines.intake.schema import Envelope, RefundPayload
 from queue_pipelines.jobs.common import (
@@ -9,6 +10,7 @@ from queue_pipelines.jobs.common import (
     IntakeRequestConfig,
     classified_failures,
     request_run_config,
+    run_is_live,
 )
 from queue_pipelines.payments import RefundOutcome, refund_once
 from resources import EffectLedgerResource, StripeResource
@@ -30,6 +32,7 @@ def refund_payment(
             idempotency_key=config.idempotency_key,
             refund=refund,
             run_id=context.run_id,
+            run_is_live=run_is_live(context.instance),
         )
     if outcome.replayed:
         context.log.info(f"{outcome.refund_id} was made by an earlier attempt; not refunding again")
@@ -52,7 +55,7 @@ def refund_payment(
 @dg.job(
     executor_def=dg.in_process_executor,
     description="Refund a PaymentIntent, in full or in part.",
-    tags={"queue/job_type": "refund"},
+    tags={tags.JOB_TYPE: "refund"},
 )
 def refund_job():
     refund_payment()
