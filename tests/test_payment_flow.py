@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dagster as dg
-
 from queue_pipelines.intake.schema import Envelope, PaymentPayload
-from queue_pipelines.jobs.payment import payment_job
 from tests.harness import IntakeHarness
+from tests.reexecution import reexecute_all
 from tests.stripe_sandbox import payment_intents_of
 
 
@@ -75,41 +73,16 @@ def test_duplicate_arriving_after_success_is_acked_without_a_run(
 def test_full_reexecution_of_a_succeeded_run_does_not_charge_again(
     instance, resources, intake, tenant, stripe_resource, monkeypatch
 ):
-    monkeypatch.setenv("QP_TEST_STRIPE_URL", stripe_resource.api_base)
-    monkeypatch.setenv("QP_TEST_LEDGER_URL", resources["effect_ledger"].database_url)
-    monkeypatch.setenv("QP_TEST_REDIS_URL", resources["redis"].url)
     intake.enqueue(payment(tenant, "reexec"))
     harness = IntakeHarness(instance, resources, "payment")
     harness.drain()
     [original] = harness.results
 
-    with dg.execute_job(
-        dg.reconstructable(payment_job_with_test_resources),
-        instance=instance,
-        reexecution_options=dg.ReexecutionOptions(parent_run_id=original.run_id),
-    ) as reexecution:
-        assert reexecution.success
-        assert reexecution.dagster_run.parent_run_id == original.run_id
-        replay = reexecution.output_for_node("charge_payment")
+    success, replay = reexecute_all(
+        instance, resources, original.run_id, monkeypatch, "charge_payment"
+    )
 
+    assert success
     assert replay.replayed is True
     assert replay.payment_intent_id == original.output_for_node("charge_payment").payment_intent_id
     assert len(payment_intents_of(stripe_resource, tenant)) == 1
-
-
-def payment_job_with_test_resources() -> dg.JobDefinition:
-    """payment_job bound to the session's sandbox, rebuilt in whichever process runs it."""
-    import os
-
-    from resources import EffectLedgerResource, RedisResource, StripeResource
-
-    resources = {
-        "stripe": StripeResource(
-            secret_key="sk_test_queue_pipelines",
-            api_base=os.environ["QP_TEST_STRIPE_URL"],
-            max_network_retries=0,
-        ),
-        "effect_ledger": EffectLedgerResource(database_url=os.environ["QP_TEST_LEDGER_URL"]),
-        "redis": RedisResource(url=os.environ["QP_TEST_REDIS_URL"]),
-    }
-    return dg.Definitions(jobs=[payment_job], resources=resources).resolve_job_def("payment_job")

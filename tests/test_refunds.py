@@ -11,6 +11,7 @@ from queue_pipelines.payments import charge_once, effect_key
 from resources import StripeResource
 from tests.fault_proxy import LOSE_REPLY, FaultProxy
 from tests.harness import IntakeHarness
+from tests.reexecution import reexecute_all
 from tests.test_payment_flow import payment
 
 
@@ -103,23 +104,18 @@ def test_full_refund_and_duplicates_refund_once(
 
 
 def test_reexecuting_a_refund_run_does_not_refund_again(
-    instance, resources, intake, tenant, stripe_resource
+    instance, resources, intake, tenant, stripe_resource, monkeypatch
 ):
     intent_id = charged(instance, resources, intake, tenant, amount=800)
     harness = IntakeHarness(instance, resources, "refund")
     intake.enqueue(refund(tenant, "once", intent_id, amount=300))
-    [request] = harness.tick()
-    harness.launch(request)
+    harness.drain()
 
-    # An operator's "re-execute all": the same job, the same run config, a new run.
-    again = harness.job.execute_in_process(
-        run_config=request.run_config,
-        instance=instance,
-        resources=resources,
-        tags={**request.tags, "dagster/parent_run_id": harness.results[0].run_id},
+    success, replay = reexecute_all(
+        instance, resources, harness.results[0].run_id, monkeypatch, "refund_payment"
     )
 
-    assert again.output_for_node("refund_payment").replayed is True
+    assert success and replay.replayed is True
     assert refunds_of(stripe_resource, intent_id) == [300]
 
 
