@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -15,6 +16,16 @@ from queue_pipelines.intake.cli import (
     run_enqueue,
     run_queue,
 )
+
+
+def without_password(url: str) -> str:
+    """The URL as it may be shown: a password in it becomes '***'."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_enqueue_parser(commands)
     add_queue_parser(commands)
+    commands.add_parser("schema", help="print the intake envelope's JSON Schema")
     dev = commands.add_parser(
         "dev",
         help="run locally: embedded Redis, Stripe sandbox, Dagster UI and daemon (make run)",
@@ -61,7 +73,7 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
             return run_enqueue(intake, args, out, err)
         return run_queue(intake, args, out)
     except redis.ConnectionError as exc:
-        where = args.redis_url or settings.redis_url()
+        where = without_password(args.redis_url or settings.redis_url())
         print(
             f"error: cannot reach the intake Redis at {where} ({exc}). Start it with "
             "`make run`, or point REDIS_URL at yours.",

@@ -18,9 +18,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def _prepare_home() -> Path:
     home = settings.dagster_home().resolve()
     (home / "logs").mkdir(parents=True, exist_ok=True)
-    instance_config = home / "dagster.yaml"
-    if not instance_config.exists():
-        shutil.copy(PROJECT_ROOT / "dagster.yaml", instance_config)
+    # The project's dagster.yaml is the local instance's config: copied fresh on every start.
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     return home
 
 

@@ -64,7 +64,8 @@ def start_redis(port: int, data_dir: Path | None, log_file: Path | None = None) 
     ]
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        args += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec"]
+        # fsync every write: an entry a producer was told is enqueued survives a crash.
+        args += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always"]
     else:
         args += ["--appendonly", "no"]
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115

@@ -7,3 +7,6 @@ REQUEST_KEY = "queue/request_key"
 ENTRY_ID = "queue/entry_id"
 SANDBOX = "queue/sandbox"
 PRIORITY = "dagster/priority"
+PAYMENT_INTENT = "queue/payment_intent"
+# Set by Dagster on a failed run that its run-retry daemon will launch again.
+WILL_RETRY = "dagster/will_retry"

@@ -13,7 +13,7 @@ from queue_pipelines.intake.dispatch import (
     TickCursor,
     run_intake_tick,
 )
-from queue_pipelines.intake.schema import Envelope
+from queue_pipelines.intake.schema import Envelope, RefundPayload
 from resources import RedisResource
 from sensors.run_status import describe_run_failure
 
@@ -42,7 +42,7 @@ def lookup_request_runs(
         key = run.tags[tags.REQUEST_KEY]
         if run.status == dg.DagsterRunStatus.SUCCESS:
             state = RunState.SUCCEEDED
-        elif run.status in _IN_PROGRESS:
+        elif run.status in _IN_PROGRESS or run.tags.get(tags.WILL_RETRY) == "true":
             state = RunState.IN_PROGRESS
         else:
             state = RunState.FAILED
@@ -65,18 +65,21 @@ def run_request_for(
     run_config_for: Callable[[Envelope], dict[str, Any]],
 ) -> dg.RunRequest:
     envelope = launch.envelope
+    run_tags = {
+        **extra_tags,
+        tags.JOB_TYPE: envelope.type,
+        tags.TENANT: envelope.tenant_id,
+        tags.IDEMPOTENCY_KEY: envelope.idempotency_key,
+        tags.REQUEST_KEY: envelope.request_key,
+        tags.ENTRY_ID: launch.entry_ids[0],
+        tags.PRIORITY: str(envelope.priority),
+    }
+    if isinstance(envelope.payload, RefundPayload):
+        # The run queue runs one refund per PaymentIntent at a time (dagster.yaml's tag
+        # concurrency limit), so two refunds cannot both pass the refundable-balance check.
+        run_tags[tags.PAYMENT_INTENT] = envelope.payload.payment_intent_id
     return dg.RunRequest(
-        run_key=envelope.request_key,
-        run_config=run_config_for(envelope),
-        tags={
-            **extra_tags,
-            tags.JOB_TYPE: envelope.type,
-            tags.TENANT: envelope.tenant_id,
-            tags.IDEMPOTENCY_KEY: envelope.idempotency_key,
-            tags.REQUEST_KEY: envelope.request_key,
-            tags.ENTRY_ID: launch.entry_ids[0],
-            tags.PRIORITY: str(envelope.priority),
-        },
+        run_key=envelope.request_key, run_config=run_config_for(envelope), tags=run_tags
     )
 
 

@@ -50,8 +50,9 @@ def build_run_status_sensors(
     )
     def intake_ack_sensor(context: dg.RunStatusSensorContext, redis: RedisResource):
         run = context.dagster_run
+        # Returning a SkipReason would end this tick's batch of runs; returning nothing does not.
         if tags.REQUEST_KEY not in run.tags:
-            return dg.SkipReason(f"run {run.run_id} was not launched from the intake")
+            return
         settled = redis.intake().settle(run.tags[tags.JOB_TYPE], run.tags[tags.REQUEST_KEY])
         context.log.info(f"run {run.run_id} succeeded: acked {settled} intake entries")
 
@@ -65,7 +66,10 @@ def build_run_status_sensors(
     def intake_dead_letter_sensor(context: dg.RunFailureSensorContext, redis: RedisResource):
         run = context.dagster_run
         if tags.REQUEST_KEY not in run.tags:
-            return dg.SkipReason(f"run {run.run_id} was not launched from the intake")
+            return
+        if run.tags.get(tags.WILL_RETRY) == "true":
+            context.log.info(f"run {run.run_id} failed and Dagster will retry it; entries wait")
+            return
         reason = describe_run_failure(context.instance, run.run_id)
         moved = redis.intake().dead_letter_request(
             run.tags[tags.JOB_TYPE], run.tags[tags.REQUEST_KEY], reason, run.run_id

@@ -100,3 +100,12 @@ def test_installed_command_prints_help():
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "--file FILE" in result.stdout
+
+
+def test_a_password_in_the_redis_url_is_not_printed():
+    out, err = io.StringIO(), io.StringIO()
+    url = "redis://app:s3cret-pw@127.0.0.1:1/0"
+    code = main(["--redis-url", url, "queue", "stats"], out=out, err=err)
+    assert code == 1
+    assert "s3cret-pw" not in err.getvalue()
+    assert "redis://app:***@127.0.0.1:1/0" in err.getvalue()

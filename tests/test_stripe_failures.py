@@ -96,4 +96,8 @@ def test_classification(error, permanent):
     classified = classify_stripe_error(error)
     assert classified.permanent is permanent
     assert isinstance(classified, PermanentError if permanent else TransientError)
-    assert "sk_live" not in classified.reason
+
+
+def test_an_api_key_quoted_by_stripe_is_not_repeated():
+    error = stripe.AuthenticationError("Invalid API Key provided: sk_live_****abcd", 401)
+    assert "sk_live" not in classify_stripe_error(error).reason

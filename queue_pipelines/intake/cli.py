@@ -63,10 +63,12 @@ def add_queue_parser(commands: argparse._SubParsersAction) -> None:
     sub = queue.add_subparsers(dest="queue_command", required=True)
     stats = sub.add_parser("stats", help="length, pending and dead letters per stream")
     stats.add_argument("--json", action="store_true")
-    letters = sub.add_parser("dead-letters", help="the newest dead letters and their reasons")
+    letters = sub.add_parser(
+        "dead-letters",
+        help="the newest dead letters and their reasons (--json adds the original entries)",
+    )
     letters.add_argument("--limit", type=int, default=20)
     letters.add_argument("--json", action="store_true")
-    commands.add_parser("schema", help="print the intake envelope's JSON Schema")
 
 
 _FIELD_FLAGS = (
@@ -169,7 +171,10 @@ def run_queue(intake: IntakeStreams, args: argparse.Namespace, out) -> int:
         if args.json:
             print(json.dumps(stats.as_dict(), indent=2), file=out)
             return 0
-        print(f"{'stream':<14}{'length':>8}{'pending':>9}{'waiting':>9}  oldest pending", file=out)
+        print(
+            f"{'stream':<14}{'length':>8}{'pending':>9}{'undelivered':>13}  oldest pending",
+            file=out,
+        )
         for s in stats.streams:
             oldest = (
                 "-"
@@ -177,7 +182,7 @@ def run_queue(intake: IntakeStreams, args: argparse.Namespace, out) -> int:
                 else (f"{s.oldest_pending_age_seconds:.0f} s")
             )
             print(
-                f"{s.job_type:<14}{s.length:>8}{s.pending:>9}{s.undelivered:>9}  {oldest}",
+                f"{s.job_type:<14}{s.length:>8}{s.pending:>9}{s.undelivered:>13}  {oldest}",
                 file=out,
             )
         print(f"dead letters: {stats.dead_letters}", file=out)
