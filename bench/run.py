@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 import redis
 
-from queue_pipelines.embedded import free_port, start_localstripe, start_redis, stop
+from queue_pipelines.embedded import start_localstripe, start_on_a_free_port, start_redis, stop
 from queue_pipelines.intake.dispatch import TickCursor, run_intake_tick
 from queue_pipelines.intake.schema import Envelope, PaymentPayload
 from queue_pipelines.intake.streams import IntakeStreams
@@ -103,11 +103,11 @@ def main() -> None:
     try:
         redis_url = os.environ.get("REDIS_URL")
         if not redis_url:
-            port = free_port()
-            children.append(start_redis(port, None))
+            port, server = start_on_a_free_port(lambda p: start_redis(p, None))
+            children.append(server)
             redis_url = f"redis://127.0.0.1:{port}/0"
-        stripe_port = free_port()
-        children.append(start_localstripe(stripe_port))
+        stripe_port, sandbox = start_on_a_free_port(start_localstripe)
+        children.append(sandbox)
         prefix = f"qpbench-{uuid.uuid4().hex[:8]}"
         intake = IntakeStreams(redis.Redis.from_url(redis_url, decode_responses=True), prefix)
         with dg.instance_for_test() as instance:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -16,6 +17,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_on_a_free_port(
+    start: Callable[[int], subprocess.Popen], attempts: int = 3
+) -> tuple[int, subprocess.Popen]:
+    """Start a server on a port free a moment ago; another process may take it in between,
+    so try a fresh port a few times."""
+    for attempt in range(attempts):
+        port = free_port()
+        try:
+            return port, start(port)
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

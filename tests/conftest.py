@@ -11,7 +11,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from queue_pipelines.embedded import free_port, start_localstripe, start_redis, stop
+from queue_pipelines.embedded import start_localstripe, start_on_a_free_port, start_redis, stop
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.ledger import EffectLedger
 from resources import EffectLedgerResource, RedisResource, StripeResource
@@ -28,8 +28,7 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    port = free_port()
-    process = start_redis(port, data_dir=None)
+    port, process = start_on_a_free_port(lambda p: start_redis(p, data_dir=None))
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
@@ -60,8 +59,8 @@ def intake(redis_resource) -> IntakeStreams:
 
 @pytest.fixture(scope="session")
 def localstripe_url(tmp_path_factory) -> Iterator[str]:
-    port = free_port()
-    process = start_localstripe(port, log_file=tmp_path_factory.mktemp("localstripe") / "log")
+    log_file = tmp_path_factory.mktemp("localstripe") / "log"
+    port, process = start_on_a_free_port(lambda p: start_localstripe(p, log_file=log_file))
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
