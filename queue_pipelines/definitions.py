@@ -51,7 +51,7 @@ def stripe_resource() -> StripeResource:
 def effect_ledger_resource() -> EffectLedgerResource:
     if os.environ.get("DAGSTER_POSTGRES_URL"):
         return EffectLedgerResource(database_url=dg.EnvVar("DAGSTER_POSTGRES_URL"))
-    return EffectLedgerResource(database_url=settings.ledger_url())
+    return EffectLedgerResource(database_url=settings.embedded_ledger_url())
 
 
 def sandbox_tags() -> dict[str, str]:

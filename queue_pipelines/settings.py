@@ -25,7 +25,5 @@ def stripe_is_sandbox() -> bool:
     return not os.environ.get("STRIPE_SECRET_KEY")
 
 
-def ledger_url() -> str:
-    return (
-        os.environ.get("DAGSTER_POSTGRES_URL") or f"sqlite:///{dagster_home() / 'effect_ledger.db'}"
-    )
+def embedded_ledger_url() -> str:
+    return f"sqlite:///{dagster_home() / 'effect_ledger.db'}"
