@@ -7,3 +7,6 @@ REQUEST_KEY = "queue/request_key"
 ENTRY_ID = "queue/entry_id"
 SANDBOX = "queue/sandbox"
 PRIORITY = "dagster/priority"
+# Set on a run whose effect (charge, refund, mint) stands but whose notification failed for
+# good: the intake settles its entries instead of dead-lettering them (docs/notifications.md).
+NOTIFICATION_FAILED = "queue/notification_failed"

@@ -40,7 +40,8 @@ def lookup_request_runs(
     found: dict[str, RequestRuns] = {}
     for run in runs:  # newest first
         key = run.tags[tags.REQUEST_KEY]
-        if run.status == dg.DagsterRunStatus.SUCCESS:
+        # A failed notification after a charge that stands settles the request like a success.
+        if run.status == dg.DagsterRunStatus.SUCCESS or tags.NOTIFICATION_FAILED in run.tags:
             state = RunState.SUCCEEDED
         elif run.status in _IN_PROGRESS:
             state = RunState.IN_PROGRESS

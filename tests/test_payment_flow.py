@@ -78,6 +78,7 @@ def test_full_reexecution_of_a_succeeded_run_does_not_charge_again(
     monkeypatch.setenv("QP_TEST_STRIPE_URL", stripe_resource.api_base)
     monkeypatch.setenv("QP_TEST_LEDGER_URL", resources["effect_ledger"].database_url)
     monkeypatch.setenv("QP_TEST_REDIS_URL", resources["redis"].url)
+    monkeypatch.setenv("QP_TEST_SMTP_PORT", str(resources["smtp"].port))
     intake.enqueue(payment(tenant, "reexec"))
     harness = IntakeHarness(instance, resources, "payment")
     harness.drain()
@@ -101,7 +102,15 @@ def payment_job_with_test_resources() -> dg.JobDefinition:
     """payment_job bound to the session's sandbox, rebuilt in whichever process runs it."""
     import os
 
-    from resources import EffectLedgerResource, RedisResource, StripeResource
+    from resources import (
+        EffectLedgerResource,
+        NotificationSettingsResource,
+        RedisResource,
+        SmtpResource,
+        StripeResource,
+        WebhookResource,
+    )
+    from tests.conftest import TEST_WEBHOOK_SECRET
 
     resources = {
         "stripe": StripeResource(
@@ -111,5 +120,10 @@ def payment_job_with_test_resources() -> dg.JobDefinition:
         ),
         "effect_ledger": EffectLedgerResource(database_url=os.environ["QP_TEST_LEDGER_URL"]),
         "redis": RedisResource(url=os.environ["QP_TEST_REDIS_URL"]),
+        "smtp": SmtpResource(
+            host="127.0.0.1", port=int(os.environ["QP_TEST_SMTP_PORT"]), security="none"
+        ),
+        "webhooks": WebhookResource(secret=TEST_WEBHOOK_SECRET),
+        "notification_settings": NotificationSettingsResource(),
     }
     return dg.Definitions(jobs=[payment_job], resources=resources).resolve_job_def("payment_job")

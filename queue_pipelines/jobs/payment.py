@@ -9,6 +9,10 @@ from queue_pipelines.jobs.common import (
     classified_failures,
     request_run_config,
 )
+from queue_pipelines.jobs.notification import (
+    email_payment_confirmation,
+    webhook_payment_succeeded,
+)
 from queue_pipelines.payments import PaymentOutcome, charge_once
 from resources import EffectLedgerResource, StripeResource
 
@@ -51,11 +55,14 @@ def charge_payment(
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    description="Charge a card: customer found or created, PaymentIntent created and confirmed.",
+    description="Charge a card: customer found or created, PaymentIntent created and confirmed; "
+    "then the buyer is e-mailed and the platform told by webhook.",
     tags={"queue/job_type": "payment"},
 )
 def payment_job():
-    charge_payment()
+    payment = charge_payment()
+    email_payment_confirmation(payment)
+    webhook_payment_succeeded(payment)
 
 
 def payment_run_config(envelope: Envelope) -> dict:
