@@ -109,6 +109,18 @@ def alert_operators(
         )
 
 
+def mark_notification_failed(context: dg.OpExecutionContext) -> None:
+    """Tag the run so that the intake settles its entries rather than dead-letter them."""
+    try:
+        run = context.instance.get_run_by_id(context.run_id)
+        earlier = run.tags.get(tags.NOTIFICATION_FAILED) if run else None
+        failed = ",".join(filter(None, [earlier, context.op.name]))
+        context.instance.add_run_tags(context.run_id, {tags.NOTIFICATION_FAILED: failed})
+    except Exception as exc:
+        # Without the tag the entry is dead-lettered; its reason still names this step.
+        context.log.error(f"could not tag run {context.run_id} as notification-failed: {exc}")
+
+
 def notify(
     context: dg.OpExecutionContext,
     *,
@@ -137,9 +149,7 @@ def notify(
             f". {effect_stands}, and stands: it is not undone or repeated. Fix the cause, then "
             "re-execute this run from failure (or with resend: true)."
         )
-        existing = context.instance.get_run_tags_for_run(context.run_id)
-        failed = ",".join(filter(None, [existing.get(tags.NOTIFICATION_FAILED), context.op.name]))
-        context.instance.add_run_tags(context.run_id, {tags.NOTIFICATION_FAILED: failed})
+        mark_notification_failed(context)
     alert_operators(
         context, smtp, settings, summary=f"{what} failed for good", details=description,
         tenant_id=tenant_id,
