@@ -24,6 +24,7 @@ from resources import (
     WebhookResource,
 )
 from sensors.intake import build_intake_sensor
+from sensors.notifications import build_payment_failed_notice_sensor
 from sensors.run_status import build_run_status_sensors
 
 log = logging.getLogger("queue_pipelines")
@@ -139,6 +140,7 @@ def build_definitions() -> dg.Definitions:
                 "notification", notification_job, notification_run_config, extra_tags=extra_tags
             ),
             *build_run_status_sensors(INTAKE_JOBS),
+            build_payment_failed_notice_sensor(payment_job),
         ],
         resources={
             "redis": redis_resource(),

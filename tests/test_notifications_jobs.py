@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from queue_pipelines import tags
+from queue_pipelines.definitions import defs
 from queue_pipelines.intake.schema import Envelope, NotificationPayload, RefundPayload
 from queue_pipelines.jobs.payment import payment_job
 from queue_pipelines.notifications.events import NftDelivery
@@ -324,3 +325,40 @@ def test_nft_steps_tell_the_buyer_and_the_platform_for_a_mint_step(
     [delivery] = receiver.received
     assert delivery.signature_valid
     assert delivery.event["type"] == "nft.delivered"
+
+
+def test_a_declined_card_emails_the_buyer_once_through_notification_job(
+    instance, notifying, intake, tenant, mail_sink
+):
+    intake.enqueue(
+        payment(
+            tenant,
+            "declined-1",
+            customer_email=buyer(tenant),
+            payment_method="pm_card_chargeCustomerFail",
+        )
+    )
+    payments = IntakeHarness(instance, notifying, "payment")
+    payments.drain()
+    [failed] = payments.results
+    assert not failed.success
+    run = instance.get_run_by_id(failed.run_id)
+    sensor = defs.get_sensor_def("payment_failed_notice_sensor")
+    for _ in range(2):  # a sensor tick repeated after a crash asks twice
+        with dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_event=failed.get_run_failure_event(),
+            dagster_instance=instance,
+            dagster_run=run,
+            resources=notifying,
+        ) as context:
+            sensor(context.for_run_failure())
+
+    assert IntakeHarness(instance, notifying, "notification").drain() == 1
+
+    [mail] = mail_sink.to(buyer(tenant))
+    assert mail["Subject"] == "Tickets: your payment for order order-declined-1 did not go through"
+    text = mail.get_body(("plain",)).get_content()
+    assert "card declined" in text and "25.00 USD" in text
+    [letter] = intake.dead_letters()  # the payment request itself, with Stripe's reason
+    assert "card declined" in letter["reason"]
