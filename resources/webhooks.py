@@ -54,7 +54,10 @@ class WebhookResource(dg.ConfigurableResource):
     def deliver(self, url: str, webhook_id: str, body: bytes) -> WebhookDelivery:
         """POST `body` until a 2xx; retries 408, 429, 5xx and network errors with backoff,
         gives up at once on any other answer. Each attempt is signed with its own timestamp."""
-        signing.secret_key(self.secret)  # a malformed secret is a configuration error: fail now
+        try:
+            signing.secret_key(self.secret)
+        except ValueError as exc:  # a configuration error: no retry will fix it
+            raise PermanentError(f"WEBHOOK_SECRET is not usable: {exc}", code="secret") from None
         where = describe_url(url)
         delay = self.backoff_seconds
         last = ""

@@ -153,3 +153,9 @@ def test_the_url_in_a_failure_never_shows_its_query_string(receiver):
         webhooks_for(receiver).deliver(receiver.url + "?token=s3cret", "msg_q", b"{}")
     assert "s3cret" not in caught.value.reason
     assert receiver.url in caught.value.reason
+
+
+def test_a_malformed_secret_fails_at_once_without_a_request(receiver):
+    with pytest.raises(PermanentError, match="WEBHOOK_SECRET is not usable"):
+        webhooks_for(receiver, secret="not-a-whsec-secret").deliver(receiver.url, "msg_x", b"{}")
+    assert receiver.received == []
