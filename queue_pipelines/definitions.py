@@ -77,6 +77,7 @@ def smtp_resource() -> SmtpResource:
             ("port", int(os.environ["SMTP_PORT"]) if os.environ.get("SMTP_PORT") else None),
             ("security", os.environ.get("SMTP_SECURITY")),
             ("from_address", os.environ.get("SMTP_FROM")),
+            ("tls_ca_file", os.environ.get("SMTP_TLS_CA_FILE")),
         )
         if value is not None
     }

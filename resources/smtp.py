@@ -74,6 +74,9 @@ class SmtpResource(dg.ConfigurableResource):
     security: Literal["starttls", "tls", "none"] = Field(
         default="starttls", description="starttls (port 587), tls (implicit, 465), none"
     )
+    tls_ca_file: str | None = Field(
+        default=None, description="CA bundle for a server with a private CA (SMTP_TLS_CA_FILE)"
+    )
     from_address: str = "Tickets <tickets@example.com>"
     timeout_seconds: float = 30.0
     max_attempts: int = Field(
@@ -82,17 +85,21 @@ class SmtpResource(dg.ConfigurableResource):
     backoff_seconds: float = Field(default=1.0, description="first pause; doubles each try")
     sandbox: bool = Field(default=False, description="True for the local outbox sink")
 
+    def _tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.tls_ca_file)
+
     def _connect(self) -> smtplib.SMTP:
         if self.security == "tls":
             return smtplib.SMTP_SSL(
-                self.host,
-                self.port,
-                timeout=self.timeout_seconds,
-                context=ssl.create_default_context(),
+                self.host, self.port, timeout=self.timeout_seconds, context=self._tls_context()
             )
         client = smtplib.SMTP(self.host, self.port, timeout=self.timeout_seconds)
-        if self.security == "starttls":
-            client.starttls(context=ssl.create_default_context())
+        try:
+            if self.security == "starttls":
+                client.starttls(context=self._tls_context())
+        except BaseException:
+            client.close()
+            raise
         return client
 
     def _send_once(self, message: EmailMessage) -> None:

@@ -25,14 +25,8 @@ def message(to: str) -> EmailMessage:
 
 
 def smtp_at(port: int, **overrides) -> SmtpResource:
-    return SmtpResource(
-        host="127.0.0.1",
-        port=port,
-        security="none",
-        timeout_seconds=5,
-        backoff_seconds=0.05,
-        **overrides,
-    )
+    settings = {"security": "none", "timeout_seconds": 5, "backoff_seconds": 0.05}
+    return SmtpResource(host="127.0.0.1", port=port, **{**settings, **overrides})
 
 
 @pytest.fixture
@@ -159,3 +153,62 @@ def test_a_malformed_secret_fails_at_once_without_a_request(receiver):
     with pytest.raises(PermanentError, match="WEBHOOK_SECRET is not usable"):
         webhooks_for(receiver, secret="not-a-whsec-secret").deliver(receiver.url, "msg_x", b"{}")
     assert receiver.received == []
+
+
+@pytest.fixture(scope="module")
+def tls_certificates(tmp_path_factory):
+    """A CA of the test's own and a certificate for 127.0.0.1 (trustme)."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return server_context, str(ca_file)
+
+
+def test_starttls_is_required_and_used(tmp_path, tls_certificates):
+    from aiosmtpd.controller import Controller
+
+    from tests.mail_sink import ScriptedHandler
+
+    server_context, ca_file = tls_certificates
+    handler = ScriptedHandler(tmp_path / "outbox")
+    port = free_port()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=server_context,
+        require_starttls=True,
+    )
+    controller.start()
+    try:
+        with pytest.raises(PermanentError, match="530"):  # plain text refused by the server
+            smtp_at(port).send(message("plain@example.com"))
+        with pytest.raises(PermanentError, match="certificate not trusted"):
+            smtp_at(port, security="starttls").send(message("untrusted@example.com"))
+        smtp_at(port, security="starttls", tls_ca_file=ca_file).send(message("tls@example.com"))
+    finally:
+        controller.stop()
+    assert [str(m["To"]) for m in handler.received] == ["tls@example.com"]
+
+
+def test_implicit_tls(tmp_path, tls_certificates):
+    from aiosmtpd.controller import Controller
+
+    from tests.mail_sink import ScriptedHandler
+
+    server_context, ca_file = tls_certificates
+    handler = ScriptedHandler(tmp_path / "outbox")
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=server_context)
+    controller.start()
+    try:
+        smtp_at(port, security="tls", tls_ca_file=ca_file).send(message("implicit@example.com"))
+    finally:
+        controller.stop()
+    assert [str(m["To"]) for m in handler.received] == ["implicit@example.com"]
