@@ -81,8 +81,12 @@ def start_localstripe(port: int, log_file: Path | None = None) -> subprocess.Pop
     if executable is None:
         raise RuntimeError("localstripe is not installed in this environment: run `uv sync`")
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    # Without --from-scratch localstripe loads /tmp/localstripe.pickle, a file every instance
+    # on the machine rewrites on each change: a start can read another's half-written store.
     process = subprocess.Popen(
-        [executable, "--port", str(port)], stdout=output, stderr=subprocess.STDOUT
+        [executable, "--port", str(port), "--from-scratch"],
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     wait_for_port(port, process, "localstripe")
     return process
