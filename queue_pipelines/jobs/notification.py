@@ -147,7 +147,7 @@ def notify(
     if effect_stands:
         description += (
             f". {effect_stands}, and stands: it is not undone or repeated. Fix the cause, then "
-            "re-execute this run from failure (or with resend: true)."
+            "re-execute this run from failure."
         )
         mark_notification_failed(context)
     alert_operators(
