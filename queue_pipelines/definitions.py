@@ -12,10 +12,19 @@ import os
 import dagster as dg
 
 from queue_pipelines import settings, tags
+from queue_pipelines.jobs.notification import notification_job, notification_run_config
 from queue_pipelines.jobs.payment import payment_job, payment_run_config
 from queue_pipelines.jobs.refund import refund_job, refund_run_config
-from resources import EffectLedgerResource, RedisResource, StripeResource
+from resources import (
+    EffectLedgerResource,
+    NotificationSettingsResource,
+    RedisResource,
+    SmtpResource,
+    StripeResource,
+    WebhookResource,
+)
 from sensors.intake import build_intake_sensor
+from sensors.notifications import build_payment_failed_notice_sensor
 from sensors.run_status import build_run_status_sensors
 
 log = logging.getLogger("queue_pipelines")
@@ -54,6 +63,62 @@ def effect_ledger_resource() -> EffectLedgerResource:
     return EffectLedgerResource(database_url=settings.embedded_ledger_url())
 
 
+def _env_or_none(name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def smtp_resource() -> SmtpResource:
+    if settings.smtp_is_sandbox():
+        log.warning(
+            "SMTP_HOST is unset: mail goes to the local sink on 127.0.0.1:%d (queue-pipelines "
+            "outbox)",
+            settings.SMTP_SINK_PORT,
+        )
+        return SmtpResource(
+            host="127.0.0.1", port=settings.SMTP_SINK_PORT, security="none", sandbox=True
+        )
+    optional = {
+        name: value
+        for name, value in (
+            ("port", int(os.environ["SMTP_PORT"]) if os.environ.get("SMTP_PORT") else None),
+            ("security", os.environ.get("SMTP_SECURITY")),
+            ("from_address", os.environ.get("SMTP_FROM")),
+            ("tls_ca_file", os.environ.get("SMTP_TLS_CA_FILE")),
+        )
+        if value is not None
+    }
+    return SmtpResource(
+        host=dg.EnvVar("SMTP_HOST"),
+        username=_env_or_none("SMTP_USERNAME"),
+        password=_env_or_none("SMTP_PASSWORD"),
+        **optional,
+    )
+
+
+def webhook_resource() -> WebhookResource:
+    # Endpoint URLs may carry a receiver's token, so they too come through EnvVar.
+    urls = {
+        f"{kind}_url": _env_or_none(f"WEBHOOK_URL_{kind.upper()}")
+        for kind in ("payment", "refund", "nft")
+    }
+    if os.environ.get("WEBHOOK_SECRET"):
+        return WebhookResource(secret=dg.EnvVar("WEBHOOK_SECRET"), **urls)
+    return WebhookResource(secret=settings.SANDBOX_WEBHOOK_SECRET, sandbox=True, **urls)
+
+
+def notification_settings_resource() -> NotificationSettingsResource:
+    configured = {
+        name: os.environ[variable]
+        for name, variable in (
+            ("tenants_file", "QP_TENANTS_FILE"),
+            ("operator_email", "OPERATOR_EMAIL"),
+            ("explorer_url_template", "EXPLORER_URL_TEMPLATE"),
+        )
+        if os.environ.get(variable)
+    }
+    return NotificationSettingsResource(**configured)
+
+
 def sandbox_tags() -> dict[str, str]:
     """Runs say in the UI which parts of them are not the real thing."""
     sandboxed = [
@@ -61,13 +126,14 @@ def sandbox_tags() -> dict[str, str]:
         for name, is_sandbox in (
             ("stripe", settings.stripe_is_sandbox()),
             ("redis", not os.environ.get("REDIS_URL")),
+            ("smtp", settings.smtp_is_sandbox()),
         )
         if is_sandbox
     ]
     return {tags.SANDBOX: ",".join(sandboxed)} if sandboxed else {}
 
 
-INTAKE_JOBS = [payment_job, refund_job]
+INTAKE_JOBS = [payment_job, refund_job, notification_job]
 
 
 def build_definitions() -> dg.Definitions:
@@ -77,12 +143,19 @@ def build_definitions() -> dg.Definitions:
         sensors=[
             build_intake_sensor("payment", payment_job, payment_run_config, extra_tags=extra_tags),
             build_intake_sensor("refund", refund_job, refund_run_config, extra_tags=extra_tags),
+            build_intake_sensor(
+                "notification", notification_job, notification_run_config, extra_tags=extra_tags
+            ),
             *build_run_status_sensors(INTAKE_JOBS),
+            build_payment_failed_notice_sensor(payment_job),
         ],
         resources={
             "redis": redis_resource(),
             "stripe": stripe_resource(),
             "effect_ledger": effect_ledger_resource(),
+            "smtp": smtp_resource(),
+            "webhooks": webhook_resource(),
+            "notification_settings": notification_settings_resource(),
         },
     )
 

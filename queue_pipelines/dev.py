@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from queue_pipelines import settings
-from queue_pipelines.embedded import start_localstripe, start_redis, stop
+from queue_pipelines.embedded import refuse_taken_port, start_localstripe, start_redis, stop
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,17 @@ def run_dev(ui_port: int) -> int:
     home = _prepare_home()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     children: list[subprocess.Popen] = []
+    smtp_sink = None
     try:
+        if settings.smtp_is_sandbox():
+            from queue_pipelines.notifications.outbox import start_sink
+
+            refuse_taken_port(settings.SMTP_SINK_PORT, "the local SMTP sink")
+            smtp_sink = start_sink(settings.outbox_dir(), settings.SMTP_SINK_PORT)
+            print(
+                f"local SMTP sink: 127.0.0.1:{settings.SMTP_SINK_PORT} (mail kept in "
+                f"{settings.outbox_dir()}; read it with `uv run queue-pipelines outbox`)"
+            )
         if not os.environ.get("REDIS_URL"):
             children.append(
                 start_redis(settings.EMBEDDED_REDIS_PORT, home / "redis", home / "logs/redis.log")
@@ -77,10 +87,12 @@ def run_dev(ui_port: int) -> int:
     except RuntimeError as exc:
         print(
             f"error: {exc}. Is another `make run` going? Stop it, or set REDIS_URL / "
-            "STRIPE_API_BASE to use servers of your own.",
+            "STRIPE_API_BASE / SMTP_HOST to use servers of your own.",
             file=sys.stderr,
         )
         return 1
     finally:
         for child in reversed(children):
             stop(child, timeout=30)
+        if smtp_sink is not None:
+            smtp_sink.stop()

@@ -11,6 +11,10 @@ SANDBOX_STRIPE_PORT = 8420
 SANDBOX_STRIPE_URL = f"http://127.0.0.1:{SANDBOX_STRIPE_PORT}"
 # localstripe accepts any key; this one says what it is wherever it shows up.
 SANDBOX_STRIPE_KEY = "sk_test_localstripe_sandbox"
+# The local SMTP sink of `make run` (no SMTP_HOST), and the webhook secret used when
+# WEBHOOK_SECRET is unset: "whsec_" + base64 of a phrase that says it is not a secret.
+SMTP_SINK_PORT = 8425
+SANDBOX_WEBHOOK_SECRET = "whsec_cXVldWUtcGlwZWxpbmVzIGxvY2FsIHNhbmRib3ggb25seQ=="
 
 
 def dagster_home() -> Path:
@@ -27,3 +31,11 @@ def stripe_is_sandbox() -> bool:
 
 def embedded_ledger_url() -> str:
     return f"sqlite:///{dagster_home() / 'effect_ledger.db'}"
+
+
+def smtp_is_sandbox() -> bool:
+    return not os.environ.get("SMTP_HOST")
+
+
+def outbox_dir() -> Path:
+    return dagster_home() / "outbox"

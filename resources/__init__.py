@@ -1,7 +1,17 @@
 """Configurable resources: each one interface, with a production and a sandbox/embedded backend."""
 
 from resources.effect_ledger import EffectLedgerResource
+from resources.notification_settings import NotificationSettingsResource
 from resources.redis_intake import RedisResource
+from resources.smtp import SmtpResource
 from resources.stripe_api import StripeResource
+from resources.webhooks import WebhookResource
 
-__all__ = ["EffectLedgerResource", "RedisResource", "StripeResource"]
+__all__ = [
+    "EffectLedgerResource",
+    "NotificationSettingsResource",
+    "RedisResource",
+    "SmtpResource",
+    "StripeResource",
+    "WebhookResource",
+]

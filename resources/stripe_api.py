@@ -244,3 +244,12 @@ class StripeResource(dg.ConfigurableResource):
             currency=refund.currency,
             payment_intent_id=payment_intent_id,
         )
+
+    def customer_contact(self, payment_intent_id: str) -> tuple[str | None, str | None]:
+        """The e-mail and name of the customer a PaymentIntent belongs to (for notices)."""
+        intent = self._call(self.client().v1.payment_intents.retrieve, payment_intent_id)
+        customer_id = _id_of(intent.customer)
+        if customer_id is None:
+            return None, None
+        customer = self._call(self.client().v1.customers.retrieve, customer_id)
+        return getattr(customer, "email", None), getattr(customer, "name", None)

@@ -40,7 +40,8 @@ def lookup_request_runs(
     found: dict[str, tuple[RunState, dg.DagsterRun]] = {}
     for run in runs:  # newest first
         key = run.tags[tags.REQUEST_KEY]
-        if run.status == dg.DagsterRunStatus.SUCCESS:
+        # A failed notification after a charge that stands settles the request like a success.
+        if run.status == dg.DagsterRunStatus.SUCCESS or tags.NOTIFICATION_FAILED in run.tags:
             state = RunState.SUCCEEDED
         elif run.status in _IN_PROGRESS or run.tags.get(tags.WILL_RETRY) == "true":
             state = RunState.IN_PROGRESS

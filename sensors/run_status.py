@@ -70,6 +70,15 @@ def build_run_status_sensors(
         if run.tags.get(tags.WILL_RETRY) == "true":
             context.log.info(f"run {run.run_id} failed and Dagster will retry it; entries wait")
             return
+        if tags.NOTIFICATION_FAILED in run.tags:
+            # The charge/refund/mint succeeded; only telling about it failed (the run and an
+            # operator alert say so). Dead-lettering would read as "the payment failed".
+            settled = redis.intake().settle(run.tags[tags.JOB_TYPE], run.tags[tags.REQUEST_KEY])
+            context.log.warning(
+                f"run {run.run_id}: its effect stands but notification step(s) "
+                f"{run.tags[tags.NOTIFICATION_FAILED]} failed for good; acked {settled} entries"
+            )
+            return
         reason = describe_run_failure(context.instance, run.run_id)
         moved = redis.intake().dead_letter_request(
             run.tags[tags.JOB_TYPE], run.tags[tags.REQUEST_KEY], reason, run.run_id

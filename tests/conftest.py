@@ -14,7 +14,18 @@ import sqlalchemy as sa
 from queue_pipelines.embedded import start_localstripe, start_on_a_free_port, start_redis, stop
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.ledger import EffectLedger
-from resources import EffectLedgerResource, RedisResource, StripeResource
+from resources import (
+    EffectLedgerResource,
+    NotificationSettingsResource,
+    RedisResource,
+    SmtpResource,
+    StripeResource,
+    WebhookResource,
+)
+from tests.mail_sink import MailSink
+
+# Test-only Standard Webhooks secret ("whsec_" + base64 of a phrase).
+TEST_WEBHOOK_SECRET = "whsec_cXVldWUtcGlwZWxpbmVzIHRlc3Qgc2VjcmV0IGtleQ=="
 
 # The machine's PostgreSQL (CI starts it when it is down); override with TEST_POSTGRES_URL.
 POSTGRES_SERVER_URL = os.environ.get(
@@ -122,6 +133,31 @@ def tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:10]}"
 
 
+@pytest.fixture(scope="session")
+def mail_sink(tmp_path_factory) -> Iterator[MailSink]:
+    """A real SMTP server (aiosmtpd) for the session; tests tell their mail apart by recipient."""
+    sink = MailSink(tmp_path_factory.mktemp("outbox")).start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
 @pytest.fixture
-def resources(redis_resource, stripe_resource, ledger_resource) -> dict:
-    return {"redis": redis_resource, "stripe": stripe_resource, "effect_ledger": ledger_resource}
+def smtp_resource(mail_sink) -> SmtpResource:
+    return SmtpResource(
+        host="127.0.0.1", port=mail_sink.port, security="none", timeout_seconds=10, sandbox=True
+    )
+
+
+@pytest.fixture
+def resources(redis_resource, stripe_resource, ledger_resource, smtp_resource) -> dict:
+    return {
+        "redis": redis_resource,
+        "stripe": stripe_resource,
+        "effect_ledger": ledger_resource,
+        "smtp": smtp_resource,
+        # No endpoints: webhook steps say they skipped; tests of webhooks add a receiver.
+        "webhooks": WebhookResource(secret=TEST_WEBHOOK_SECRET),
+        "notification_settings": NotificationSettingsResource(),
+    }

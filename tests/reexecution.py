@@ -11,7 +11,15 @@ from queue_pipelines.definitions import INTAKE_JOBS
 
 
 def _job_with_test_resources(name: str) -> dg.JobDefinition:
-    from resources import EffectLedgerResource, RedisResource, StripeResource
+    from resources import (
+        EffectLedgerResource,
+        NotificationSettingsResource,
+        RedisResource,
+        SmtpResource,
+        StripeResource,
+        WebhookResource,
+    )
+    from tests.conftest import TEST_WEBHOOK_SECRET
 
     resources = {
         "stripe": StripeResource(
@@ -21,6 +29,11 @@ def _job_with_test_resources(name: str) -> dg.JobDefinition:
         ),
         "effect_ledger": EffectLedgerResource(database_url=os.environ["QP_TEST_LEDGER_URL"]),
         "redis": RedisResource(url=os.environ["QP_TEST_REDIS_URL"]),
+        "smtp": SmtpResource(
+            host="127.0.0.1", port=int(os.environ["QP_TEST_SMTP_PORT"]), security="none"
+        ),
+        "webhooks": WebhookResource(secret=TEST_WEBHOOK_SECRET),
+        "notification_settings": NotificationSettingsResource(),
     }
     return dg.Definitions(jobs=INTAKE_JOBS, resources=resources).resolve_job_def(name)
 
@@ -41,6 +54,7 @@ def reexecute_all(instance, resources: dict, parent_run_id: str, monkeypatch, no
     monkeypatch.setenv("QP_TEST_STRIPE_URL", resources["stripe"].api_base)
     monkeypatch.setenv("QP_TEST_LEDGER_URL", resources["effect_ledger"].database_url)
     monkeypatch.setenv("QP_TEST_REDIS_URL", resources["redis"].url)
+    monkeypatch.setenv("QP_TEST_SMTP_PORT", str(resources["smtp"].port))
     parent = instance.get_run_by_id(parent_run_id)
     with dg.execute_job(
         dg.reconstructable(RECONSTRUCTABLE[parent.job_name]),

@@ -40,7 +40,7 @@ def test_definitions_validate(tmp_path):
 
 
 def test_payment_job_launched_from_the_dagster_cli(
-    tmp_path, tenant, localstripe_url, redis_url, postgres_url, stripe_resource
+    tmp_path, tenant, localstripe_url, redis_url, postgres_url, stripe_resource, mail_sink
 ):
     """What an operator types: `dagster job execute` with a run config file."""
     envelope = Envelope(
@@ -53,6 +53,7 @@ def test_payment_job_launched_from_the_dagster_cli(
     env = dagster_env(
         tmp_path, STRIPE_API_BASE=localstripe_url, REDIS_URL=redis_url,
         DAGSTER_POSTGRES_URL=postgres_url,
+        SMTP_HOST="127.0.0.1", SMTP_PORT=str(mail_sink.port), SMTP_SECURITY="none",
     )  # fmt: skip
 
     result = subprocess.run(
@@ -82,6 +83,9 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
     monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_live_do_not_leak_1234")
     monkeypatch.setenv("REDIS_URL", "redis://:hunter2@redis.internal:6379/0")
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", "postgresql://app:pg-secret@db/app")
+    monkeypatch.setenv("SMTP_HOST", "smtp.internal")
+    monkeypatch.setenv("SMTP_PASSWORD", "smtp-secret-5678")
+    monkeypatch.setenv("WEBHOOK_SECRET", "whsec_c2VjcmV0LXdlYmhvb2sta2V5LW5vdC10by1sZWFr")
 
     defs = definitions.build_definitions()
 
@@ -89,7 +93,13 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
     shown = json.dumps(
         {name: repr(res) for name, res in repository.get_top_level_resources().items()}
     )
-    for secret in ("sk_live_do_not_leak_1234", "hunter2", "pg-secret"):
+    for secret in (
+        "sk_live_do_not_leak_1234",
+        "hunter2",
+        "pg-secret",
+        "smtp-secret-5678",
+        "c2VjcmV0LXdlYmhvb2sta2V5LW5vdC10by1sZWFr",
+    ):
         assert secret not in shown
     assert definitions.sandbox_tags() == {}
 
@@ -97,4 +107,5 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
 def test_sandbox_mode_is_tagged(monkeypatch):
     monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
-    assert definitions.sandbox_tags() == {"queue/sandbox": "stripe,redis"}
+    monkeypatch.delenv("SMTP_HOST", raising=False)
+    assert definitions.sandbox_tags() == {"queue/sandbox": "stripe,redis,smtp"}

@@ -11,6 +11,10 @@ from queue_pipelines.jobs.common import (
     request_run_config,
     run_is_live,
 )
+from queue_pipelines.jobs.notification import (
+    email_payment_confirmation,
+    webhook_payment_succeeded,
+)
 from queue_pipelines.payments import PaymentOutcome, charge_once
 from resources import EffectLedgerResource, StripeResource
 
@@ -54,11 +58,14 @@ def charge_payment(
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    description="Charge a card: customer found or created, PaymentIntent created and confirmed.",
+    description="Charge a card: customer found or created, PaymentIntent created and confirmed; "
+    "then the buyer is e-mailed and the platform told by webhook.",
     tags={tags.JOB_TYPE: "payment"},
 )
 def payment_job():
-    charge_payment()
+    payment = charge_payment()
+    email_payment_confirmation(payment)
+    webhook_payment_succeeded(payment)
 
 
 def payment_run_config(envelope: Envelope) -> dict:

@@ -12,6 +12,7 @@ from queue_pipelines.jobs.common import (
     request_run_config,
     run_is_live,
 )
+from queue_pipelines.jobs.notification import email_refund_issued, webhook_refund_issued
 from queue_pipelines.payments import RefundOutcome, refund_once
 from resources import EffectLedgerResource, StripeResource
 
@@ -54,11 +55,14 @@ def refund_payment(
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    description="Refund a PaymentIntent, in full or in part.",
+    description="Refund a PaymentIntent, in full or in part; then the buyer is e-mailed and the "
+    "platform told by webhook.",
     tags={tags.JOB_TYPE: "refund"},
 )
 def refund_job():
-    refund_payment()
+    refund = refund_payment()
+    email_refund_issued(refund)
+    webhook_refund_issued(refund)
 
 
 def refund_run_config(envelope: Envelope) -> dict:

@@ -1,0 +1,154 @@
+"""Sending each e-mail and webhook at most once per request, through the effect ledger.
+
+Keys: `email:<tenant>:<idempotency key>:<template>` and `webhook:<tenant>:<idempotency
+key>:<event type>`. A key already `done` is not sent again (op retries, run retries, a full
+re-execution), unless the run asks for a resend; a resend is keyed by its run, so it too
+happens at most once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, make_msgid
+from typing import Any
+
+from queue_pipelines.failures import PermanentError, ProviderError
+from queue_pipelines.ledger import EffectLedger
+from queue_pipelines.notifications.templates import RenderedMessage
+from resources.smtp import SmtpResource
+from resources.webhooks import WebhookResource
+
+
+@dataclass(frozen=True)
+class Delivery:
+    effect_key: str
+    result: dict[str, Any]
+    replayed: bool  # True: an earlier attempt delivered it, nothing was sent now
+
+
+def email_key(tenant_id: str, idempotency_key: str, template: str) -> str:
+    return f"email:{tenant_id}:{idempotency_key}:{template}"
+
+
+def webhook_key(tenant_id: str, idempotency_key: str, event_type: str) -> str:
+    return f"webhook:{tenant_id}:{idempotency_key}:{event_type}"
+
+
+def webhook_id_for(effect_key: str) -> str:
+    """Stable across attempts and resends, as the spec wants: receivers de-duplicate by it.
+    Hex only, since the id is part of the dot-delimited signed content."""
+    return "msg_" + hashlib.sha256(effect_key.encode()).hexdigest()[:32]
+
+
+def build_email(
+    rendered: RenderedMessage,
+    *,
+    recipient: str,
+    sender: str,
+    reply_to: str | None = None,
+    recipient_name: str | None = None,
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = formataddr((recipient_name or "", recipient))
+    if reply_to:
+        message["Reply-To"] = reply_to
+    message["Subject"] = rendered.subject
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain="queue-pipelines.invalid")
+    message["X-Queue-Pipelines-Template"] = rendered.template
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message
+
+
+def event_body(event_type: str, data: dict[str, Any]) -> bytes:
+    """The Standard Webhooks payload shape: type, timestamp, data; minified JSON."""
+    payload = {"type": event_type, "timestamp": datetime.now(UTC).isoformat(), "data": data}
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _deliver_once(
+    ledger: EffectLedger,
+    key: str,
+    kind: str,
+    run_id: str,
+    *,
+    resend: bool,
+    resumable: bool,
+    send,
+) -> Delivery:
+    if resend:
+        key = f"{key}:resend:{run_id}"
+    claim = ledger.claim(key, kind, run_id)
+    if claim.done:
+        return Delivery(key, claim.result or {}, replayed=True)
+    if claim.resumed and not resumable:
+        raise PermanentError(
+            f"an earlier attempt for {key} ended without recording whether the message went "
+            "out; to send it anyway, re-execute with resend: true in the step's config",
+            code="needs_resend_decision",
+        )
+    try:
+        result = send()
+    except ProviderError:
+        # The server did not accept the message: nothing was delivered, a later try may.
+        ledger.release(key)
+        raise
+    ledger.record(key, result)
+    return Delivery(key, result, replayed=False)
+
+
+def send_email_once(
+    smtp: SmtpResource,
+    ledger: EffectLedger,
+    message: EmailMessage,
+    *,
+    key: str,
+    run_id: str,
+    resend: bool = False,
+) -> Delivery:
+    """SMTP has no idempotency key of its own: an attempt whose outcome is unknown is not
+    repeated on a guess (see `_deliver_once`)."""
+
+    def send() -> dict[str, Any]:
+        attempts = smtp.send(message)
+        return {
+            "message_id": message["Message-ID"],
+            "to": message["To"],
+            "subject": message["Subject"],
+            "attempts": attempts,
+        }
+
+    return _deliver_once(ledger, key, "email", run_id, resend=resend, resumable=False, send=send)
+
+
+def send_webhook_once(
+    webhooks: WebhookResource,
+    ledger: EffectLedger,
+    *,
+    url: str,
+    event_type: str,
+    data: dict[str, Any],
+    key: str,
+    run_id: str,
+    resend: bool = False,
+) -> Delivery:
+    """An attempt whose outcome is unknown is resumed: it carries the same webhook-id, which
+    the receiver de-duplicates."""
+    webhook_id = webhook_id_for(key)
+
+    def send() -> dict[str, Any]:
+        delivery = webhooks.deliver(url, webhook_id, event_body(event_type, data))
+        return {
+            "webhook_id": webhook_id,
+            "event_type": event_type,
+            "status": delivery.status,
+            "attempts": delivery.attempts,
+        }
+
+    return _deliver_once(ledger, key, "webhook", run_id, resend=resend, resumable=True, send=send)

@@ -1,0 +1,147 @@
+"""What each job outcome tells the buyer (template context) and the platform (webhook event)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from queue_pipelines.currencies import format_amount
+from queue_pipelines.intake.schema import PaymentPayload
+from queue_pipelines.payments import PaymentOutcome, RefundOutcome
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One outcome, told twice: an e-mail to `recipient` and a webhook of `event_type`."""
+
+    tenant_id: str
+    idempotency_key: str
+    template: str
+    recipient: str | None  # None: no e-mail address known, the e-mail step says so and skips
+    recipient_name: str | None
+    context: dict[str, Any]
+    webhook_kind: str  # payment, refund, nft: picks the endpoint
+    event_type: str
+    event_data: dict[str, Any]
+
+
+def buyer_greeting_name(name: str | None, email: str | None) -> str:
+    if name and name.strip():
+        return name.strip()
+    return (email or "").split("@", 1)[0] or "there"
+
+
+def payment_notice(
+    tenant_id: str, idempotency_key: str, payment: PaymentPayload, outcome: PaymentOutcome
+) -> Notice:
+    email = str(payment.customer_email)
+    return Notice(
+        tenant_id=tenant_id,
+        idempotency_key=idempotency_key,
+        template="payment_confirmation",
+        recipient=email,
+        recipient_name=payment.customer_name,
+        context={
+            "buyer_name": buyer_greeting_name(payment.customer_name, email),
+            "order_id": payment.order_id,
+            "amount": outcome.display_amount,
+            "payment_id": outcome.payment_intent_id,
+        },
+        webhook_kind="payment",
+        event_type="payment.succeeded",
+        event_data={
+            "tenant_id": tenant_id,
+            "idempotency_key": idempotency_key,
+            "order_id": payment.order_id,
+            "payment_intent_id": outcome.payment_intent_id,
+            "amount": outcome.amount,
+            "currency": outcome.currency,
+            "status": outcome.status,
+        },
+    )
+
+
+def refund_notice(
+    tenant_id: str,
+    idempotency_key: str,
+    order_id: str | None,
+    outcome: RefundOutcome,
+    buyer_email: str | None,
+    buyer_name: str | None,
+) -> Notice:
+    return Notice(
+        tenant_id=tenant_id,
+        idempotency_key=idempotency_key,
+        template="refund_issued",
+        recipient=buyer_email,
+        recipient_name=buyer_name,
+        context={
+            "buyer_name": buyer_greeting_name(buyer_name, buyer_email),
+            "order_id": order_id or outcome.payment_intent_id,
+            "amount": format_amount(outcome.amount, outcome.currency),
+            "refund_id": outcome.refund_id,
+        },
+        webhook_kind="refund",
+        event_type="refund.issued",
+        event_data={
+            "tenant_id": tenant_id,
+            "idempotency_key": idempotency_key,
+            "order_id": order_id,
+            "refund_id": outcome.refund_id,
+            "payment_intent_id": outcome.payment_intent_id,
+            "amount": outcome.amount,
+            "currency": outcome.currency,
+            "remaining_refundable": outcome.remaining,
+            "status": outcome.status,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class NftDelivery:
+    """What a mint step hands to the NFT notification steps (see docs/notifications.md)."""
+
+    tenant_id: str
+    idempotency_key: str
+    order_id: str
+    wallet: str
+    mint_address: str
+    event: str
+    seat: str
+    buyer_email: str | None = None
+    buyer_name: str | None = None
+    signature: str | None = None  # the mint transaction
+
+
+def explorer_link(template: str, address: str) -> str:
+    return template.format(address=address)
+
+
+def nft_notice(delivery: NftDelivery, explorer_url_template: str) -> Notice:
+    url = explorer_link(explorer_url_template, delivery.mint_address)
+    return Notice(
+        tenant_id=delivery.tenant_id,
+        idempotency_key=delivery.idempotency_key,
+        template="nft_delivered",
+        recipient=delivery.buyer_email,
+        recipient_name=delivery.buyer_name,
+        context={
+            "buyer_name": buyer_greeting_name(delivery.buyer_name, delivery.buyer_email),
+            "order_id": delivery.order_id,
+            "event": delivery.event,
+            "seat": delivery.seat,
+            "wallet": delivery.wallet,
+            "explorer_url": url,
+        },
+        webhook_kind="nft",
+        event_type="nft.delivered",
+        event_data={
+            "tenant_id": delivery.tenant_id,
+            "idempotency_key": delivery.idempotency_key,
+            "order_id": delivery.order_id,
+            "wallet": delivery.wallet,
+            "mint_address": delivery.mint_address,
+            "signature": delivery.signature,
+            "explorer_url": url,
+        },
+    )
