@@ -343,7 +343,7 @@ def test_a_declined_card_emails_the_buyer_once_through_notification_job(
     [failed] = payments.results
     assert not failed.success
     run = instance.get_run_by_id(failed.run_id)
-    sensor = defs.get_sensor_def("payment_failed_notice_sensor")
+    sensor = defs.resolve_sensor_def("payment_failed_notice_sensor")
     for _ in range(2):  # a sensor tick repeated after a crash asks twice
         with dg.build_run_status_sensor_context(
             sensor_name=sensor.name,
