@@ -14,6 +14,7 @@ import dagster as dg
 from queue_pipelines import settings, tags
 from queue_pipelines.jobs.payment import payment_job, payment_run_config
 from queue_pipelines.jobs.refund import refund_job, refund_run_config
+from queue_pipelines.jobs.stripe_event import stripe_event_job, stripe_event_run_config
 from resources import EffectLedgerResource, RedisResource, StripeResource
 from sensors.intake import build_intake_sensor
 from sensors.run_status import build_run_status_sensors
@@ -61,7 +62,7 @@ def sandbox_tags() -> dict[str, str]:
     return {tags.SANDBOX: ",".join(sandboxed)} if sandboxed else {}
 
 
-INTAKE_JOBS = [payment_job, refund_job]
+INTAKE_JOBS = [payment_job, refund_job, stripe_event_job]
 
 
 def build_definitions() -> dg.Definitions:
@@ -71,6 +72,9 @@ def build_definitions() -> dg.Definitions:
         sensors=[
             build_intake_sensor("payment", payment_job, payment_run_config, extra_tags=extra_tags),
             build_intake_sensor("refund", refund_job, refund_run_config, extra_tags=extra_tags),
+            build_intake_sensor(
+                "stripe_event", stripe_event_job, stripe_event_run_config, extra_tags=extra_tags
+            ),
             *build_run_status_sensors(INTAKE_JOBS),
         ],
         resources={
