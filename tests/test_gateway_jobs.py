@@ -197,9 +197,7 @@ def test_bad_bodies(hs_gateway, client, key_prefix, tenant):
     fields = {problem["field"] for problem in invalid.json()["fields"]}
     assert fields == {"payload.amount", "payload.currency"}
 
-    not_json = post(
-        hs_gateway, b"amount=2500", token, headers={"Content-Type": "application/json"}
-    )
+    not_json = post(hs_gateway, b"amount=2500", token, headers={"Content-Type": "application/json"})
     assert not_json.status_code == 415
     form = post(
         hs_gateway,
