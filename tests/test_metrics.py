@@ -202,7 +202,10 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
     assert "refunds_processed_total" not in before  # no samples yet
     assert before["queue_dead_letter_size"] == {(): 0.0}
     assert "process_resident_memory_bytes" in before and "service_uptime_seconds" in before
-    assert as_json["payments_processed"]["samples"] and as_json["queue_jobs_processed"]["type"] == "counter"
+    assert (
+        as_json["payments_processed"]["samples"]
+        and as_json["queue_jobs_processed"]["type"] == "counter"
+    )
     assert queue_stats["dead_letters"] == 0 and "payment" in queue_stats["streams"]
 
     refund = (
