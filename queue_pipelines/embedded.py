@@ -74,15 +74,31 @@ def start_redis(port: int, data_dir: Path | None, log_file: Path | None = None) 
     return process
 
 
+# localstripe saves its whole store to the fixed path /tmp/localstripe.pickle on every write
+# and loads it at start: every localstripe on the machine shares that file, so one could start
+# on another's half-written store (EOFError) or on objects it cannot page through. Kept in
+# memory instead, each sandbox holds only its own objects.
+_LOCALSTRIPE_IN_MEMORY = """
+import sys
+import localstripe.resources
+localstripe.resources.Store.try_load_from_disk = lambda self: None
+localstripe.resources.Store.dump_to_disk = lambda self: None
+from localstripe.server import start
+sys.argv = ["localstripe", *sys.argv[1:]]
+start()
+"""
+
+
 def start_localstripe(port: int, log_file: Path | None = None) -> subprocess.Popen:
     """The localstripe fake Stripe API (state kept in memory)."""
     refuse_taken_port(port, "localstripe")
-    executable = shutil.which("localstripe", path=str(Path(sys.executable).parent))
-    if executable is None:
+    if shutil.which("localstripe", path=str(Path(sys.executable).parent)) is None:
         raise RuntimeError("localstripe is not installed in this environment: run `uv sync`")
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
-        [executable, "--port", str(port)], stdout=output, stderr=subprocess.STDOUT
+        [sys.executable, "-c", _LOCALSTRIPE_IN_MEMORY, "--port", str(port)],
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     wait_for_port(port, process, "localstripe")
     return process
