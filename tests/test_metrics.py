@@ -246,3 +246,31 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
         (("queue", "payment"),): 4,
         (("queue", "refund"),): 1,
     }
+
+
+PROMQL_WORDS = {"sum", "min", "by", "rate", "increase", "histogram_quantile", "m", "h"}
+LABELS = {"queue", "status", "reason", "currency", "le", "source", "instance", "wallet"}
+
+
+def test_dashboard_uses_only_exported_metric_names(instance, intake):
+    import re
+
+    from queue_pipelines.metrics import QueueMetricsCollector, build_registry
+
+    registry = build_registry(QueueMetricsCollector(instance, intake))
+    exported = set()
+    for family in registry.collect():
+        exported |= {family.name, *(s.name for s in family.samples)}
+        if family.type == "counter":  # exposed with _total even before its first sample
+            exported.add(f"{family.name}_total")
+        if family.type == "histogram":
+            exported |= {f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count")}
+    dashboard = json.loads(
+        (Path(__file__).parent.parent / "deploy/grafana/queue-pipelines.json").read_text()
+    )
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = re.sub(r"\{\{.*?\}\}|\[[0-9]+[mh]\]|\"[^\"]*\"", "", target["expr"])
+            used |= set(re.findall(r"[a-z_][a-z0-9_]*", expr)) - PROMQL_WORDS - LABELS
+    assert used and used <= exported, used - exported
