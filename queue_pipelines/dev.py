@@ -45,7 +45,7 @@ def _gateway_env(home: Path, env: dict[str, str]) -> dict[str, str]:
 
 def start_gateway(port: int, home: Path, env: dict[str, str]) -> subprocess.Popen:
     refuse_taken_port(port, "the gateway")
-    log = open(home / "logs/gateway.log", "ab")  # noqa: SIM115 - the child keeps it open
+    log = open(home / "gateway.log", "ab")  # noqa: SIM115 - the child keeps it open
     process = subprocess.Popen(
         [sys.executable, "-m", "queue_pipelines.cli", "gateway", "--port", str(port)],
         env=_gateway_env(home, env),
@@ -78,7 +78,7 @@ def run_dev(ui_port: int, gateway_port: int = 3011) -> int:
         children.append(start_gateway(gateway_port, home, env))
         print(
             f"gateway: http://127.0.0.1:{gateway_port} (POST /v1/jobs, /metrics, /health/ready; "
-            f"log in {home / 'logs/gateway.log'}; token: GATEWAY_JWT_SECRET=$(cat "
+            f"log in {home / 'gateway.log'}; token: GATEWAY_JWT_SECRET=$(cat "
             f"{home / 'gateway-jwt-secret'}) uv run queue-pipelines gateway token --tenant demo)"
         )
         print(
