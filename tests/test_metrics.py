@@ -274,3 +274,62 @@ def test_dashboard_uses_only_exported_metric_names(instance, intake):
             expr = re.sub(r"\{\{.*?\}\}|\[[0-9]+[mh]\]|\"[^\"]*\"", "", target["expr"])
             used |= set(re.findall(r"[a-z_][a-z0-9_]*", expr)) - PROMQL_WORDS - LABELS
     assert used and used <= exported, used - exported
+
+
+def test_run_totals_read_new_runs_incrementally_and_follow_the_conventions():
+    """One reader, refreshed between runs: new runs are added once, old ones not again; the
+    conventions for mints, e-mails, webhooks and wallet balance (docs/metrics.md) hold."""
+    import dagster as dg
+
+    from queue_pipelines.metrics import RunTotals
+
+    @dg.op(config_schema=float)
+    def mint_token(context):  # no annotations: this module has postponed annotations
+        balance = float(context.op_config)
+        return dg.Output(1, metadata={"wallet": "Payer111", "wallet_balance_sol": balance})
+
+    @dg.op
+    def send_email_receipt(_, _minted):
+        pass
+
+    @dg.op(config_schema={"fail": bool})
+    def send_webhook_partner(context, _minted):
+        if context.op_config["fail"]:
+            raise dg.Failure("partner endpoint answered 410", allow_retries=False)
+
+    @dg.job(tags={"queue/job_type": "mint"})
+    def mint_job():
+        minted = mint_token()
+        send_email_receipt(minted)
+        send_webhook_partner(minted)
+
+    def run(balance: float, fail: bool) -> None:
+        mint_job.execute_in_process(
+            run_config={
+                "ops": {
+                    "mint_token": {"config": balance},
+                    "send_webhook_partner": {"config": {"fail": fail}},
+                }
+            },
+            instance=instance,
+            raise_on_error=False,
+        )
+
+    with dg.instance_for_test() as instance:
+        totals = RunTotals(instance)
+        assert totals.refresh().mints == {}
+        run(2.5, fail=False)
+        first = totals.refresh()
+        assert dict(first.mints) == {"success": 1}
+        assert (first.emails["sent"], first.webhooks["sent"], first.webhooks["failed"]) == (1, 1, 0)
+        run(2.25, fail=True)
+        run(2.0, fail=False)
+        later = totals.refresh()
+        assert totals.refresh() is later
+        assert dict(later.mints) == {"success": 2, "failure": 1}
+        assert dict(later.failures) == {("mint", "permanent"): 1}
+        assert (later.emails["sent"], later.webhooks["sent"], later.webhooks["failed"]) == (3, 2, 1)
+        assert later.wallet_balances["Payer111"][1] == 2.0  # the newest run's balance
+        assert later.durations["mint"].count == 3
+        # A fresh reader (a restarted gateway) arrives at the same totals.
+        assert RunTotals(instance).refresh() == later
