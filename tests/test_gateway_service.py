@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -64,7 +65,13 @@ def test_probes_name_each_dependency(redis_url, instance, key_prefix):
     with serve(build_app(settings(key_prefix), client, instance)) as url:
         live = httpx.get(f"{url}/health/live")
         ready = httpx.get(f"{url}/health/ready")
-        startup = httpx.get(f"{url}/health/startup")
+        # Start-up also waits for the metrics to read the run history once, as a
+        # startupProbe would poll it.
+        deadline = time.monotonic() + 60
+        while (startup := httpx.get(f"{url}/health/startup", timeout=10)).status_code != 200:
+            assert startup.json()["status"] == "starting"
+            assert time.monotonic() < deadline, startup.text
+            time.sleep(0.1)
         webhook = httpx.post(f"{url}/v1/webhooks/stripe", content=b"{}")
     assert live.status_code == 200 and live.json() == {"status": "alive"}
     assert ready.status_code == 200
@@ -73,7 +80,7 @@ def test_probes_name_each_dependency(redis_url, instance, key_prefix):
         "redis": "up",
         "dagster_storage": "up",
     }
-    assert startup.status_code == 200 and startup.json()["status"] == "started"
+    assert startup.json()["status"] == "started" and startup.json()["metrics_warm"] is True
     assert webhook.status_code == 503 and "STRIPE_WEBHOOK_SECRET" in webhook.json()["error"]
 
 

@@ -151,7 +151,7 @@ def build_app(
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def startup(_: Request) -> Response:
-        ok, body = await run_in_threadpool(health.startup)
+        ok, body = await run_in_threadpool(health.startup, collector.run_totals.warm)
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(_: Request) -> Response:
@@ -170,6 +170,7 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        collector.run_totals.warm_up()
         yield
         health.close()
 

@@ -69,13 +69,16 @@ class HealthChecks:
             "dependencies": {s.name: s.as_dict() for s in states},
         }
 
-    def startup(self) -> tuple[bool, dict]:
-        """Passes once the dependencies answered one time; then it stays passed, so a later
-        outage shows on readiness (traffic drained) without a restart loop."""
-        if self.started_once:
-            return True, {"status": "started", "dependencies": {}}
+    def startup(self, metrics_warm: bool = True) -> tuple[bool, dict]:
+        """Passes once the dependencies answered one time and the metrics have read the run
+        history; then it stays passed, so a later outage shows on readiness (traffic drained)
+        without a restart loop."""
+        if self.started_once and metrics_warm:
+            return True, {"status": "started", "dependencies": {}, "metrics_warm": True}
         ok, body = self.ready()
+        ok = ok and metrics_warm
         body["status"] = "started" if ok else "starting"
+        body["metrics_warm"] = metrics_warm
         return ok, body
 
     def close(self) -> None:
