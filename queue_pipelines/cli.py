@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
             return print_token(args.tenant, args.scope, args.ttl, out, err)
         from queue_pipelines.gateway.serve import run_gateway
 
-        return run_gateway(args.host, args.port, args.redis_url)
+        return run_gateway(args.host, args.port, args.redis_url, args.prefix)
 
     from queue_pipelines.intake import connect
 

@@ -78,12 +78,12 @@ def jwt_settings_from_env(env: dict[str, str]) -> JWTSettings:
     )
 
 
-def settings_from_env(env: dict[str, str] | None = None) -> GatewaySettings:
+def settings_from_env(env: dict[str, str] | None = None, key_prefix: str = "qp") -> GatewaySettings:
     env = dict(os.environ if env is None else env)
     return GatewaySettings(
         jwt=jwt_settings_from_env(env),
         stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
         stripe_tolerance_seconds=int(env.get("STRIPE_WEBHOOK_TOLERANCE_SECONDS", "300")),
         max_body_bytes=int(env.get("GATEWAY_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))),
-        key_prefix=env.get("QUEUE_KEY_PREFIX", "qp"),
+        key_prefix=env.get("QUEUE_KEY_PREFIX") or key_prefix,
     )

@@ -9,9 +9,9 @@ from queue_pipelines import settings as embedded
 from queue_pipelines.gateway.config import GatewayConfigError, settings_from_env
 
 
-def run_gateway(host: str, port: int, redis_url: str | None = None) -> int:
+def run_gateway(host: str, port: int, redis_url: str | None = None, prefix: str = "qp") -> int:
     try:
-        settings = settings_from_env()
+        settings = settings_from_env(key_prefix=prefix)
     except GatewayConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
