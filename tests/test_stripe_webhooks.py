@@ -116,6 +116,13 @@ def test_same_event_twice_is_enqueued_once(gateway, intake):
     assert len(stripe_stream(intake)) == 1
 
 
+def test_a_signed_event_that_does_not_fit_the_payload_is_refused(gateway, intake):
+    body = event("payment_intent.succeeded", intent(amount=-5))
+    reply = deliver(gateway, body, sign(body))
+    assert reply.status_code == 400 and "payload.amount" in reply.json()["reason"]
+    assert stripe_stream(intake) == []
+
+
 def test_event_types_not_reconciled_are_acknowledged_not_enqueued(gateway, intake):
     body = event("customer.created", {"id": "cus_1", "object": "customer"})
     reply = deliver(gateway, body, sign(body))

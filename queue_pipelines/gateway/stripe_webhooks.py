@@ -7,11 +7,14 @@ import re
 from typing import Any
 
 import stripe
+from pydantic import ValidationError
 
 from queue_pipelines.intake.schema import (
     STRIPE_EVENT_TYPES,
     Envelope,
+    EnvelopeError,
     StripeEventPayload,
+    describe_validation_error,
     envelope_from_dict,
 )
 
@@ -79,7 +82,10 @@ def event_envelope(event: dict[str, Any]) -> Envelope | None:
     """The intake envelope for a verified event; None for event types we do not reconcile."""
     if event.get("type") not in STRIPE_EVENT_TYPES:
         return None
-    payload = summarize_event(event)
+    try:
+        payload = summarize_event(event)
+    except ValidationError as exc:
+        raise EnvelopeError(describe_validation_error(exc, prefix="payload")) from None
     tenant = payload.metadata.get("tenant_id", "")
     return envelope_from_dict(
         {
