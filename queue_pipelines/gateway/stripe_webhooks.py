@@ -3,16 +3,16 @@ and enqueue each event id once for stripe_event_job."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import stripe
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from queue_pipelines.intake.schema import (
     STRIPE_EVENT_TYPES,
     Envelope,
     EnvelopeError,
+    Identifier,
     StripeEventPayload,
     describe_validation_error,
     envelope_from_dict,
@@ -20,7 +20,8 @@ from queue_pipelines.intake.schema import (
 
 # Events whose object carries no tenant of ours (made outside this service) go here.
 UNKNOWN_TENANT = "stripe"
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# The envelope's own rule for tenant ids, so that the two cannot drift apart.
+_TENANT_ID = TypeAdapter(Identifier)
 
 
 class WebhookRejected(Exception):
@@ -87,11 +88,15 @@ def event_envelope(event: dict[str, Any]) -> Envelope | None:
     except ValidationError as exc:
         raise EnvelopeError(describe_validation_error(exc, prefix="payload")) from None
     tenant = payload.metadata.get("tenant_id", "")
+    try:
+        tenant = _TENANT_ID.validate_python(tenant)
+    except ValidationError:
+        tenant = UNKNOWN_TENANT
     return envelope_from_dict(
         {
             "type": "stripe_event",
             "version": 1,
-            "tenant_id": tenant if _IDENTIFIER.match(tenant) else UNKNOWN_TENANT,
+            "tenant_id": tenant,
             "idempotency_key": payload.event_id,
             "payload": payload.model_dump(mode="json", exclude_none=True),
         }
