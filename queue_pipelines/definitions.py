@@ -15,6 +15,7 @@ from queue_pipelines import settings, tags
 from queue_pipelines.jobs.notification import notification_job, notification_run_config
 from queue_pipelines.jobs.payment import payment_job, payment_run_config
 from queue_pipelines.jobs.refund import refund_job, refund_run_config
+from queue_pipelines.jobs.stripe_event import stripe_event_job, stripe_event_run_config
 from resources import (
     EffectLedgerResource,
     NotificationSettingsResource,
@@ -133,7 +134,7 @@ def sandbox_tags() -> dict[str, str]:
     return {tags.SANDBOX: ",".join(sandboxed)} if sandboxed else {}
 
 
-INTAKE_JOBS = [payment_job, refund_job, notification_job]
+INTAKE_JOBS = [payment_job, refund_job, notification_job, stripe_event_job]
 
 
 def build_definitions() -> dg.Definitions:
@@ -145,6 +146,9 @@ def build_definitions() -> dg.Definitions:
             build_intake_sensor("refund", refund_job, refund_run_config, extra_tags=extra_tags),
             build_intake_sensor(
                 "notification", notification_job, notification_run_config, extra_tags=extra_tags
+            ),
+            build_intake_sensor(
+                "stripe_event", stripe_event_job, stripe_event_run_config, extra_tags=extra_tags
             ),
             *build_run_status_sensors(INTAKE_JOBS),
             build_payment_failed_notice_sensor(payment_job),

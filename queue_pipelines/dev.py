@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -10,7 +11,13 @@ import sys
 from pathlib import Path
 
 from queue_pipelines import settings
-from queue_pipelines.embedded import refuse_taken_port, start_localstripe, start_redis, stop
+from queue_pipelines.embedded import (
+    refuse_taken_port,
+    start_localstripe,
+    start_redis,
+    stop,
+    wait_for_port,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +30,33 @@ def _prepare_home() -> Path:
     return home
 
 
-def run_dev(ui_port: int) -> int:
+def _gateway_env(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """The gateway refuses to start without a JWT key. Locally, with none configured, the
+    launcher makes one per DAGSTER_HOME (kept in a 0600 file) and hands it over explicitly."""
+    if env.get("GATEWAY_JWT_SECRET") or env.get("GATEWAY_JWT_ALGORITHM", "").upper() == "RS256":
+        return env
+    secret_file = home / "gateway-jwt-secret"
+    if not secret_file.exists():
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(secrets.token_urlsafe(48))
+    return {**env, "GATEWAY_JWT_SECRET": secret_file.read_text().strip()}
+
+
+def start_gateway(port: int, home: Path, env: dict[str, str]) -> subprocess.Popen:
+    refuse_taken_port(port, "the gateway")
+    log = open(home / "gateway.log", "ab")  # noqa: SIM115 - the child keeps it open
+    process = subprocess.Popen(
+        [sys.executable, "-m", "queue_pipelines.cli", "gateway", "--port", str(port)],
+        env=_gateway_env(home, env),
+        cwd=home,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, process, "the gateway", timeout=60)
+    return process
+
+
+def run_dev(ui_port: int, gateway_port: int = 3011) -> int:
     # Started from a non-interactive shell, SIGINT may arrive ignored; children would inherit
     # that and outlive Ctrl-C. Catching it here gives them the default disposition instead.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -55,6 +88,12 @@ def run_dev(ui_port: int) -> int:
                 )
             )
             print(f"Stripe sandbox (localstripe): {settings.SANDBOX_STRIPE_URL}")
+        children.append(start_gateway(gateway_port, home, env))
+        print(
+            f"gateway: http://127.0.0.1:{gateway_port} (POST /v1/jobs, /metrics, /health/ready; "
+            f"log in {home / 'gateway.log'}; token: GATEWAY_JWT_SECRET=$(cat "
+            f"{home / 'gateway-jwt-secret'}) uv run queue-pipelines gateway token --tenant demo)"
+        )
         print(
             f"Dagster UI: http://127.0.0.1:{ui_port}  (instance in {home})\n"
             "In another terminal: uv run queue-pipelines enqueue payment --amount 2500 "

@@ -286,7 +286,7 @@ def test_a_template_missing_a_variable_fails_the_run_naming_it(
     assert not result.success
     [letter] = intake.dead_letters()
     assert "'reason' is undefined" in letter["reason"]
-    assert "send_notification" in letter["reason"]
+    assert "email_notification" in letter["reason"]
     assert mail_sink.to(buyer(tenant)) == []
 
 

@@ -26,12 +26,12 @@ from queue_pipelines.currencies import STRIPE_CURRENCIES
 
 ENVELOPE_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({ENVELOPE_VERSION})
-JOB_TYPES = ("payment", "refund", "mint", "notification")
+JOB_TYPES = ("payment", "refund", "mint", "notification", "stripe_event")
 MAX_ENVELOPE_BYTES = 64 * 1024
 # Stripe rejects amounts with more than eight digits in the smallest currency unit.
 MAX_AMOUNT = 99_999_999
 
-JobType = Literal["payment", "refund", "mint", "notification"]
+JobType = Literal["payment", "refund", "mint", "notification", "stripe_event"]
 Identifier = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ]
@@ -127,11 +127,45 @@ class NotificationPayload(_Model):
     context: dict[str, Any] = Field(default_factory=dict)
 
 
+STRIPE_EVENT_TYPES = (
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "charge.refunded",
+    "charge.dispute.created",
+)
+
+
+class StripeEventPayload(_Model):
+    """A verified Stripe webhook event, reduced to what reconciliation reads. The gateway
+    writes these (POST /v1/webhooks/stripe); the idempotency key is the event id."""
+
+    event_id: str = Field(pattern=r"^evt_[A-Za-z0-9_]+$", max_length=255)
+    event_type: Literal[
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "charge.refunded",
+        "charge.dispute.created",
+    ]
+    created: int = Field(ge=0, description="Unix time Stripe created the event.")
+    livemode: bool = False
+    object_id: str = Field(min_length=1, max_length=255, description="pi_..., ch_... or dp_...")
+    payment_intent_id: str | None = Field(default=None, pattern=r"^pi_[A-Za-z0-9_]+$")
+    amount: int | None = Field(default=None, ge=0)
+    amount_refunded: int | None = Field(default=None, ge=0)
+    currency: str | None = Field(default=None, max_length=3)
+    status: str | None = Field(default=None, max_length=64)
+    reason: str | None = Field(
+        default=None, max_length=1000, description="Failure message or dispute reason."
+    )
+    metadata: Annotated[dict[str, str], Field(max_length=50)] = Field(default_factory=dict)
+
+
 PAYLOAD_MODELS: dict[str, type[_Model]] = {
     "payment": PaymentPayload,
     "refund": RefundPayload,
     "mint": MintPayload,
     "notification": NotificationPayload,
+    "stripe_event": StripeEventPayload,
 }
 
 
@@ -145,7 +179,7 @@ class Envelope(_Model):
     idempotency_key: IdempotencyKey
     priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first.")
     created_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
-    payload: PaymentPayload | RefundPayload | MintPayload | NotificationPayload
+    payload: PaymentPayload | RefundPayload | MintPayload | NotificationPayload | StripeEventPayload
 
     @property
     def request_key(self) -> str:
@@ -164,11 +198,13 @@ class Envelope(_Model):
 
 
 class EnvelopeError(ValueError):
-    """An entry that does not match the wire format; `reason` is what the dead letter says."""
+    """An entry that does not match the wire format; `reason` is what the dead letter says,
+    `problems` the same one field at a time ({"field": ..., "message": ...})."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, problems: list[dict[str, str]] | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.problems = problems if problems is not None else [{"field": "", "message": reason}]
 
 
 def parse_envelope(raw: str | bytes, expected_type: str | None = None) -> Envelope:
@@ -213,21 +249,31 @@ def envelope_from_dict(data: Any, expected_type: str | None = None) -> Envelope:
     try:
         typed_payload = PAYLOAD_MODELS[job_type].model_validate(payload)
     except ValidationError as exc:
-        raise EnvelopeError(describe_validation_error(exc, prefix="payload")) from None
+        raise EnvelopeError(
+            describe_validation_error(exc, prefix="payload"),
+            validation_problems(exc, prefix="payload"),
+        ) from None
     try:
         return Envelope.model_validate({**data, "payload": typed_payload})
     except ValidationError as exc:
-        raise EnvelopeError(describe_validation_error(exc)) from None
+        raise EnvelopeError(describe_validation_error(exc), validation_problems(exc)) from None
+
+
+def validation_problems(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """One {"field": "payload.amount", "message": ...} per problem."""
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        problems.append({"field": location, "message": error["msg"].removeprefix("Value error, ")})
+    return problems
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One problem per clause, 'field.path: message', the way a dead letter shows it."""
-    problems = []
-    for error in exc.errors():
-        location = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{location}: {message}" if location else message)
-    return "; ".join(problems)
+    return "; ".join(
+        f"{p['field']}: {p['message']}" if p["field"] else p["message"]
+        for p in validation_problems(exc, prefix)
+    )
 
 
 def json_schema() -> dict[str, Any]:

@@ -439,7 +439,7 @@ def webhook_nft_delivered(
 
 
 @dg.op(retry_policy=NOTIFICATION_RETRY_POLICY, tags={"queue/effect": "smtp.email"})
-def send_notification(
+def email_notification(
     context: dg.OpExecutionContext,
     config: NotificationRequestConfig,
     smtp: SmtpResource,
@@ -477,8 +477,8 @@ def send_notification(
     tags={"queue/job_type": "notification"},
 )
 def notification_job():
-    send_notification()
+    email_notification()
 
 
 def notification_run_config(envelope: Envelope) -> dict:
-    return request_run_config("send_notification", envelope)
+    return request_run_config("email_notification", envelope)

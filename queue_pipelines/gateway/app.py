@@ -1,0 +1,189 @@
+"""The gateway's HTTP app: job intake, Stripe webhooks, probes and metrics on one port."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+
+import dagster as dg
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from queue_pipelines.gateway.auth import AuthError, bearer_token, verify
+from queue_pipelines.gateway.config import GatewaySettings
+from queue_pipelines.gateway.health import HealthChecks
+from queue_pipelines.gateway.once import EnqueueOnce
+from queue_pipelines.gateway.stripe_webhooks import WebhookRejected, event_envelope, verify_event
+from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict
+from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.metrics import QueueMetricsCollector, build_registry
+
+log = logging.getLogger("queue_pipelines.gateway")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _error(status: int, message: str, **extra) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="queue-pipelines"'} if status == 401 else None
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _families_as_json(registry) -> dict:
+    out = {}
+    for family in registry.collect():
+        out[family.name] = {
+            "type": family.type,
+            "help": family.documentation,
+            "samples": [
+                {"name": s.name, "labels": s.labels, "value": s.value} for s in family.samples
+            ],
+        }
+    return out
+
+
+def build_app(
+    settings: GatewaySettings, client: redis.Redis, instance: dg.DagsterInstance
+) -> Starlette:
+    streams = IntakeStreams(client, prefix=settings.key_prefix)
+    once = EnqueueOnce(streams)
+    health = HealthChecks(client, instance)
+    collector = QueueMetricsCollector(instance, streams)
+    registry = build_registry(collector)
+
+    async def submit_job(request: Request) -> Response:
+        try:
+            caller = verify(bearer_token(request.headers.get("authorization")), settings.jwt)
+        except AuthError as exc:
+            return _error(exc.status, exc.reason)
+        try:
+            body = await _read_body(request, settings.max_body_bytes)
+        except BodyTooLarge:
+            return _error(413, f"body over the {settings.max_body_bytes}-byte limit")
+        if not _is_json(request.headers.get("content-type")):
+            return _error(415, "send the envelope as application/json")
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(415, f"body is not JSON: {exc}")
+        try:
+            envelope = envelope_from_dict(data)
+        except EnvelopeError as exc:
+            return _error(400, "invalid envelope", reason=exc.reason, fields=exc.problems)
+        try:
+            caller.authorize(envelope.tenant_id, envelope.type, settings.jwt.require_scope)
+        except AuthError as exc:
+            return _error(exc.status, exc.reason)
+        try:
+            result = await run_in_threadpool(once.enqueue, envelope)
+        except redis.RedisError as exc:
+            log.error("intake Redis unavailable: %s", exc)
+            return _error(503, "the intake is unavailable; retry with the same idempotency key")
+        return JSONResponse(
+            {
+                "entry_id": result.entry_id,
+                "request_key": result.request_key,
+                "duplicate": result.duplicate,
+            },
+            status_code=202,
+        )
+
+    async def stripe_webhook(request: Request) -> Response:
+        if not settings.stripe_webhook_secret:
+            return _error(503, "STRIPE_WEBHOOK_SECRET is not set: Stripe webhooks are off")
+        try:
+            body = await _read_body(request, settings.max_body_bytes)
+        except BodyTooLarge:
+            return _error(413, f"body over the {settings.max_body_bytes}-byte limit")
+        try:
+            event = verify_event(
+                body,
+                request.headers.get("stripe-signature"),
+                settings.stripe_webhook_secret,
+                settings.stripe_tolerance_seconds,
+            )
+            envelope = event_envelope(event)
+        except WebhookRejected as exc:
+            return _error(400, exc.reason)
+        except EnvelopeError as exc:
+            return _error(400, "event does not fit the stripe_event payload", reason=exc.reason)
+        if envelope is None:
+            # Acknowledged so that Stripe stops resending an event nobody here reconciles.
+            return JSONResponse({"received": True, "ignored": event.get("type")})
+        try:
+            result = await run_in_threadpool(once.enqueue, envelope)
+        except redis.RedisError as exc:
+            log.error("intake Redis unavailable: %s", exc)
+            return _error(503, "the intake is unavailable")  # Stripe retries later
+        return JSONResponse(
+            {"received": True, "entry_id": result.entry_id, "duplicate": result.duplicate}
+        )
+
+    async def live(_: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def ready(_: Request) -> Response:
+        ok, body = await run_in_threadpool(health.ready)
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def startup(_: Request) -> Response:
+        ok, body = await run_in_threadpool(health.startup, collector.run_totals.warm)
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        text = await run_in_threadpool(generate_latest, registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+    async def metrics_json(_: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(_families_as_json, registry))
+
+    async def queue_stats(_: Request) -> Response:
+        try:
+            stats = await run_in_threadpool(streams.stats)
+        except redis.RedisError as exc:
+            return _error(503, f"the intake Redis did not answer: {exc}")
+        return JSONResponse(stats.as_dict())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        collector.run_totals.warm_up()
+        yield
+        health.close()
+
+    return Starlette(
+        routes=[
+            Route("/v1/jobs", submit_job, methods=["POST"]),
+            Route("/v1/webhooks/stripe", stripe_webhook, methods=["POST"]),
+            Route("/health/live", live),
+            Route("/health/ready", ready),
+            Route("/health/startup", startup),
+            Route("/metrics", metrics),
+            Route("/metrics/json", metrics_json),
+            Route("/metrics/queue-stats", queue_stats),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,32 @@
+"""`queue-pipelines gateway token`: a short-lived HS256 token for trying the gateway locally.
+Production tokens come from the platform's identity provider, not from here."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jwt
+
+from queue_pipelines.gateway.config import GatewayConfigError, jwt_settings_from_env
+
+
+def make_token(secret: str, tenant: str, scope: str | None = None, ttl: int = 3600) -> str:
+    now = int(time.time())
+    claims: dict = {"tenant": tenant, "iat": now, "exp": now + ttl, "sub": "queue-pipelines-cli"}
+    if scope:
+        claims["scope"] = scope
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def print_token(tenant: str, scope: str | None, ttl: int, out, err) -> int:
+    try:
+        settings = jwt_settings_from_env(dict(os.environ))
+    except GatewayConfigError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    if settings.algorithm != "HS256":
+        print("error: with RS256 the gateway holds only the public key: sign elsewhere", file=err)
+        return 2
+    print(make_token(settings.key, tenant, scope, ttl), file=out)
+    return 0

@@ -1,0 +1,180 @@
+"""The Prometheus collector: every family the service exports, computed at scrape time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+import redis
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from queue_pipelines import tags
+from queue_pipelines.intake.schema import JOB_TYPES
+from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.metrics.run_totals import RunTotals
+
+log = logging.getLogger("queue_pipelines.metrics")
+
+IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def _counter(name: str, doc: str, labels: list[str], samples) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in sorted(samples.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
+    return family
+
+
+def _gauge(name: str, doc: str, labels: list[str], samples) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for key, value in sorted(samples.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
+    return family
+
+
+def _single(kind, name: str, doc: str, value: float):
+    return kind(name, doc, value=value)
+
+
+class QueueMetricsCollector(Collector):
+    def __init__(self, instance: dg.DagsterInstance, intake: IntakeStreams):
+        self.instance = instance
+        self.intake = intake
+        self.run_totals = RunTotals(instance)
+        self.started = time.time()
+
+    def collect(self) -> Iterator[Metric]:
+        up: dict[str, int] = {}
+        yield from self._from_runs(up)
+        yield from self._from_redis(up)
+        yield _gauge(
+            "queue_metrics_source_up", "1 if the source answered this scrape.", ["source"], up
+        )
+        yield _single(
+            GaugeMetricFamily,
+            "service_uptime_seconds",
+            "Seconds since this gateway process started.",
+            time.time() - self.started,
+        )
+
+    def _from_runs(self, up: dict[str, int]) -> Iterator[Metric]:
+        try:
+            t = self.run_totals.refresh()
+            active = {
+                queue: self.instance.get_runs_count(
+                    dg.RunsFilter(statuses=IN_PROGRESS, tags={tags.JOB_TYPE: queue})
+                )
+                for queue in JOB_TYPES
+            }
+        except Exception:  # noqa: BLE001 - a scrape reports the outage rather than failing
+            log.exception("could not read the Dagster instance")
+            up["dagster"] = 0
+            return
+        up["dagster"] = 1
+        yield _counter(
+            "queue_jobs_processed_total",
+            "Finished runs by queue (queue/job_type tag) and outcome.",
+            ["queue", "status"],
+            t.runs,
+        )
+        yield _counter(
+            "queue_jobs_failed_total",
+            "Failed runs by queue and failure class (permanent, transient, unexpected, run_failure).",
+            ["queue", "reason"],
+            t.failures,
+        )
+        histogram = HistogramMetricFamily(
+            "queue_job_processing_duration_seconds",
+            "Run duration from start to end, one observation per finished run.",
+            labels=["queue"],
+        )
+        for queue, h in sorted(t.durations.items()):
+            histogram.add_metric([queue], h.cumulative(), sum_value=h.total)
+        yield histogram
+        yield _gauge("queue_active_jobs", "Runs starting or running, by queue.", ["queue"], active)
+        yield _counter(
+            "payments_processed_total",
+            "Payments by currency and status (succeeded, or failed for a failed payment run).",
+            ["currency", "status"],
+            t.payments,
+        )
+        yield _gauge(
+            "payment_amount_total_cents",
+            "Sum of succeeded payments, in the currency's smallest unit (monotonic).",
+            ["currency"],
+            t.payment_amounts,
+        )
+        yield _counter(
+            "refunds_processed_total",
+            "Refunds by currency and status.",
+            ["currency", "status"],
+            t.refunds,
+        )
+        yield _gauge(
+            "refund_amount_total_cents",
+            "Sum of refunds made, in the currency's smallest unit (monotonic).",
+            ["currency"],
+            t.refund_amounts,
+        )
+        yield _counter(
+            "nfts_minted_total", "Runs of the mint queue by outcome.", ["status"], t.mints
+        )
+        yield _counter(
+            "nft_transfers_total", "Runs of the transfer queue by outcome.", ["status"], t.transfers
+        )
+        yield _gauge(
+            "solana_wallet_balance_sol",
+            "Newest wallet balance a run recorded (metadata wallet_balance_sol).",
+            ["wallet"],
+            {wallet: value for wallet, (_, value) in t.wallet_balances.items()},
+        )
+        for name, doc, value in (
+            ("emails_sent_total", "email_* steps that succeeded.", t.emails["sent"]),
+            ("emails_failed_total", "email_* steps that failed.", t.emails["failed"]),
+            ("webhooks_sent_total", "webhook_* steps that succeeded.", t.webhooks["sent"]),
+            ("webhooks_failed_total", "webhook_* steps that failed.", t.webhooks["failed"]),
+        ):
+            yield _single(CounterMetricFamily, name, doc, value)
+
+    def _from_redis(self, up: dict[str, int]) -> Iterator[Metric]:
+        try:
+            stats = self.intake.stats()
+        except redis.RedisError:
+            log.exception("could not read the intake Redis")
+            up["redis"] = 0
+            return
+        up["redis"] = 1
+        yield _gauge(
+            "queue_size",
+            "Entries in each intake stream.",
+            ["queue"],
+            {s.job_type: s.length for s in stats.streams},
+        )
+        yield _gauge(
+            "queue_pending",
+            "Entries read by a sensor and not yet settled.",
+            ["queue"],
+            {s.job_type: s.pending for s in stats.streams},
+        )
+        yield _single(
+            GaugeMetricFamily,
+            "queue_dead_letter_size",
+            "Entries in the dead-letter stream.",
+            stats.dead_letters,
+        )
+
+
+def build_registry(collector: QueueMetricsCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_cpu_seconds_total
+    return registry

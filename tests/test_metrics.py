@@ -1,0 +1,348 @@
+"""/metrics after real runs made by other processes, read through `queue-pipelines gateway`
+processes, across a restart of the gateway.
+
+Runs execute in subprocesses (like run workers on other pods) against a Dagster instance on a
+PostgreSQL database of this module's own, so the counts are exactly this test's runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
+
+from queue_pipelines.embedded import free_port
+from queue_pipelines.ledger import EffectLedger
+from queue_pipelines.payments import effect_key
+from tests.conftest import POSTGRES_SERVER_URL
+
+RUN_JOBS = """
+import json, sys
+import dagster as dg
+from queue_pipelines.definitions import defs
+
+with dg.DagsterInstance.get() as instance:
+    for job_name, run_config in json.loads(sys.argv[1]):
+        result = defs.get_job_def(job_name).execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False
+        )
+        print(json.dumps({"run_id": result.run_id, "success": result.success}))
+"""
+
+
+@pytest.fixture(scope="module")
+def metrics_database() -> Iterator[str]:
+    name = f"qp_metrics_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def service_env(
+    tmp_path, metrics_database, redis_url, localstripe_url, key_prefix, mail_sink
+) -> dict:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "storage:\n  postgres:\n    postgres_url: " + json.dumps(metrics_database) + "\n"
+        "telemetry:\n  enabled: false\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "STRIPE_"))}
+    return {
+        **env,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_POSTGRES_URL": metrics_database,
+        "REDIS_URL": redis_url,
+        "STRIPE_API_BASE": localstripe_url,
+        # The payment and refund runs e-mail the buyer: through the session's SMTP server.
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(mail_sink.port),
+        "SMTP_SECURITY": "none",
+        "QUEUE_KEY_PREFIX": key_prefix,
+        "GATEWAY_JWT_SECRET": "metrics-test-secret-" + "z" * 32,
+    }
+
+
+def run_jobs(env: dict, runs: list[tuple[str, dict]]) -> list[dict]:
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_JOBS, json.dumps(runs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+@contextmanager
+def gateway_process(env: dict, log: Path) -> Iterator[str]:
+    port = free_port()
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "queue_pipelines.cli", "gateway", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"gateway did not become ready:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def scrape(url: str) -> dict[str, dict[tuple, float]]:
+    """{sample name: {sorted label items: value}}"""
+    text = httpx.get(f"{url}/metrics", timeout=60).text
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def payment(tenant: str, key: str, amount: int, currency: str, method: str = "pm_card_visa"):
+    return (
+        "payment_job",
+        {
+            "ops": {
+                "charge_payment": {
+                    "config": {
+                        "tenant_id": tenant,
+                        "idempotency_key": key,
+                        "payload": {
+                            "order_id": key,
+                            "amount": amount,
+                            "currency": currency,
+                            "customer_email": "ada@example.com",
+                            "payment_method": method,
+                        },
+                    }
+                }
+            }
+        },
+    )
+
+
+def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
+    service_env, tmp_path, tenant, stripe_resource
+):
+    log = tmp_path / "gateway.log"
+    paid = [("p1", 2500, "usd"), ("p2", 1500, "usd"), ("p3", 3000, "eur")]
+    first = run_jobs(
+        service_env,
+        [payment(tenant, key, amount, currency) for key, amount, currency in paid]
+        + [payment(tenant, "p4", 999, "usd", method="pm_card_chargeCustomerFail")],
+    )
+    assert [r["success"] for r in first] == [True, True, True, False]
+
+    # What the runs charged, from the effect ledger (not the event log metrics read) and
+    # confirmed with Stripe, to compare the scrape with.
+    ledger = EffectLedger(service_env["DAGSTER_POSTGRES_URL"])
+    succeeded = {
+        key: json.loads(ledger.get(effect_key("payment", tenant, key))["result"])
+        for key, _, _ in paid
+    }
+    assert ledger.get(effect_key("payment", tenant, "p4")) is None  # declined: nothing charged
+    ledger.dispose()
+    stripe_sums: dict[str, int] = {}
+    for charged in succeeded.values():
+        intent = stripe_resource.client().v1.payment_intents.retrieve(charged["payment_intent_id"])
+        assert (intent.status, intent.amount) == ("succeeded", charged["amount"])
+        stripe_sums[intent.currency] = stripe_sums.get(intent.currency, 0) + intent.amount
+
+    with gateway_process(service_env, log) as url:
+        before = scrape(url)
+        as_json = httpx.get(f"{url}/metrics/json", timeout=60).json()
+        queue_stats = httpx.get(f"{url}/metrics/queue-stats", timeout=10).json()
+
+    processed = before["queue_jobs_processed_total"]
+    assert processed == {
+        (("queue", "payment"), ("status", "success")): 3,
+        (("queue", "payment"), ("status", "failure")): 1,
+    }
+    assert before["queue_jobs_failed_total"] == {(("queue", "payment"), ("reason", "permanent")): 1}
+    assert before["payments_processed_total"] == {
+        (("currency", "eur"), ("status", "succeeded")): 1,
+        (("currency", "usd"), ("status", "succeeded")): 2,
+        (("currency", "usd"), ("status", "failed")): 1,
+    }
+    assert before["payment_amount_total_cents"] == {
+        (("currency", c),): float(total) for c, total in stripe_sums.items()
+    }
+    assert before["queue_job_processing_duration_seconds_count"] == {(("queue", "payment"),): 4}
+    assert before["queue_job_processing_duration_seconds_sum"][(("queue", "payment"),)] > 0
+    # Three payment confirmations mailed; no webhook endpoint is configured, so none sent.
+    assert before["emails_sent_total"] == {(): 3.0}
+    for name in ("emails_failed_total", "webhooks_sent_total", "webhooks_failed_total"):
+        assert before[name] == {(): 0.0}
+    assert "refunds_processed_total" not in before  # no samples yet
+    assert before["queue_dead_letter_size"] == {(): 0.0}
+    assert "process_resident_memory_bytes" in before and "service_uptime_seconds" in before
+    assert (
+        as_json["payments_processed"]["samples"]
+        and as_json["queue_jobs_processed"]["type"] == "counter"
+    )
+    assert queue_stats["dead_letters"] == 0 and "payment" in queue_stats["streams"]
+
+    refund = (
+        "refund_job",
+        {
+            "ops": {
+                "refund_payment": {
+                    "config": {
+                        "tenant_id": tenant,
+                        "idempotency_key": "r1",
+                        "payload": {
+                            "payment_intent_id": succeeded["p1"]["payment_intent_id"],
+                            "amount": 1000,
+                        },
+                    }
+                }
+            }
+        },
+    )
+    assert [r["success"] for r in run_jobs(service_env, [refund])] == [True]
+
+    with gateway_process(service_env, log) as url:
+        after = scrape(url)
+
+    for name in (
+        "payments_processed_total",
+        "payment_amount_total_cents",
+        "queue_jobs_failed_total",
+    ):
+        assert after[name] == before[name], name
+    assert after["queue_jobs_processed_total"] == {
+        **processed,
+        (("queue", "refund"), ("status", "success")): 1,
+    }
+    assert after["refunds_processed_total"] == {(("currency", "usd"), ("status", "succeeded")): 1}
+    assert after["refund_amount_total_cents"] == {(("currency", "usd"),): 1000.0}
+    assert after["queue_job_processing_duration_seconds_count"] == {
+        (("queue", "payment"),): 4,
+        (("queue", "refund"),): 1,
+    }
+
+
+PROMQL_WORDS = {"sum", "min", "by", "rate", "increase", "histogram_quantile", "m", "h"}
+LABELS = {"queue", "status", "reason", "currency", "le", "source", "instance", "wallet"}
+
+
+def test_dashboard_uses_only_exported_metric_names(instance, intake):
+    import re
+
+    from queue_pipelines.metrics import QueueMetricsCollector, build_registry
+
+    registry = build_registry(QueueMetricsCollector(instance, intake))
+    exported = set()
+    for family in registry.collect():
+        exported |= {family.name, *(s.name for s in family.samples)}
+        if family.type == "counter":  # exposed with _total even before its first sample
+            exported.add(f"{family.name}_total")
+        if family.type == "histogram":
+            exported |= {f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count")}
+    dashboard = json.loads(
+        (Path(__file__).parent.parent / "deploy/grafana/queue-pipelines.json").read_text()
+    )
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = re.sub(r"\{\{.*?\}\}|\[[0-9]+[mh]\]|\"[^\"]*\"", "", target["expr"])
+            used |= set(re.findall(r"[a-z_][a-z0-9_]*", expr)) - PROMQL_WORDS - LABELS
+    assert used and used <= exported, used - exported
+
+
+def test_run_totals_read_new_runs_incrementally_and_follow_the_conventions():
+    """One reader, refreshed between runs: new runs are added once, old ones not again; the
+    conventions for mints, e-mails, webhooks and wallet balance (docs/metrics.md) hold."""
+    import dagster as dg
+
+    from queue_pipelines.metrics import RunTotals
+
+    @dg.op(config_schema=float)
+    def mint_token(context):  # no annotations: this module has postponed annotations
+        balance = float(context.op_config)
+        return dg.Output(1, metadata={"wallet": "Payer111", "wallet_balance_sol": balance})
+
+    @dg.op
+    def email_receipt(context, _minted):
+        return dg.Output(None, metadata={"effect_key": f"email:{context.run_id}"})
+
+    @dg.op(config_schema={"fail": bool})
+    def webhook_partner(context, _minted):
+        if context.op_config["fail"]:
+            raise dg.Failure("partner endpoint answered 410", allow_retries=False)
+        return dg.Output(None, metadata={"effect_key": f"webhook:{context.run_id}"})
+
+    @dg.op
+    def webhook_skipped(_, _minted):
+        return dg.Output(None, metadata={"skipped": "no endpoint for nft events"})
+
+    @dg.job(tags={"queue/job_type": "mint"})
+    def mint_job():
+        minted = mint_token()
+        email_receipt(minted)
+        webhook_partner(minted)
+        webhook_skipped(minted)
+
+    def run(balance: float, fail: bool) -> None:
+        mint_job.execute_in_process(
+            run_config={
+                "ops": {
+                    "mint_token": {"config": balance},
+                    "webhook_partner": {"config": {"fail": fail}},
+                }
+            },
+            instance=instance,
+            raise_on_error=False,
+        )
+
+    with dg.instance_for_test() as instance:
+        totals = RunTotals(instance)
+        assert totals.refresh().mints == {}
+        run(2.5, fail=False)
+        first = totals.refresh()
+        assert dict(first.mints) == {"success": 1}
+        assert (first.emails["sent"], first.webhooks["sent"], first.webhooks["failed"]) == (1, 1, 0)
+        run(2.25, fail=True)
+        run(2.0, fail=False)
+        later = totals.refresh()
+        assert totals.refresh() is later
+        assert dict(later.mints) == {"success": 2, "failure": 1}
+        assert dict(later.failures) == {("mint", "permanent"): 1}
+        assert (later.emails["sent"], later.webhooks["sent"], later.webhooks["failed"]) == (3, 2, 1)
+        assert later.wallet_balances["Payer111"][1] == 2.0  # the newest run's balance
+        assert later.durations["mint"].count == 3
+        # A fresh reader (a restarted gateway) arrives at the same totals.
+        assert RunTotals(instance).refresh() == later
