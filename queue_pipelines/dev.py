@@ -11,6 +11,7 @@ from pathlib import Path
 
 from queue_pipelines import settings
 from queue_pipelines.embedded import start_localstripe, start_redis, stop
+from queue_pipelines.nft.rpc_server import start_embedded_solana
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +43,19 @@ def run_dev(ui_port: int) -> int:
                 start_localstripe(settings.SANDBOX_STRIPE_PORT, home / "logs/localstripe.log")
             )
             print(f"Stripe sandbox (localstripe): {settings.SANDBOX_STRIPE_URL}")
+        if settings.solana_is_embedded():
+            children.append(
+                start_embedded_solana(
+                    settings.EMBEDDED_SOLANA_PORT,
+                    settings.solana_state_dir(),
+                    settings.nft_metadata_dir(),
+                    home / "logs/solana.log",
+                )
+            )
+            print(
+                f"embedded Solana ledger (LiteSVM): {settings.EMBEDDED_SOLANA_URL} "
+                f"(accounts and dev payer in {settings.solana_state_dir()})"
+            )
         print(
             f"Dagster UI: http://127.0.0.1:{ui_port}  (instance in {home})\n"
             "In another terminal: uv run queue-pipelines enqueue payment --amount 2500 "

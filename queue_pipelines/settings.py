@@ -11,6 +11,8 @@ SANDBOX_STRIPE_PORT = 8420
 SANDBOX_STRIPE_URL = f"http://127.0.0.1:{SANDBOX_STRIPE_PORT}"
 # localstripe accepts any key; this one says what it is wherever it shows up.
 SANDBOX_STRIPE_KEY = "sk_test_localstripe_sandbox"
+EMBEDDED_SOLANA_PORT = 8899
+EMBEDDED_SOLANA_URL = f"http://127.0.0.1:{EMBEDDED_SOLANA_PORT}"
 
 
 def dagster_home() -> Path:
@@ -29,3 +31,24 @@ def ledger_url() -> str:
     return (
         os.environ.get("DAGSTER_POSTGRES_URL") or f"sqlite:///{dagster_home() / 'effect_ledger.db'}"
     )
+
+
+def solana_is_embedded() -> bool:
+    return not os.environ.get("SOLANA_RPC_URL")
+
+
+def solana_state_dir() -> Path:
+    """The embedded ledger's accounts and its dev payer keypair."""
+    return dagster_home() / "solana"
+
+
+def nft_metadata_dir() -> Path:
+    return dagster_home() / "nft-metadata"
+
+
+def nft_metadata_base_url() -> str:
+    return os.environ.get("NFT_METADATA_BASE_URL") or f"{EMBEDDED_SOLANA_URL}/metadata"
+
+
+def payer_balance_threshold_sol() -> float:
+    return float(os.environ.get("SOLANA_MIN_BALANCE_SOL") or 1.0)

@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from solders.pubkey import Pubkey
 
 from queue_pipelines.currencies import STRIPE_CURRENCIES
 
@@ -106,6 +107,11 @@ class MintPayload(_Model):
     def _base58_address(cls, value: str) -> str:
         if not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{32,44}", value):
             raise ValueError("not a base58 Solana address")
+        # The alphabet and length alone let through strings that decode to 31 or 33 bytes.
+        try:
+            Pubkey.from_string(value)
+        except ValueError:
+            raise ValueError("not a base58 Solana address: does not decode to 32 bytes") from None
         return value
 
     @field_validator("name", "symbol")
