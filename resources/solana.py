@@ -59,14 +59,14 @@ class SolanaResource(dg.ConfigurableResource):
                 payer = parse_keypair(self.payer_keypair)
             elif self.payer_keypair_path:
                 payer = load_or_create_keypair(Path(self.payer_keypair_path))
+                if self.embedded:
+                    chain = self.chain()
+                    assert isinstance(chain, EmbeddedChain)
+                    chain.ledger.fund(payer.pubkey())
             else:
                 raise PermanentError(
                     "no Solana payer configured: set SOLANA_PAYER_KEYPAIR", code="no_payer"
                 )
-            if self.embedded:
-                chain = self.chain()
-                assert isinstance(chain, EmbeddedChain)
-                chain.ledger.fund(payer.pubkey())
             self._payer = payer
         return self._payer
 
