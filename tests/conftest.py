@@ -16,6 +16,8 @@ from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.ledger import EffectLedger
 from resources import EffectLedgerResource, RedisResource, StripeResource
 
+pytest_plugins = ["tests.solana_fixtures"]
+
 # The machine's PostgreSQL (CI starts it when it is down); override with TEST_POSTGRES_URL.
 POSTGRES_SERVER_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -108,5 +108,7 @@ def test_token_metadata_decoder_reads_what_the_encoder_layout_writes():
 
     decoded = token2022.decode_token_metadata(value)
 
-    assert decoded == token2022.TokenMetadata(UPDATE_AUTHORITY, MINT, "N", "S", "U", {"seat": "A-1"})
+    assert decoded == token2022.TokenMetadata(
+        UPDATE_AUTHORITY, MINT, "N", "S", "U", {"seat": "A-1"}
+    )
     assert len(value) + 4 == token2022.token_metadata_size("N", "S", "U", {"seat": "A-1"})

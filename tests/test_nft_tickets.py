@@ -24,14 +24,7 @@ from queue_pipelines.nft.tickets import (
     transfer_ticket_once,
 )
 from resources import MetadataStoreResource, SolanaResource
-from tests.solana_fixtures import (  # noqa: F401  (fixtures)
-    embedded_solana,
-    ledger_of,
-    metadata_store,
-    payer_file,
-    ticket_payload,
-    token_2022_mints,
-)
+from tests.solana_fixtures import ledger_of, ticket_payload, token_2022_mints
 
 
 def mint(solana, store, ledger, tenant, key, payload, run_id="run-1"):
@@ -156,7 +149,9 @@ def test_a_payer_without_funds_fails_permanently_saying_so(
     solana = SolanaResource(embedded_ledger=f"broke-{tenant}", payer_keypair=keygen_json(broke))
     solana.payer()
 
-    with pytest.raises(PermanentError, match=rf"payer wallet {broke.pubkey()} holds 0\.000000000 SOL, less than"):
+    with pytest.raises(
+        PermanentError, match=rf"payer wallet {broke.pubkey()} holds 0\.000000000 SOL, less than"
+    ):
         mint_ticket_once(
             solana.chain(),
             broke,
@@ -244,7 +239,9 @@ def test_local_metadata_is_served_over_http(tmp_path, embedded_solana, ledger, t
     directory.mkdir()
     with LedgerRpcServer(ledger_of(embedded_solana), metadata_dir=directory) as server:
         store = MetadataStoreResource(directory=str(directory), base_url=f"{server.url}/metadata")
-        outcome = mint(embedded_solana, store, ledger, tenant, "http", ticket_payload(Keypair().pubkey()))
+        outcome = mint(
+            embedded_solana, store, ledger, tenant, "http", ticket_payload(Keypair().pubkey())
+        )
         with urllib.request.urlopen(outcome.uri, timeout=5) as response:
             document = json.load(response)
         with pytest.raises(urllib.error.HTTPError):
