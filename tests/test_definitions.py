@@ -82,6 +82,8 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
     monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_live_do_not_leak_1234")
     monkeypatch.setenv("REDIS_URL", "redis://:hunter2@redis.internal:6379/0")
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", "postgresql://app:pg-secret@db/app")
+    monkeypatch.setenv("SOLANA_RPC_URL", "https://rpc.example/?api-key=rpc-secret")
+    monkeypatch.setenv("SOLANA_PAYER_KEYPAIR", "payer-secret-base58")
 
     defs = definitions.build_definitions()
 
@@ -89,7 +91,9 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
     shown = json.dumps(
         {name: repr(res) for name, res in repository.get_top_level_resources().items()}
     )
-    for secret in ("sk_live_do_not_leak_1234", "hunter2", "pg-secret"):
+    for secret in (
+        "sk_live_do_not_leak_1234", "hunter2", "pg-secret", "rpc-secret", "payer-secret-base58",
+    ):  # fmt: skip
         assert secret not in shown
     assert definitions.sandbox_tags() == {}
 
@@ -97,4 +101,5 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
 def test_sandbox_mode_is_tagged(monkeypatch):
     monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
-    assert definitions.sandbox_tags() == {"queue/sandbox": "stripe,redis"}
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    assert definitions.sandbox_tags() == {"queue/sandbox": "stripe,redis,solana"}

@@ -248,3 +248,34 @@ def test_local_metadata_is_served_over_http(tmp_path, embedded_solana, ledger, t
             urllib.request.urlopen(f"{server.url}/metadata/../payer.json", timeout=5)
 
     assert document["name"] == "Aurora Live #1"
+
+
+def test_the_dev_ledger_keeps_its_payer_and_tickets_across_restarts(tmp_path, ledger, tenant):
+    """What `make run` starts: the embedded ledger as a JSON-RPC process, state on disk."""
+    from queue_pipelines.embedded import free_port, stop
+    from queue_pipelines.nft.rpc_server import start_embedded_solana
+
+    state, documents, port = tmp_path / "solana", tmp_path / "nft-metadata", free_port()
+    solana = SolanaResource(
+        rpc_url=f"http://127.0.0.1:{port}", payer_keypair_path=str(state / "dev-payer.json")
+    )
+    store = MetadataStoreResource(directory=str(documents), base_url=f"{solana.rpc_url}/metadata")
+    buyer = Keypair().pubkey()
+
+    process = start_embedded_solana(port, state, documents)
+    try:
+        payer = solana.payer().pubkey()
+        minted = mint(solana, store, ledger, tenant, "dev", ticket_payload(buyer))
+    finally:
+        stop(process)
+    process = start_embedded_solana(port, state, documents)
+    try:
+        restarted = SolanaResource(
+            rpc_url=solana.rpc_url, payer_keypair_path=solana.payer_keypair_path
+        )
+        assert restarted.payer().pubkey() == payer
+        assert holds(restarted.chain(), Pubkey.from_string(minted.mint), buyer)
+        with urllib.request.urlopen(minted.uri, timeout=5) as response:
+            assert json.load(response)["name"] == "Aurora Live #1"
+    finally:
+        stop(process)

@@ -90,7 +90,7 @@ class TicketAttributes(_Model):
 
 
 class MintPayload(_Model):
-    """Mint a ticket NFT to the buyer's wallet (the mint job lands with a later issue)."""
+    """Mint a ticket NFT to the buyer's wallet (mint_job, docs/nft.md)."""
 
     order_id: Identifier
     wallet: str = Field(description="The buyer's Solana address, base58.")
