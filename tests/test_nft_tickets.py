@@ -14,6 +14,7 @@ from spl.token.constants import TOKEN_2022_PROGRAM_ID
 from spl.token.instructions import get_associated_token_address
 
 from queue_pipelines.failures import PermanentError
+from queue_pipelines.ledger import effects
 from queue_pipelines.nft import token2022
 from queue_pipelines.nft.keys import keygen_json
 from queue_pipelines.nft.rpc_server import LedgerRpcServer
@@ -110,15 +111,17 @@ def test_an_unrecorded_mint_that_landed_is_adopted_not_repeated(
     attempt finds the request's mint account and does not mint again."""
     payload = ticket_payload(Keypair().pubkey())
     first = mint(embedded_solana, metadata_store, ledger, tenant, "lost", payload)
-    ledger.engine.dispose()
-    from queue_pipelines.ledger import effects
-
-    with ledger.engine.begin() as conn:  # forget the record, as if it was never written
-        conn.execute(effects.delete().where(effects.c.effect_key == f"mint:{tenant}:lost"))
+    with ledger.engine.begin() as conn:  # the claim stays pending: the record was never written
+        conn.execute(
+            effects.update()
+            .where(effects.c.effect_key == f"mint:{tenant}:lost")
+            .values(status="pending", result=None)
+        )
 
     again = mint(embedded_solana, metadata_store, ledger, tenant, "lost", payload, "run-2")
 
     assert again.mint == first.mint and again.signature is None and not again.replayed
+    assert ledger.get(f"mint:{tenant}:lost")["status"] == "done"
     assert len(token_2022_mints(ledger_of(embedded_solana))) == 1
 
 

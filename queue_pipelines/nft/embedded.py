@@ -76,12 +76,13 @@ class EmbeddedLedger:
         tmp.write_text(json.dumps(self._accounts))
         tmp.replace(self.state_file)
 
-    def airdrop(self, address: Pubkey, lamports: int) -> None:
+    def airdrop(self, address: Pubkey, lamports: int) -> str:
         with self.lock:
             result = self.svm.airdrop(address, lamports)
             if isinstance(result, FailedTransactionMetadata):
                 raise RuntimeError(f"airdrop to {address} failed: {result.err()}")
             self._remember([address])
+            return str(result.signature())
 
     def fund(self, address: Pubkey, target: int = DEV_PAYER_LAMPORTS) -> None:
         """Top `address` up to `target` lamports."""

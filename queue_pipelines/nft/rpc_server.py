@@ -112,8 +112,7 @@ class LedgerRpc:
         return found
 
     def rpc_requestAirdrop(self, address, lamports, *_):
-        self.ledger.airdrop(Pubkey.from_string(address), int(lamports))
-        return str(self.ledger.svm.latest_blockhash())  # a stand-in signature-shaped reply
+        return self.ledger.airdrop(Pubkey.from_string(address), int(lamports))
 
     def rpc_sendTransaction(self, encoded, config=None):
         encoding = (config or {}).get("encoding", "base58")
