@@ -172,8 +172,10 @@ def test_transfer_from_a_custodial_wallet_moves_the_ticket(
     embedded_solana, metadata_store, ledger, tenant
 ):
     custody = Keypair()
-    solana = embedded_solana.model_copy(
-        update={"custodial_keypairs": json.dumps([keygen_json(custody)])}
+    solana = SolanaResource(
+        embedded_ledger=embedded_solana.embedded_ledger,
+        payer_keypair_path=embedded_solana.payer_keypair_path,
+        custodial_keypairs=json.dumps([keygen_json(custody)]),
     )
     minted = mint(solana, metadata_store, ledger, tenant, "m", ticket_payload(custody.pubkey()))
     new_owner = Keypair().pubkey()
@@ -282,3 +284,45 @@ def test_the_dev_ledger_keeps_its_payer_and_tickets_across_restarts(tmp_path, le
             assert json.load(response)["name"] == "Aurora Live #1"
     finally:
         stop(process)
+
+
+def test_nft_transfer_job_moves_a_custodial_ticket_and_refuses_a_self_custodied_one(
+    instance, embedded_solana, metadata_store, ledger_resource, ledger, tenant
+):
+    from queue_pipelines.jobs.nft_transfer import nft_transfer_job
+
+    custody = Keypair()
+    solana = SolanaResource(
+        embedded_ledger=embedded_solana.embedded_ledger,
+        payer_keypair_path=embedded_solana.payer_keypair_path,
+        custodial_keypairs=json.dumps([keygen_json(custody)]),
+    )
+    held = mint(solana, metadata_store, ledger, tenant, "a", ticket_payload(custody.pubkey()))
+    elsewhere = mint(
+        solana, metadata_store, ledger, tenant, "b", ticket_payload(Keypair().pubkey())
+    )
+    buyer = Keypair().pubkey()
+
+    def run(minted, key):
+        config = {"tenant_id": tenant, "idempotency_key": key, "mint": minted.mint,
+                  "to_wallet": str(buyer)}  # fmt: skip
+        return nft_transfer_job.execute_in_process(
+            run_config={"ops": {"transfer_ticket": {"config": config}}},
+            resources={"solana": solana, "effect_ledger": ledger_resource},
+            instance=instance,
+            raise_on_error=False,
+        )
+
+    moved, refused = run(held, "resale-a"), run(elsewhere, "resale-b")
+
+    assert moved.success
+    assert holds(solana.chain(), Pubkey.from_string(held.mint), buyer)
+    assert not refused.success
+    [failure] = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert (
+        "needs the signature of its holder"
+        in failure.step_failure_data.user_failure_data.description
+    )
+    assert holds(
+        solana.chain(), Pubkey.from_string(elsewhere.mint), Pubkey.from_string(elsewhere.owner)
+    )
