@@ -16,7 +16,7 @@ from spl.token.instructions import get_associated_token_address
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.ledger import effects
 from queue_pipelines.nft import token2022
-from queue_pipelines.nft.keys import keygen_json
+from queue_pipelines.nft.keys import derived_mint_keypair, keygen_json
 from queue_pipelines.nft.rpc_server import LedgerRpcServer
 from queue_pipelines.nft.tickets import (
     holder_of,
@@ -129,7 +129,10 @@ def test_an_unrecorded_mint_that_landed_is_adopted_not_repeated(
     ("overrides", "reason"),
     [
         ({"uri": "https://x.example/" + "a" * 190}, "over the standard's limit of 200"),
-        ({"standard": "metaplex"}, "not minted by this release"),
+        (
+            {"standard": "metaplex", "seller_fee_basis_points": 500},
+            "needs the Metaplex Token Metadata program",
+        ),
     ],
 )
 def test_mints_the_service_refuses_fail_permanently_and_release_the_claim(
@@ -142,6 +145,8 @@ def test_mints_the_service_refuses_fail_permanently_and_release_the_claim(
 
     assert ledger.get(f"mint:{tenant}:bad") is None
     assert token_2022_mints(ledger_of(embedded_solana)) == []
+    mint_address = derived_mint_keypair(embedded_solana.payer(), f"mint:{tenant}:bad").pubkey()
+    assert embedded_solana.chain().account(mint_address) is None  # the transaction is atomic
 
 
 def test_a_payer_without_funds_fails_permanently_saying_so(

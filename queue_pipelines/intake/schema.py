@@ -101,10 +101,19 @@ class MintPayload(_Model):
     uri: str | None = Field(default=None, max_length=200)
     attributes: TicketAttributes
     standard: Literal["token-2022", "metaplex"] = "token-2022"
+    seller_fee_basis_points: int = Field(
+        default=0, ge=0, le=10_000, description="Royalty on resales, metaplex standard only."
+    )
+    collection: str | None = Field(
+        default=None,
+        description="Collection mint, base58, metaplex standard only (joins unverified).",
+    )
 
-    @field_validator("wallet")
+    @field_validator("wallet", "collection")
     @classmethod
-    def _base58_address(cls, value: str) -> str:
+    def _base58_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{32,44}", value):
             raise ValueError("not a base58 Solana address")
         # The alphabet and length alone let through strings that decode to 31 or 33 bytes.

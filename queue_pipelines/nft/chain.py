@@ -53,6 +53,7 @@ _NO_FUNDS = re.compile(
     r"InsufficientFundsFor(Fee|Rent)|AccountNotFound|insufficient lamports|"
     r"Attempt to debit an account but found no record of a prior credit"
 )
+_NO_PROGRAM = re.compile(r"InvalidProgramForExecution|ProgramAccountNotFound")
 _BLOCKHASH = re.compile(r"BlockhashNotFound|Blockhash not found|block height exceeded")
 
 
@@ -74,6 +75,11 @@ def classify_transaction_error(error: str, logs: Sequence[str], payer: Pubkey) -
             f"the payer wallet {payer} has too little SOL to pay for this transaction "
             f"({error}); fund it, then re-execute the run",
             code="insufficient_funds",
+        )
+    if _NO_PROGRAM.search(text):
+        return PermanentError(
+            f"a program this transaction calls is not deployed on this ledger ({error})",
+            code="program_missing",
         )
     detail = "; ".join(line for line in logs[-4:] if line)
     return PermanentError(

@@ -26,6 +26,9 @@ from solders.pubkey import Pubkey
 TOKEN_METADATA_PROGRAM_ID = Pubkey.from_string("metaqbxxUerdq28cj1RbAWkYQm3ybzjb6a8bt518x1s")
 SYSTEM_PROGRAM_ID = Pubkey.from_string("11111111111111111111111111111111")
 CREATE_METADATA_ACCOUNT_V3 = 33
+# Size of a Metadata account (mpl-token-metadata MAX_METADATA_LEN): the rent the program
+# takes from the payer when it creates one.
+MAX_METADATA_LEN = 679
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.schema import MintPayload
 from queue_pipelines.ledger import EffectLedger
-from queue_pipelines.nft import token2022
+from queue_pipelines.nft import metaplex, token2022
 from queue_pipelines.nft.chain import AlreadyProcessed, Chain, require_funds
 from queue_pipelines.nft.keys import derived_mint_keypair, parse_address
 
@@ -212,6 +212,73 @@ def token2022_mint_instructions(
     ]
 
 
+def metaplex_mint_instructions(
+    *,
+    payer: Pubkey,
+    mint: Pubkey,
+    owner: Pubkey,
+    name: str,
+    symbol: str,
+    uri: str,
+    seller_fee_basis_points: int,
+    collection: Pubkey | None,
+    mint_rent: int,
+) -> list[Instruction]:
+    """The Metaplex standard, one atomic transaction on a classic SPL mint: mint account,
+    decimals 0, the Token Metadata account (the payer as sole creator and update authority,
+    seller fee and collection from the request), one token to the owner's associated token
+    account, mint authority revoked. Never executed here: the Metaplex program is not
+    available (docs/nft.md)."""
+    ata = token_ix.get_associated_token_address(owner, mint, TOKEN_PROGRAM_ID)
+    return [
+        create_account(
+            CreateAccountParams(
+                from_pubkey=payer,
+                to_pubkey=mint,
+                lamports=mint_rent,
+                space=token2022.MINT_BASE_SIZE,
+                owner=TOKEN_PROGRAM_ID,
+            )
+        ),
+        token_ix.initialize_mint2(
+            token_models.InitializeMint2Params(
+                decimals=0,
+                program_id=TOKEN_PROGRAM_ID,
+                mint=mint,
+                mint_authority=payer,
+                freeze_authority=None,
+            )
+        ),
+        metaplex.create_metadata_account_v3(
+            mint=mint,
+            mint_authority=payer,
+            payer=payer,
+            update_authority=payer,
+            name=name,
+            symbol=symbol,
+            uri=uri,
+            seller_fee_basis_points=seller_fee_basis_points,
+            creators=[metaplex.Creator(payer, verified=True, share=100)],
+            collection=collection,
+        ),
+        token_ix.create_idempotent_associated_token_account(payer, owner, mint, TOKEN_PROGRAM_ID),
+        token_ix.mint_to(
+            token_models.MintToParams(
+                program_id=TOKEN_PROGRAM_ID, mint=mint, dest=ata, mint_authority=payer, amount=1
+            )
+        ),
+        token_ix.set_authority(
+            token_models.SetAuthorityParams(
+                program_id=TOKEN_PROGRAM_ID,
+                account=mint,
+                authority=token_ix.AuthorityType.MINT_TOKENS,
+                current_authority=payer,
+                new_authority=None,
+            )
+        ),
+    ]
+
+
 def _adopt_existing(chain: Chain, mint: Pubkey, owner: Pubkey) -> Holder:
     """The request's mint account exists: an earlier attempt landed. Accept it only if it is
     the finished NFT (the transaction is atomic, so anything else is not ours)."""
@@ -255,40 +322,28 @@ def mint_ticket_once(
 
 
 def _mint(chain: Chain, payer: Keypair, store_metadata, key: str, payload: MintPayload):
-    if payload.standard != "token-2022":
-        raise PermanentError(
-            f"standard {payload.standard!r} is not minted by this release: the Metaplex Token "
-            "Metadata program is not available to test against (docs/nft.md); use token-2022",
-            code="unsupported_standard",
-        )
     owner = parse_address(payload.wallet, "buyer wallet")
-    additional = ticket_attributes(payload)
     uri = payload.uri or store_metadata(metadata_name(key), ticket_metadata(payload))
     check_onchain_fields(payload.name, payload.symbol, uri)
     mint_keypair = derived_mint_keypair(payer, key)
     mint = mint_keypair.pubkey()
     signature = None
     if chain.account(mint) is None:
-        full_size = token2022.MINT_WITH_METADATA_POINTER_SIZE + token2022.token_metadata_size(
-            payload.name, payload.symbol, uri, additional
-        )
-        mint_rent = chain.rent_exempt_minimum(full_size)
-        ata_rent = chain.rent_exempt_minimum(TOKEN_2022_ACCOUNT_SIZE)
-        require_funds(chain, payer.pubkey(), mint_rent + ata_rent + FEE_HEADROOM)
-        instructions = token2022_mint_instructions(
-            payer=payer.pubkey(),
-            mint=mint,
-            owner=owner,
-            name=payload.name,
-            symbol=payload.symbol,
-            uri=uri,
-            additional=additional,
-            mint_rent=mint_rent,
-        )
+        instructions = _mint_instructions(chain, payer.pubkey(), mint, owner, uri, payload)
         try:
             signature = chain.send(instructions, [payer, mint_keypair])
         except AlreadyProcessed as landed:
             signature = str(landed)
+        except PermanentError as refused:
+            if refused.code == "program_missing" and payload.standard == "metaplex":
+                raise PermanentError(
+                    "standard 'metaplex' needs the Metaplex Token Metadata program "
+                    f"({metaplex.TOKEN_METADATA_PROGRAM_ID}), which this ledger does not have "
+                    "(the embedded ledger never has it): mint with standard 'token-2022' or "
+                    "against a cluster that has it",
+                    code="program_missing",
+                ) from None
+            raise
     holder = _adopt_existing(chain, mint, owner)
     if holder.owner != owner:
         raise PermanentError(
@@ -304,6 +359,48 @@ def _mint(chain: Chain, payer: Keypair, store_metadata, key: str, payload: MintP
         symbol=payload.symbol,
         standard=payload.standard,
         signature=signature,
+    )
+
+
+def _mint_instructions(
+    chain: Chain, payer: Pubkey, mint: Pubkey, owner: Pubkey, uri: str, payload: MintPayload
+) -> list[Instruction]:
+    """The request's transaction, once the payer is known to afford it."""
+    if payload.standard == "metaplex":
+        mint_rent = chain.rent_exempt_minimum(token2022.MINT_BASE_SIZE)
+        other_rent = chain.rent_exempt_minimum(165) + chain.rent_exempt_minimum(
+            metaplex.MAX_METADATA_LEN
+        )
+        require_funds(chain, payer, mint_rent + other_rent + FEE_HEADROOM)
+        return metaplex_mint_instructions(
+            payer=payer,
+            mint=mint,
+            owner=owner,
+            name=payload.name,
+            symbol=payload.symbol,
+            uri=uri,
+            seller_fee_basis_points=payload.seller_fee_basis_points,
+            collection=parse_address(payload.collection, "collection")
+            if payload.collection
+            else None,
+            mint_rent=mint_rent,
+        )
+    additional = ticket_attributes(payload)
+    full_size = token2022.MINT_WITH_METADATA_POINTER_SIZE + token2022.token_metadata_size(
+        payload.name, payload.symbol, uri, additional
+    )
+    mint_rent = chain.rent_exempt_minimum(full_size)
+    ata_rent = chain.rent_exempt_minimum(TOKEN_2022_ACCOUNT_SIZE)
+    require_funds(chain, payer, mint_rent + ata_rent + FEE_HEADROOM)
+    return token2022_mint_instructions(
+        payer=payer,
+        mint=mint,
+        owner=owner,
+        name=payload.name,
+        symbol=payload.symbol,
+        uri=uri,
+        additional=additional,
+        mint_rent=mint_rent,
     )
 
 
