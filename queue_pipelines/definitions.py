@@ -79,6 +79,14 @@ def solana_resource() -> SolanaResource:
 
 
 def metadata_store_resource() -> MetadataStoreResource:
+    """ARWEAVE_URL: uploads there, paid by ARWEAVE_WALLET_JWK. Unset: files under
+    DAGSTER_HOME, served by the embedded Solana endpoint (or NFT_METADATA_BASE_URL)."""
+    if os.environ.get("ARWEAVE_URL"):
+        return MetadataStoreResource(
+            backend="arweave",
+            arweave_url=dg.EnvVar("ARWEAVE_URL"),
+            arweave_wallet=dg.EnvVar("ARWEAVE_WALLET_JWK"),
+        )
     return MetadataStoreResource(
         directory=str(settings.nft_metadata_dir()), base_url=settings.nft_metadata_base_url()
     )
