@@ -84,6 +84,8 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", "postgresql://app:pg-secret@db/app")
     monkeypatch.setenv("SOLANA_RPC_URL", "https://rpc.example/?api-key=rpc-secret")
     monkeypatch.setenv("SOLANA_PAYER_KEYPAIR", "payer-secret-base58")
+    monkeypatch.setenv("ARWEAVE_URL", "https://arweave.example")
+    monkeypatch.setenv("ARWEAVE_WALLET_JWK", '{"d": "arweave-secret"}')
 
     defs = definitions.build_definitions()
 
@@ -93,6 +95,7 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
     )
     for secret in (
         "sk_live_do_not_leak_1234", "hunter2", "pg-secret", "rpc-secret", "payer-secret-base58",
+        "arweave-secret",
     ):  # fmt: skip
         assert secret not in shown
     assert definitions.sandbox_tags() == {}
