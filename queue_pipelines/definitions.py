@@ -12,15 +12,20 @@ import os
 import dagster as dg
 
 from queue_pipelines import settings, tags
+from queue_pipelines.jobs.mint import mint_job, mint_run_config
+from queue_pipelines.jobs.nft_transfer import nft_transfer_job
 from queue_pipelines.jobs.notification import notification_job, notification_run_config
 from queue_pipelines.jobs.payment import payment_job, payment_run_config
 from queue_pipelines.jobs.refund import refund_job, refund_run_config
 from queue_pipelines.jobs.stripe_event import stripe_event_job, stripe_event_run_config
+from queue_pipelines.jobs.wallet_balance import build_wallet_balance_schedule, wallet_balance_job
 from resources import (
     EffectLedgerResource,
+    MetadataStoreResource,
     NotificationSettingsResource,
     RedisResource,
     SmtpResource,
+    SolanaResource,
     StripeResource,
     WebhookResource,
 )
@@ -120,6 +125,41 @@ def notification_settings_resource() -> NotificationSettingsResource:
     return NotificationSettingsResource(**configured)
 
 
+def solana_resource() -> SolanaResource:
+    """SOLANA_RPC_URL: that cluster, paid by SOLANA_PAYER_KEYPAIR. Unset: the embedded ledger
+    that `queue-pipelines dev` serves over JSON-RPC, paid by its dev keypair (docs/nft.md)."""
+    if not settings.solana_is_embedded():
+        custodial = (
+            dg.EnvVar("SOLANA_CUSTODIAL_KEYPAIRS")
+            if os.environ.get("SOLANA_CUSTODIAL_KEYPAIRS")
+            else None
+        )
+        return SolanaResource(
+            rpc_url=dg.EnvVar("SOLANA_RPC_URL"),
+            payer_keypair=dg.EnvVar("SOLANA_PAYER_KEYPAIR"),
+            custodial_keypairs=custodial,
+            commitment=os.environ.get("SOLANA_COMMITMENT") or "confirmed",
+        )
+    return SolanaResource(
+        rpc_url=settings.EMBEDDED_SOLANA_URL,
+        payer_keypair_path=str(settings.solana_state_dir() / "dev-payer.json"),
+    )
+
+
+def metadata_store_resource() -> MetadataStoreResource:
+    """ARWEAVE_URL: uploads there, paid by ARWEAVE_WALLET_JWK. Unset: files under
+    DAGSTER_HOME, served by the embedded Solana endpoint (or NFT_METADATA_BASE_URL)."""
+    if os.environ.get("ARWEAVE_URL"):
+        return MetadataStoreResource(
+            backend="arweave",
+            arweave_url=dg.EnvVar("ARWEAVE_URL"),
+            arweave_wallet=dg.EnvVar("ARWEAVE_WALLET_JWK"),
+        )
+    return MetadataStoreResource(
+        directory=str(settings.nft_metadata_dir()), base_url=settings.nft_metadata_base_url()
+    )
+
+
 def sandbox_tags() -> dict[str, str]:
     """Runs say in the UI which parts of them are not the real thing."""
     sandboxed = [
@@ -128,22 +168,25 @@ def sandbox_tags() -> dict[str, str]:
             ("stripe", settings.stripe_is_sandbox()),
             ("redis", not os.environ.get("REDIS_URL")),
             ("smtp", settings.smtp_is_sandbox()),
+            ("solana", settings.solana_is_embedded()),
         )
         if is_sandbox
     ]
     return {tags.SANDBOX: ",".join(sandboxed)} if sandboxed else {}
 
 
-INTAKE_JOBS = [payment_job, refund_job, notification_job, stripe_event_job]
+INTAKE_JOBS = [payment_job, refund_job, mint_job, notification_job, stripe_event_job]
 
 
 def build_definitions() -> dg.Definitions:
     extra_tags = sandbox_tags()
     return dg.Definitions(
-        jobs=INTAKE_JOBS,
+        jobs=[*INTAKE_JOBS, nft_transfer_job, wallet_balance_job],
+        schedules=[build_wallet_balance_schedule(settings.payer_balance_threshold_sol())],
         sensors=[
             build_intake_sensor("payment", payment_job, payment_run_config, extra_tags=extra_tags),
             build_intake_sensor("refund", refund_job, refund_run_config, extra_tags=extra_tags),
+            build_intake_sensor("mint", mint_job, mint_run_config, extra_tags=extra_tags),
             build_intake_sensor(
                 "notification", notification_job, notification_run_config, extra_tags=extra_tags
             ),
@@ -160,6 +203,8 @@ def build_definitions() -> dg.Definitions:
             "smtp": smtp_resource(),
             "webhooks": webhook_resource(),
             "notification_settings": notification_settings_resource(),
+            "solana": solana_resource(),
+            "metadata_store": metadata_store_resource(),
         },
     )
 

@@ -18,6 +18,7 @@ from queue_pipelines.embedded import (
     stop,
     wait_for_port,
 )
+from queue_pipelines.nft.rpc_server import start_embedded_solana
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +89,19 @@ def run_dev(ui_port: int, gateway_port: int = 3011) -> int:
                 )
             )
             print(f"Stripe sandbox (localstripe): {settings.SANDBOX_STRIPE_URL}")
+        if settings.solana_is_embedded():
+            children.append(
+                start_embedded_solana(
+                    settings.EMBEDDED_SOLANA_PORT,
+                    settings.solana_state_dir(),
+                    settings.nft_metadata_dir(),
+                    home / "logs/solana.log",
+                )
+            )
+            print(
+                f"embedded Solana ledger (LiteSVM): {settings.EMBEDDED_SOLANA_URL} "
+                f"(accounts and dev payer in {settings.solana_state_dir()})"
+            )
         children.append(start_gateway(gateway_port, home, env))
         print(
             f"gateway: http://127.0.0.1:{gateway_port} (POST /v1/jobs, /metrics, /health/ready; "

@@ -15,6 +15,8 @@ SANDBOX_STRIPE_KEY = "sk_test_localstripe_sandbox"
 # WEBHOOK_SECRET is unset: "whsec_" + base64 of a phrase that says it is not a secret.
 SMTP_SINK_PORT = 8425
 SANDBOX_WEBHOOK_SECRET = "whsec_cXVldWUtcGlwZWxpbmVzIGxvY2FsIHNhbmRib3ggb25seQ=="
+EMBEDDED_SOLANA_PORT = 8899
+EMBEDDED_SOLANA_URL = f"http://127.0.0.1:{EMBEDDED_SOLANA_PORT}"
 
 
 def dagster_home() -> Path:
@@ -39,3 +41,24 @@ def smtp_is_sandbox() -> bool:
 
 def outbox_dir() -> Path:
     return dagster_home() / "outbox"
+
+
+def solana_is_embedded() -> bool:
+    return not os.environ.get("SOLANA_RPC_URL")
+
+
+def solana_state_dir() -> Path:
+    """The embedded ledger's accounts and its dev payer keypair."""
+    return dagster_home() / "solana"
+
+
+def nft_metadata_dir() -> Path:
+    return dagster_home() / "nft-metadata"
+
+
+def nft_metadata_base_url() -> str:
+    return os.environ.get("NFT_METADATA_BASE_URL") or f"{EMBEDDED_SOLANA_URL}/metadata"
+
+
+def payer_balance_threshold_sol() -> float:
+    return float(os.environ.get("SOLANA_MIN_BALANCE_SOL") or 1.0)

@@ -1,9 +1,11 @@
 """Configurable resources: each one interface, with a production and a sandbox/embedded backend."""
 
 from resources.effect_ledger import EffectLedgerResource
+from resources.metadata_store import MetadataStoreResource
 from resources.notification_settings import NotificationSettingsResource
 from resources.redis_intake import RedisResource
 from resources.smtp import SmtpResource
+from resources.solana import SolanaResource
 from resources.stripe_api import StripeResource
 from resources.webhooks import WebhookResource
 
@@ -14,4 +16,8 @@ __all__ = [
     "SmtpResource",
     "StripeResource",
     "WebhookResource",
+    "MetadataStoreResource",
+    "RedisResource",
+    "SolanaResource",
+    "StripeResource",
 ]

@@ -27,6 +27,8 @@ from tests.mail_sink import MailSink
 # Test-only Standard Webhooks secret ("whsec_" + base64 of a phrase).
 TEST_WEBHOOK_SECRET = "whsec_cXVldWUtcGlwZWxpbmVzIHRlc3Qgc2VjcmV0IGtleQ=="
 
+pytest_plugins = ["tests.solana_fixtures"]
+
 # The machine's PostgreSQL (CI starts it when it is down); override with TEST_POSTGRES_URL.
 POSTGRES_SERVER_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

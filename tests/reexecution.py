@@ -7,7 +7,10 @@ import os
 
 import dagster as dg
 
-from queue_pipelines.definitions import INTAKE_JOBS
+from queue_pipelines.jobs.payment import payment_job
+from queue_pipelines.jobs.refund import refund_job
+
+JOBS = {job.name: job for job in (payment_job, refund_job)}
 
 
 def _job_with_test_resources(name: str) -> dg.JobDefinition:
@@ -35,7 +38,7 @@ def _job_with_test_resources(name: str) -> dg.JobDefinition:
         "webhooks": WebhookResource(secret=TEST_WEBHOOK_SECRET),
         "notification_settings": NotificationSettingsResource(),
     }
-    return dg.Definitions(jobs=INTAKE_JOBS, resources=resources).resolve_job_def(name)
+    return dg.Definitions(jobs=[JOBS[name]], resources=resources).resolve_job_def(name)
 
 
 def payment_job_for_tests() -> dg.JobDefinition:

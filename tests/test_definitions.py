@@ -86,6 +86,10 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
     monkeypatch.setenv("SMTP_HOST", "smtp.internal")
     monkeypatch.setenv("SMTP_PASSWORD", "smtp-secret-5678")
     monkeypatch.setenv("WEBHOOK_SECRET", "whsec_c2VjcmV0LXdlYmhvb2sta2V5LW5vdC10by1sZWFr")
+    monkeypatch.setenv("SOLANA_RPC_URL", "https://rpc.example/?api-key=rpc-secret")
+    monkeypatch.setenv("SOLANA_PAYER_KEYPAIR", "payer-secret-base58")
+    monkeypatch.setenv("ARWEAVE_URL", "https://arweave.example")
+    monkeypatch.setenv("ARWEAVE_WALLET_JWK", '{"d": "arweave-secret"}')
 
     defs = definitions.build_definitions()
 
@@ -99,6 +103,9 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
         "pg-secret",
         "smtp-secret-5678",
         "c2VjcmV0LXdlYmhvb2sta2V5LW5vdC10by1sZWFr",
+        "rpc-secret",
+        "payer-secret-base58",
+        "arweave-secret",
     ):
         assert secret not in shown
     assert definitions.sandbox_tags() == {}
@@ -108,4 +115,5 @@ def test_sandbox_mode_is_tagged(monkeypatch):
     monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.delenv("SMTP_HOST", raising=False)
-    assert definitions.sandbox_tags() == {"queue/sandbox": "stripe,redis,smtp"}
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    assert definitions.sandbox_tags() == {"queue/sandbox": "stripe,redis,smtp,solana"}

@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from solders.pubkey import Pubkey
 
 from queue_pipelines.currencies import STRIPE_CURRENCIES
 
@@ -90,7 +91,7 @@ class TicketAttributes(_Model):
 
 
 class MintPayload(_Model):
-    """Mint a ticket NFT to the buyer's wallet (the mint job lands with a later issue)."""
+    """Mint a ticket NFT to the buyer's wallet (mint_job, docs/nft.md)."""
 
     order_id: Identifier
     wallet: str = Field(description="The buyer's Solana address, base58.")
@@ -101,12 +102,26 @@ class MintPayload(_Model):
     uri: str | None = Field(default=None, max_length=200)
     attributes: TicketAttributes
     standard: Literal["token-2022", "metaplex"] = "token-2022"
+    seller_fee_basis_points: int = Field(
+        default=0, ge=0, le=10_000, description="Royalty on resales, metaplex standard only."
+    )
+    collection: str | None = Field(
+        default=None,
+        description="Collection mint, base58, metaplex standard only (joins unverified).",
+    )
 
-    @field_validator("wallet")
+    @field_validator("wallet", "collection")
     @classmethod
-    def _base58_address(cls, value: str) -> str:
+    def _base58_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{32,44}", value):
             raise ValueError("not a base58 Solana address")
+        # The alphabet and length alone let through strings that decode to 31 or 33 bytes.
+        try:
+            Pubkey.from_string(value)
+        except ValueError:
+            raise ValueError("not a base58 Solana address: does not decode to 32 bytes") from None
         return value
 
     @field_validator("name", "symbol")
@@ -118,7 +133,7 @@ class MintPayload(_Model):
 
 
 class NotificationPayload(_Model):
-    """Send one templated message (the notification job lands with a later issue)."""
+    """Send one templated message (notification_job)."""
 
     template: Literal[
         "payment_confirmation", "payment_failed", "refund_issued", "nft_delivered", "operator_alert"

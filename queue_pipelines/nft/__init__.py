@@ -1,0 +1,1 @@
+"""NFT tickets on Solana: instruction encoders, account decoders, minting and transfers."""

@@ -1,0 +1,95 @@
+"""Solana for tests: a fresh LiteSVM ledger per test, in process or behind a JSON-RPC endpoint."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from spl.token.constants import TOKEN_2022_PROGRAM_ID
+
+from queue_pipelines.intake.schema import Envelope, MintPayload
+from queue_pipelines.nft import token2022
+from queue_pipelines.nft.embedded import EmbeddedLedger, shared_ledger
+from queue_pipelines.nft.keys import keygen_json
+from queue_pipelines.nft.rpc_server import LedgerRpcServer
+from resources import MetadataStoreResource, SolanaResource
+
+
+@pytest.fixture
+def payer_file(tmp_path) -> str:
+    path = tmp_path / "payer.json"
+    path.write_text(keygen_json(Keypair()))
+    return str(path)
+
+
+@pytest.fixture
+def embedded_solana(payer_file) -> SolanaResource:
+    """LiteSVM in this process, a ledger of this test's own."""
+    return SolanaResource(embedded_ledger=f"test-{uuid.uuid4().hex}", payer_keypair_path=payer_file)
+
+
+@pytest.fixture
+def rpc_ledger() -> Iterator[LedgerRpcServer]:
+    """A JSON-RPC endpoint over a fresh LiteSVM ledger, on a free loopback port."""
+    with LedgerRpcServer(EmbeddedLedger()) as server:
+        yield server
+
+
+@pytest.fixture
+def rpc_solana(rpc_ledger, payer_file) -> SolanaResource:
+    """The cluster backend (solana-py) pointed at `rpc_ledger`, its payer funded there."""
+    resource = SolanaResource(rpc_url=rpc_ledger.url, payer_keypair_path=payer_file)
+    rpc_ledger.rpc.ledger.fund(resource.payer().pubkey())
+    return resource
+
+
+@pytest.fixture
+def metadata_store(tmp_path) -> MetadataStoreResource:
+    return MetadataStoreResource(
+        directory=str(tmp_path / "nft-metadata"), base_url="http://127.0.0.1:1/metadata"
+    )
+
+
+def ledger_of(resource: SolanaResource) -> EmbeddedLedger:
+    return shared_ledger(resource.embedded_ledger)
+
+
+def ticket_payload(wallet: Pubkey | str, n: int = 1, **overrides) -> MintPayload:
+    fields = {
+        "order_id": f"order-{n}",
+        "wallet": str(wallet),
+        "name": f"Aurora Live #{n}",
+        "symbol": "AUR",
+        "description": "General admission",
+        "image": "https://tickets.example/aurora.png",
+        "attributes": {
+            "event": "Aurora Live",
+            "venue": "Olympia Hall",
+            "seat": f"B-{n}",
+            "date": "2026-12-31",
+        },
+        **overrides,
+    }
+    return MintPayload(**fields)
+
+
+def mint_envelope(tenant: str, key: str, wallet: Pubkey | str, n: int = 1, **overrides) -> Envelope:
+    return Envelope(
+        type="mint",
+        tenant_id=tenant,
+        idempotency_key=key,
+        payload=ticket_payload(wallet, n, **overrides),
+    )
+
+
+def token_2022_mints(ledger: EmbeddedLedger) -> list[tuple[Pubkey, token2022.MintState]]:
+    """Every Token-2022 mint account on the ledger, decoded."""
+    found = []
+    for address, account in ledger.svm.get_program_accounts(TOKEN_2022_PROGRAM_ID):
+        data = bytes(account.data)
+        if len(data) > 165 and data[165] == 1:  # account type 1: a mint
+            found.append((address, token2022.decode_mint(data)))
+    return found

@@ -1,0 +1,205 @@
+"""Mint requests through the intake: sensor ticks → mint_job runs on the cluster code path
+(solana-py against a JSON-RPC endpoint over LiteSVM) → one NFT per request, whatever repeats."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import dagster as dg
+import pytest
+from solders.keypair import Keypair
+
+from queue_pipelines.intake.streams import ENVELOPE_FIELD
+from queue_pipelines.jobs.mint import mint_job
+from queue_pipelines.jobs.wallet_balance import wallet_balance_job
+from queue_pipelines.nft.tickets import holds
+from tests.harness import IntakeHarness
+from tests.solana_fixtures import mint_envelope, token_2022_mints
+
+
+@pytest.fixture
+def mint_resources(redis_resource, ledger_resource, rpc_solana, metadata_store) -> dict:
+    return {
+        "redis": redis_resource,
+        "effect_ledger": ledger_resource,
+        "solana": rpc_solana,
+        "metadata_store": metadata_store,
+    }
+
+
+def test_twenty_requests_with_five_duplicates_make_fifteen_nfts_and_reexecution_adds_none(
+    instance, mint_resources, intake, tenant, rpc_ledger, monkeypatch
+):
+    wallets = [Keypair().pubkey() for _ in range(15)]
+    envelopes = [mint_envelope(tenant, f"k{i}", wallets[i], i) for i in range(15)]
+    envelopes += [mint_envelope(tenant, f"k{i}", wallets[i], i) for i in range(0, 15, 3)]
+    assert len(envelopes) == 20
+    intake.enqueue_many(envelopes)
+    harness = IntakeHarness(instance, mint_resources, "mint")
+
+    assert harness.drain() == 15
+
+    assert all(result.success for result in harness.results)
+    mints = token_2022_mints(rpc_ledger.rpc.ledger)
+    assert len(mints) == 15
+    assert all((s.supply, s.decimals, s.mint_authority) == (1, 0, None) for _, s in mints)
+    chain = mint_resources["solana"].chain()
+    outcomes = {
+        r.output_for_node("mint_ticket").owner: r.output_for_node("mint_ticket")
+        for r in harness.results
+    }
+    for wallet in wallets:
+        assert holds(chain, _pubkey(outcomes[str(wallet)].mint), wallet)
+    assert intake.client.xlen(intake.stream_key("mint")) == 0
+
+    monkeypatch.setenv("QP_TEST_SOLANA_URL", rpc_ledger.url)
+    monkeypatch.setenv("QP_TEST_PAYER_FILE", mint_resources["solana"].payer_keypair_path)
+    monkeypatch.setenv("QP_TEST_LEDGER_URL", mint_resources["effect_ledger"].database_url)
+    monkeypatch.setenv("QP_TEST_METADATA_DIR", mint_resources["metadata_store"].directory)
+    original = harness.results[0]
+    with dg.execute_job(
+        dg.reconstructable(mint_job_with_test_resources),
+        instance=instance,
+        reexecution_options=dg.ReexecutionOptions(parent_run_id=original.run_id),
+    ) as reexecution:
+        assert reexecution.success
+        replay = reexecution.output_for_node("mint_ticket")
+
+    assert replay.replayed and replay.mint == original.output_for_node("mint_ticket").mint
+    assert len(token_2022_mints(rpc_ledger.rpc.ledger)) == 15
+
+
+def _pubkey(value: str):
+    from solders.pubkey import Pubkey
+
+    return Pubkey.from_string(value)
+
+
+def mint_job_with_test_resources() -> dg.JobDefinition:
+    """mint_job bound to the test's endpoint, rebuilt in whichever process runs it."""
+    import os
+
+    from resources import EffectLedgerResource, MetadataStoreResource, SolanaResource
+
+    resources = {
+        "solana": SolanaResource(
+            rpc_url=os.environ["QP_TEST_SOLANA_URL"],
+            payer_keypair_path=os.environ["QP_TEST_PAYER_FILE"],
+        ),
+        "effect_ledger": EffectLedgerResource(database_url=os.environ["QP_TEST_LEDGER_URL"]),
+        "metadata_store": MetadataStoreResource(
+            directory=os.environ["QP_TEST_METADATA_DIR"], base_url="http://127.0.0.1:1/metadata"
+        ),
+    }
+    return dg.Definitions(jobs=[mint_job], resources=resources).resolve_job_def("mint_job")
+
+
+def test_bad_mint_requests_are_dead_lettered_with_a_reason(
+    instance, mint_resources, intake, tenant, rpc_ledger
+):
+    stream = intake.stream_key("mint")
+    intake.ensure_group("mint")
+    good = json.loads(mint_envelope(tenant, "x", Keypair().pubkey()).model_dump_json())
+
+    def variant(key: str, **payload_changes) -> str:
+        envelope = json.loads(json.dumps(good))
+        envelope["idempotency_key"] = key
+        envelope["payload"].update(payload_changes)
+        return json.dumps(envelope)
+
+    bad = {
+        "invalid wallet": variant("w", wallet="z" * 44),
+        "empty name": variant("n", name=""),
+        "blank name": variant("b", name="   "),
+        "uri over the limit": variant("u", uri="https://x.example/" + "a" * 200),
+    }
+    ids = {name: intake.client.xadd(stream, {ENVELOPE_FIELD: raw}) for name, raw in bad.items()}
+    intake.client.xadd(stream, {ENVELOPE_FIELD: variant("ok")})
+    harness = IntakeHarness(instance, mint_resources, "mint")
+
+    assert harness.drain() == 1
+
+    letters = {letter["entry_id"]: letter["reason"] for letter in intake.dead_letters()}
+    reasons = {name: letters[entry_id] for name, entry_id in ids.items()}
+    assert "payload.wallet" in reasons["invalid wallet"]
+    assert "not a base58 Solana address" in reasons["invalid wallet"]
+    assert "payload.name: String should have at least 1 character" in reasons["empty name"]
+    assert "payload.name" in reasons["blank name"] and "blank" in reasons["blank name"]
+    assert "payload.uri: String should have at most 200 characters" in reasons["uri over the limit"]
+    assert len(token_2022_mints(rpc_ledger.rpc.ledger)) == 1
+
+
+def test_a_payer_without_funds_fails_the_run_permanently_and_dead_letters_it(
+    instance, mint_resources, intake, tenant, rpc_ledger
+):
+    solana = mint_resources["solana"]
+    payer = solana.payer().pubkey()
+    rpc_ledger.rpc.ledger.svm.set_account(
+        payer, _emptied(rpc_ledger.rpc.ledger.svm.get_account(payer))
+    )
+    intake.enqueue(mint_envelope(tenant, "poor", Keypair().pubkey()))
+    harness = IntakeHarness(instance, mint_resources, "mint")
+
+    harness.drain()
+
+    [result] = harness.results
+    assert not result.success
+    retries = [
+        e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert retries == []
+    [letter] = intake.dead_letters()
+    assert f"payer wallet {payer} holds 0.000000000 SOL" in letter["reason"]
+    assert "fund it" in letter["reason"]
+
+
+def _emptied(account):
+    from solders.account import Account
+
+    return Account(lamports=0, data=bytes(account.data), owner=account.owner, executable=False)
+
+
+def test_an_expired_blockhash_is_retried_by_the_op(
+    instance, mint_resources, intake, tenant, rpc_ledger
+):
+    rpc_ledger.rpc.expire_blockhashes = 1
+    intake.enqueue(mint_envelope(tenant, "retry", Keypair().pubkey()))
+    harness = IntakeHarness(instance, mint_resources, "mint")
+
+    assert harness.drain() == 1
+
+    [result] = harness.results
+    assert result.success
+    retries = [
+        e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert len(retries) == 1
+    assert len(token_2022_mints(rpc_ledger.rpc.ledger)) == 1
+
+
+@pytest.mark.parametrize(("threshold", "succeeds"), [(1.0, True), (1000.0, False)])
+def test_wallet_balance_check_fails_below_the_threshold(instance, rpc_solana, threshold, succeeds):
+    result = wallet_balance_job.execute_in_process(
+        run_config={"ops": {"check_payer_balance": {"config": {"threshold_sol": threshold}}}},
+        resources={"solana": rpc_solana},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    assert result.success is succeeds
+    payer = str(rpc_solana.payer().pubkey())
+    if succeeds:
+        assert result.output_for_node("check_payer_balance") == 100 * 10**9
+    else:
+        [failure] = [
+            e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE
+        ]
+        description = failure.step_failure_data.user_failure_data.description
+        assert f"payer wallet {payer} holds 100.000000000 SOL, below the 1000.0 SOL" in description
+        errors = [
+            entry.user_message
+            for entry in instance.all_logs(result.run_id)
+            if entry.level == logging.ERROR and entry.dagster_event is None
+        ]
+        assert any("below the 1000.0 SOL threshold" in message for message in errors)
