@@ -14,26 +14,28 @@ from queue_pipelines.intake.streams import ENVELOPE_FIELD
 from queue_pipelines.jobs.mint import mint_job
 from queue_pipelines.jobs.wallet_balance import wallet_balance_job
 from queue_pipelines.nft.tickets import holds
+from resources import NotificationSettingsResource
 from tests.harness import IntakeHarness
 from tests.solana_fixtures import mint_envelope, token_2022_mints
 
 
 @pytest.fixture
-def mint_resources(redis_resource, ledger_resource, rpc_solana, metadata_store) -> dict:
-    return {
-        "redis": redis_resource,
-        "effect_ledger": ledger_resource,
-        "solana": rpc_solana,
-        "metadata_store": metadata_store,
-    }
+def mint_resources(resources, rpc_solana, metadata_store) -> dict:
+    """The session's resources (Redis, ledger, SMTP sink, webhooks) plus Solana."""
+    return {**resources, "solana": rpc_solana, "metadata_store": metadata_store}
 
 
 def test_twenty_requests_with_five_duplicates_make_fifteen_nfts_and_reexecution_adds_none(
-    instance, mint_resources, intake, tenant, rpc_ledger, monkeypatch
+    instance, mint_resources, intake, tenant, rpc_ledger, mail_sink, monkeypatch
 ):
     wallets = [Keypair().pubkey() for _ in range(15)]
-    envelopes = [mint_envelope(tenant, f"k{i}", wallets[i], i) for i in range(15)]
-    envelopes += [mint_envelope(tenant, f"k{i}", wallets[i], i) for i in range(0, 15, 3)]
+    buyer = f"fan@{tenant}.example"
+
+    def request(i: int):
+        return mint_envelope(tenant, f"k{i}", wallets[i], i, buyer_email=buyer)
+
+    envelopes = [request(i) for i in range(15)]
+    envelopes += [request(i) for i in range(0, 15, 3)]
     assert len(envelopes) == 20
     intake.enqueue_many(envelopes)
     harness = IntakeHarness(instance, mint_resources, "mint")
@@ -52,7 +54,10 @@ def test_twenty_requests_with_five_duplicates_make_fifteen_nfts_and_reexecution_
     for wallet in wallets:
         assert holds(chain, _pubkey(outcomes[str(wallet)].mint), wallet)
     assert intake.client.xlen(intake.stream_key("mint")) == 0
+    # One "your ticket is in your wallet" e-mail per NFT, none for the duplicates.
+    assert len(mail_sink.to(buyer)) == 15
 
+    monkeypatch.setenv("QP_TEST_SMTP_PORT", str(mint_resources["smtp"].port))
     monkeypatch.setenv("QP_TEST_SOLANA_URL", rpc_ledger.url)
     monkeypatch.setenv("QP_TEST_PAYER_FILE", mint_resources["solana"].payer_keypair_path)
     monkeypatch.setenv("QP_TEST_LEDGER_URL", mint_resources["effect_ledger"].database_url)
@@ -68,6 +73,7 @@ def test_twenty_requests_with_five_duplicates_make_fifteen_nfts_and_reexecution_
 
     assert replay.replayed and replay.mint == original.output_for_node("mint_ticket").mint
     assert len(token_2022_mints(rpc_ledger.rpc.ledger)) == 15
+    assert len(mail_sink.to(buyer)) == 15  # re-executing sent no second e-mail
 
 
 def _pubkey(value: str):
@@ -80,9 +86,22 @@ def mint_job_with_test_resources() -> dg.JobDefinition:
     """mint_job bound to the test's endpoint, rebuilt in whichever process runs it."""
     import os
 
-    from resources import EffectLedgerResource, MetadataStoreResource, SolanaResource
+    from resources import (
+        EffectLedgerResource,
+        MetadataStoreResource,
+        NotificationSettingsResource,
+        SmtpResource,
+        SolanaResource,
+        WebhookResource,
+    )
+    from tests.conftest import TEST_WEBHOOK_SECRET
 
     resources = {
+        "smtp": SmtpResource(
+            host="127.0.0.1", port=int(os.environ["QP_TEST_SMTP_PORT"]), security="none"
+        ),
+        "webhooks": WebhookResource(secret=TEST_WEBHOOK_SECRET),
+        "notification_settings": NotificationSettingsResource(),
         "solana": SolanaResource(
             rpc_url=os.environ["QP_TEST_SOLANA_URL"],
             payer_keypair_path=os.environ["QP_TEST_PAYER_FILE"],
@@ -179,18 +198,33 @@ def test_an_expired_blockhash_is_retried_by_the_op(
 
 
 @pytest.mark.parametrize(("threshold", "succeeds"), [(1.0, True), (1000.0, False)])
-def test_wallet_balance_check_fails_below_the_threshold(instance, rpc_solana, threshold, succeeds):
+def test_wallet_balance_check_alerts_and_fails_below_the_threshold(
+    instance, rpc_solana, smtp_resource, mail_sink, threshold, succeeds
+):
+    operators = f"ops-{threshold}@example.com"
     result = wallet_balance_job.execute_in_process(
-        run_config={"ops": {"check_payer_balance": {"config": {"threshold_sol": threshold}}}},
-        resources={"solana": rpc_solana},
+        run_config={"ops": {"alert_on_low_balance": {"config": {"threshold_sol": threshold}}}},
+        resources={
+            "solana": rpc_solana,
+            "smtp": smtp_resource,
+            "notification_settings": NotificationSettingsResource(operator_email=operators),
+        },
         instance=instance,
         raise_on_error=False,
     )
 
     assert result.success is succeeds
     payer = str(rpc_solana.payer().pubkey())
+    assert result.output_for_node("read_payer_balance") == 100 * 10**9
+    [output] = [
+        e
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.STEP_OUTPUT and e.step_key == "read_payer_balance"
+    ]
+    recorded = output.step_output_data.metadata
+    assert (recorded["wallet"].value, recorded["wallet_balance_sol"].value) == (payer, 100.0)
     if succeeds:
-        assert result.output_for_node("check_payer_balance") == 100 * 10**9
+        assert mail_sink.to(operators) == []
     else:
         [failure] = [
             e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE
@@ -203,3 +237,5 @@ def test_wallet_balance_check_fails_below_the_threshold(instance, rpc_solana, th
             if entry.level == logging.ERROR and entry.dagster_event is None
         ]
         assert any("below the 1000.0 SOL threshold" in message for message in errors)
+        [alert] = mail_sink.to(operators)
+        assert "Solana payer wallet low" in alert["Subject"]

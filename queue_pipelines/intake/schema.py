@@ -109,6 +109,10 @@ class MintPayload(_Model):
         default=None,
         description="Collection mint, base58, metaplex standard only (joins unverified).",
     )
+    buyer_email: EmailStr | None = Field(
+        default=None, description="Where the 'your ticket is in your wallet' e-mail goes."
+    )
+    buyer_name: str | None = Field(default=None, max_length=256)
 
     @field_validator("wallet", "collection")
     @classmethod

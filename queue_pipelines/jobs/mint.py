@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from queue_pipelines import tags
 from queue_pipelines.intake.schema import Envelope, MintPayload
 from queue_pipelines.jobs.common import (
     TRANSIENT_RETRY_POLICY,
@@ -9,8 +10,14 @@ from queue_pipelines.jobs.common import (
     classified_failures,
     request_run_config,
 )
+from queue_pipelines.jobs.notification import (
+    email_nft_delivered,
+    request_of,
+    webhook_nft_delivered,
+)
 from queue_pipelines.nft.keys import parse_address
 from queue_pipelines.nft.tickets import MintOutcome, holder_of, mint_ticket_once
+from queue_pipelines.notifications.events import NftDelivery
 from resources import EffectLedgerResource, MetadataStoreResource, SolanaResource
 
 
@@ -55,8 +62,8 @@ def mint_ticket(
 @dg.op(retry_policy=TRANSIENT_RETRY_POLICY)
 def verify_ticket_owner(
     context: dg.OpExecutionContext, minted: MintOutcome, solana: SolanaResource
-) -> dg.Output[str]:
-    """Read the holder back from the chain: the run succeeds only if it is the buyer."""
+) -> dg.Output[NftDelivery]:
+    """Read the holder back from the chain: the buyer is told only once it is the buyer."""
     with classified_failures():
         holder = holder_of(solana.chain(), parse_address(minted.mint, "mint address"))
     if holder is None or str(holder.owner) != minted.owner:
@@ -66,16 +73,33 @@ def verify_ticket_owner(
             allow_retries=False,
         )
     context.log.info(f"ticket {minted.mint} is held by {holder.owner}")
-    return dg.Output(str(holder.owner), metadata={"holder": str(holder.owner)})
+    request = request_of(context, "mint_ticket")
+    payload = request.parsed(MintPayload)
+    delivery = NftDelivery(
+        tenant_id=request.tenant_id,
+        idempotency_key=request.idempotency_key,
+        order_id=payload.order_id,
+        wallet=minted.owner,
+        mint_address=minted.mint,
+        event=payload.attributes.event,
+        seat=payload.attributes.seat,
+        buyer_email=str(payload.buyer_email) if payload.buyer_email else None,
+        buyer_name=payload.buyer_name,
+        signature=minted.signature,
+    )
+    return dg.Output(delivery, metadata={"holder": str(holder.owner)})
 
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    description="Mint a ticket NFT (Token-2022 with on-chain metadata) to the buyer's wallet.",
-    tags={"queue/job_type": "mint"},
+    description="Mint a ticket NFT (Token-2022 with on-chain metadata) to the buyer's wallet; "
+    "then the buyer is e-mailed and the platform told by webhook.",
+    tags={tags.JOB_TYPE: "mint"},
 )
 def mint_job():
-    verify_ticket_owner(mint_ticket())
+    delivered = verify_ticket_owner(mint_ticket())
+    email_nft_delivered(delivered)
+    webhook_nft_delivered(delivered)
 
 
 def mint_run_config(envelope: Envelope) -> dict:

@@ -1,11 +1,13 @@
-"""The payer's balance, checked on a schedule: a failing run and an error line below the
-threshold, so the minting wallet never runs dry unnoticed."""
+"""The payer's balance, checked on a schedule, so the minting wallet never runs dry unnoticed:
+the balance is recorded (the `solana_wallet_balance_sol` metric reads it), and below the
+threshold the operators are alerted and the run fails."""
 
 import dagster as dg
 from pydantic import Field
 
 from queue_pipelines.jobs.common import classified_failures
-from resources import SolanaResource
+from queue_pipelines.jobs.notification import alert_operators
+from resources import NotificationSettingsResource, SmtpResource, SolanaResource
 
 LAMPORTS_PER_SOL = 1_000_000_000
 
@@ -15,33 +17,57 @@ class BalanceCheckConfig(dg.Config):
 
 
 @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=5))
-def check_payer_balance(
-    context: dg.OpExecutionContext, config: BalanceCheckConfig, solana: SolanaResource
-) -> dg.Output[int]:
+def read_payer_balance(context: dg.OpExecutionContext, solana: SolanaResource) -> dg.Output[int]:
     with classified_failures():
         payer = solana.payer().pubkey()
         lamports = solana.chain().balance(payer)
+    context.log.info(f"payer wallet {payer} holds {lamports / LAMPORTS_PER_SOL:.9f} SOL")
+    # `wallet` and `wallet_balance_sol` are the metrics' convention (docs/metrics.md).
+    return dg.Output(
+        lamports,
+        metadata={
+            "wallet": str(payer),
+            "wallet_balance_sol": lamports / LAMPORTS_PER_SOL,
+            "balance_lamports": lamports,
+        },
+    )
+
+
+@dg.op
+def alert_on_low_balance(
+    context: dg.OpExecutionContext,
+    config: BalanceCheckConfig,
+    lamports: int,
+    solana: SolanaResource,
+    smtp: SmtpResource,
+    notification_settings: NotificationSettingsResource,
+) -> None:
     sol = lamports / LAMPORTS_PER_SOL
-    metadata = {
-        "payer": str(payer),
-        "balance_lamports": lamports,
-        "balance_sol": sol,
-        "threshold_sol": config.threshold_sol,
-    }
-    if sol < config.threshold_sol:
-        message = (
-            f"payer wallet {payer} holds {sol:.9f} SOL, below the {config.threshold_sol} SOL "
-            "threshold: fund it before mints start failing"
-        )
-        context.log.error(message)
-        raise dg.Failure(description=message, metadata=metadata, allow_retries=False)
-    context.log.info(f"payer wallet {payer} holds {sol:.9f} SOL")
-    return dg.Output(lamports, metadata=metadata)
+    if sol >= config.threshold_sol:
+        return
+    payer = solana.payer().pubkey()
+    message = (
+        f"payer wallet {payer} holds {sol:.9f} SOL, below the {config.threshold_sol} SOL "
+        "threshold: fund it before mints start failing"
+    )
+    alert_operators(
+        context,
+        smtp,
+        notification_settings,
+        summary="Solana payer wallet low",
+        details=message,
+        tenant_id="operators",
+    )
+    raise dg.Failure(
+        description=message,
+        metadata={"wallet": str(payer), "threshold_sol": config.threshold_sol},
+        allow_retries=False,
+    )
 
 
-@dg.job(description="Read the payer wallet's balance; fail below the threshold.")
+@dg.job(description="Read the payer wallet's balance; alert and fail below the threshold.")
 def wallet_balance_job():
-    check_payer_balance()
+    alert_on_low_balance(read_payer_balance())
 
 
 def build_wallet_balance_schedule(threshold_sol: float, cron: str = "*/15 * * * *"):
@@ -49,7 +75,7 @@ def build_wallet_balance_schedule(threshold_sol: float, cron: str = "*/15 * * * 
         name="wallet_balance_schedule",
         job=wallet_balance_job,
         cron_schedule=cron,
-        run_config={"ops": {"check_payer_balance": {"config": {"threshold_sol": threshold_sol}}}},
+        run_config={"ops": {"alert_on_low_balance": {"config": {"threshold_sol": threshold_sol}}}},
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Every 15 minutes: alert when the payer holds under {threshold_sol} SOL.",
     )
