@@ -67,6 +67,16 @@ class RefundSummary:
     currency: str
     payment_intent_id: str
 
+    @classmethod
+    def of(cls, refund: Any, payment_intent_id: str) -> RefundSummary:
+        return cls(
+            id=refund.id,
+            status=refund.status,
+            amount=refund.amount,
+            currency=refund.currency,
+            payment_intent_id=payment_intent_id,
+        )
+
 
 def _id_of(value: Any) -> str | None:
     # Expanded fields arrive as objects, unexpanded ones as ids.
@@ -207,13 +217,7 @@ class StripeResource(dg.ConfigurableResource):
         )
         for refund in listing.auto_paging_iter():
             if _metadata_of(refund).get("idempotency_key") == idempotency_key:
-                return RefundSummary(
-                    id=refund.id,
-                    status=refund.status,
-                    amount=refund.amount,
-                    currency=refund.currency,
-                    payment_intent_id=payment_intent_id,
-                )
+                return RefundSummary.of(refund, payment_intent_id)
         return None
 
     def create_refund(
@@ -237,13 +241,7 @@ class StripeResource(dg.ConfigurableResource):
             params=params,
             options={"idempotency_key": idempotency_key},
         )
-        return RefundSummary(
-            id=refund.id,
-            status=refund.status,
-            amount=refund.amount,
-            currency=refund.currency,
-            payment_intent_id=payment_intent_id,
-        )
+        return RefundSummary.of(refund, payment_intent_id)
 
     def customer_contact(self, payment_intent_id: str) -> tuple[str | None, str | None]:
         """The e-mail and name of the customer a PaymentIntent belongs to (for notices)."""
