@@ -137,6 +137,44 @@ class MintOutcome:
     replayed: bool = False
 
 
+def _initialize_nft_mint(mint: Pubkey, payer: Pubkey, program_id: Pubkey) -> Instruction:
+    """Decimals 0, no freeze authority, the payer minting (until revoked)."""
+    return token_ix.initialize_mint2(
+        token_models.InitializeMint2Params(
+            decimals=0,
+            program_id=program_id,
+            mint=mint,
+            mint_authority=payer,
+            freeze_authority=None,
+        )
+    )
+
+
+def _one_token_to_owner(
+    payer: Pubkey, mint: Pubkey, owner: Pubkey, program_id: Pubkey
+) -> list[Instruction]:
+    """The owner's associated token account (if missing), one token into it, and the mint
+    authority revoked, so the supply stays 1 for good."""
+    ata = token_ix.get_associated_token_address(owner, mint, program_id)
+    return [
+        token_ix.create_idempotent_associated_token_account(payer, owner, mint, program_id),
+        token_ix.mint_to(
+            token_models.MintToParams(
+                program_id=program_id, mint=mint, dest=ata, mint_authority=payer, amount=1
+            )
+        ),
+        token_ix.set_authority(
+            token_models.SetAuthorityParams(
+                program_id=program_id,
+                account=mint,
+                authority=token_ix.AuthorityType.MINT_TOKENS,
+                current_authority=payer,
+                new_authority=None,
+            )
+        ),
+    ]
+
+
 def token2022_mint_instructions(
     *,
     payer: Pubkey,
@@ -151,7 +189,6 @@ def token2022_mint_instructions(
     """One atomic transaction: mint with MetadataPointer (to itself) and TokenMetadata,
     decimals 0, one token to the owner's associated token account, mint authority revoked.
     The payer keeps the metadata update authority, so a misprinted seat can be corrected."""
-    ata = token_ix.get_associated_token_address(owner, mint, TOKEN_2022_PROGRAM_ID)
     return [
         create_account(
             CreateAccountParams(
@@ -164,15 +201,7 @@ def token2022_mint_instructions(
             )
         ),
         token2022.initialize_metadata_pointer(mint, payer, mint),
-        token_ix.initialize_mint2(
-            token_models.InitializeMint2Params(
-                decimals=0,
-                program_id=TOKEN_2022_PROGRAM_ID,
-                mint=mint,
-                mint_authority=payer,
-                freeze_authority=None,
-            )
-        ),
+        _initialize_nft_mint(mint, payer, TOKEN_2022_PROGRAM_ID),
         token2022.initialize_token_metadata(
             metadata=mint,
             update_authority=payer,
@@ -188,27 +217,7 @@ def token2022_mint_instructions(
             )
             for k, v in additional.items()
         ],
-        token_ix.create_idempotent_associated_token_account(
-            payer, owner, mint, TOKEN_2022_PROGRAM_ID
-        ),
-        token_ix.mint_to(
-            token_models.MintToParams(
-                program_id=TOKEN_2022_PROGRAM_ID,
-                mint=mint,
-                dest=ata,
-                mint_authority=payer,
-                amount=1,
-            )
-        ),
-        token_ix.set_authority(
-            token_models.SetAuthorityParams(
-                program_id=TOKEN_2022_PROGRAM_ID,
-                account=mint,
-                authority=token_ix.AuthorityType.MINT_TOKENS,
-                current_authority=payer,
-                new_authority=None,
-            )
-        ),
+        *_one_token_to_owner(payer, mint, owner, TOKEN_2022_PROGRAM_ID),
     ]
 
 
@@ -229,7 +238,6 @@ def metaplex_mint_instructions(
     seller fee and collection from the request), one token to the owner's associated token
     account, mint authority revoked. Never executed here: the Metaplex program is not
     available (docs/nft.md)."""
-    ata = token_ix.get_associated_token_address(owner, mint, TOKEN_PROGRAM_ID)
     return [
         create_account(
             CreateAccountParams(
@@ -240,15 +248,7 @@ def metaplex_mint_instructions(
                 owner=TOKEN_PROGRAM_ID,
             )
         ),
-        token_ix.initialize_mint2(
-            token_models.InitializeMint2Params(
-                decimals=0,
-                program_id=TOKEN_PROGRAM_ID,
-                mint=mint,
-                mint_authority=payer,
-                freeze_authority=None,
-            )
-        ),
+        _initialize_nft_mint(mint, payer, TOKEN_PROGRAM_ID),
         metaplex.create_metadata_account_v3(
             mint=mint,
             mint_authority=payer,
@@ -261,21 +261,7 @@ def metaplex_mint_instructions(
             creators=[metaplex.Creator(payer, verified=True, share=100)],
             collection=collection,
         ),
-        token_ix.create_idempotent_associated_token_account(payer, owner, mint, TOKEN_PROGRAM_ID),
-        token_ix.mint_to(
-            token_models.MintToParams(
-                program_id=TOKEN_PROGRAM_ID, mint=mint, dest=ata, mint_authority=payer, amount=1
-            )
-        ),
-        token_ix.set_authority(
-            token_models.SetAuthorityParams(
-                program_id=TOKEN_PROGRAM_ID,
-                account=mint,
-                authority=token_ix.AuthorityType.MINT_TOKENS,
-                current_authority=payer,
-                new_authority=None,
-            )
-        ),
+        *_one_token_to_owner(payer, mint, owner, TOKEN_PROGRAM_ID),
     ]
 
 
