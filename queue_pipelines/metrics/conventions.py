@@ -8,7 +8,8 @@ by following the convention, with no change here.
   returned again and are not counted twice. A failed `payment` run counts once as status
   `failed`, with the currency of its run config's payload.
 - Refunds: the same for `refund` runs.
-- NFT mints and transfers: runs of the `mint` and `transfer` queues, by run outcome.
+- NFT mints and transfers: runs of the `mint` and `nft_transfer` queues (the job tags of
+  mint_job and nft_transfer_job), by run outcome.
 - E-mails and webhooks: steps whose key starts with `email_` / `webhook_` (the notification
   steps of queue_pipelines/jobs/notification.py). A message sent is such a step's output whose
   metadata has an `effect_key` (its ledger key) and not `replayed: true`; a skipped message
@@ -22,7 +23,7 @@ from __future__ import annotations
 PAYMENT_QUEUE = "payment"
 REFUND_QUEUE = "refund"
 MINT_QUEUE = "mint"
-TRANSFER_QUEUE = "transfer"
+TRANSFER_QUEUE = "nft_transfer"
 EMAIL_STEP_PREFIX = "email_"
 WEBHOOK_STEP_PREFIX = "webhook_"
 WALLET_BALANCE_KEY = "wallet_balance_sol"
