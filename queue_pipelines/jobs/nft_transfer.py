@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from queue_pipelines import tags
 from queue_pipelines.jobs.common import TRANSIENT_RETRY_POLICY, classified_failures
 from queue_pipelines.nft.tickets import TransferOutcome, transfer_ticket_once
 from resources import EffectLedgerResource, SolanaResource
@@ -53,7 +54,7 @@ def transfer_ticket(
 @dg.job(
     executor_def=dg.in_process_executor,
     description="Transfer a ticket NFT from a custodial wallet to its new owner.",
-    tags={"queue/job_type": "nft_transfer"},
+    tags={tags.JOB_TYPE: "nft_transfer"},
 )
 def nft_transfer_job():
     transfer_ticket()

@@ -474,7 +474,7 @@ def email_notification(
     executor_def=dg.in_process_executor,
     description="Send one templated e-mail (payment confirmation, payment failed, refund "
     "issued, NFT delivered, operator alert) at most once per request.",
-    tags={"queue/job_type": "notification"},
+    tags={tags.JOB_TYPE: "notification"},
 )
 def notification_job():
     email_notification()

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from queue_pipelines import tags
 from queue_pipelines.intake.schema import Envelope, StripeEventPayload
 from queue_pipelines.jobs.common import (
     TRANSIENT_RETRY_POLICY,
@@ -44,7 +45,7 @@ def reconcile_stripe_event(
     executor_def=dg.in_process_executor,
     description="Reconcile a Stripe webhook event (payment succeeded or failed, refund, "
     "dispute) with the effect ledger.",
-    tags={"queue/job_type": "stripe_event"},
+    tags={tags.JOB_TYPE: "stripe_event"},
 )
 def stripe_event_job():
     reconcile_stripe_event()
