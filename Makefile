@@ -4,7 +4,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help sync run test test-intake-redis62 lint format validate schema bench
+.PHONY: help sync run test test-intake-redis62 lint format validate schema bench bench-smoke
 
 help:
 	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
@@ -13,7 +13,7 @@ help:
 	@echo "make format    ruff format and autofix"
 	@echo "make validate  dagster definitions validate"
 	@echo "make schema    regenerate docs/intake.schema.json"
-	@echo "make bench     intake and run benchmarks (bench/)"
+	@echo "make bench     intake, run and metrics start-up benchmarks (bench/)"
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -50,3 +50,8 @@ schema: sync
 
 bench: sync
 	$(RUN) python -m bench.run
+	$(RUN) python -m bench.metrics_startup
+
+# Every benchmark in a size small enough for CI, so none of them rots.
+bench-smoke: sync
+	$(RUN) python -m bench.metrics_startup --smoke

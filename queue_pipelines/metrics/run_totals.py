@@ -172,12 +172,14 @@ class Cursor:
     def from_json(cls, data: dict) -> Cursor:
         return cls(data["floor"], {i: (ts, r) for i, ts, r in data["recent"]})
 
-    def settle(self, cutoff: float) -> None:
-        """Move the floor up to the newest counted event older than `cutoff`."""
+    def settle(self, cutoff: float) -> bool:
+        """Move the floor up to the newest counted event older than `cutoff`; True if moved."""
         old = [i for i, (ts, _) in self.recent.items() if ts < cutoff]
-        if old:
-            self.floor = max(self.floor, *old)
-            self.recent = {i: v for i, v in self.recent.items() if i > self.floor}
+        if not old:
+            return False
+        self.floor = max(self.floor, *old)
+        self.recent = {i: v for i, v in self.recent.items() if i > self.floor}
+        return True
 
 
 class RunTotals:
@@ -241,8 +243,8 @@ class RunTotals:
             pages = 0
             while max_pages is None or pages < max_pages:
                 pages += 1
-                counted, more = self._count_page()
-                if counted:
+                changed, more = self._count_page()
+                if changed:
                     self._save()
                 if not more:
                     self.caught_up = True
@@ -250,8 +252,8 @@ class RunTotals:
             return False
 
     def _count_page(self) -> tuple[int, bool]:
-        """Count one page of run-end events not counted yet; returns how many were new and
-        whether more may be waiting."""
+        """Count one page of run-end events not counted yet; returns whether the totals or
+        the cursor changed and whether more events may be waiting."""
         limit = len(self.cursor.recent) + self.page_size
         found = []
         for event_type in RUN_END_EVENTS:
@@ -283,8 +285,8 @@ class RunTotals:
                     self._add(record, status, event.timestamp)
                 seen_runs.add(event.run_id)
                 self.cursor.recent[event.storage_id] = (event.timestamp, event.run_id)
-        self.cursor.settle(time.time() - self.overlap.total_seconds())
-        return len(page), more
+        settled = self.cursor.settle(time.time() - self.overlap.total_seconds())
+        return bool(page) or settled, more
 
     def _save(self) -> None:
         value = json.dumps({"totals": self.totals.as_json(), "cursor": self.cursor.as_json()})
