@@ -175,6 +175,20 @@ def test_gateway_deployment_replicas_probes_spread_and_hardening(objects):
     assert_no_inline_secret(container)
 
 
+def test_every_workload_in_the_render_is_hardened(objects):
+    templates = [o["spec"]["template"] for o in objects if o["kind"] == "Deployment"]
+    templates += [
+        o["spec"]["jobTemplate"]["spec"]["template"] for o in objects if o["kind"] == "CronJob"
+    ]
+    assert len(templates) == 2
+    for template in templates:
+        assert template["spec"]["automountServiceAccountToken"] is False
+        assert_hardened_pod(template["spec"])
+        for container in template["spec"]["containers"]:
+            assert container["resources"]["limits"]["memory"]
+            assert_no_inline_secret(container)
+
+
 def assert_hardened_pod(pod: dict) -> None:
     context = pod["securityContext"]
     assert context["runAsNonRoot"] is True
@@ -316,7 +330,7 @@ def variables_read_by_code() -> set[str]:
         r"""(?:environ(?:\.get)?|getenv|EnvVar|env\.get|_env_or_none)\s*[\[(]\s*["']([A-Z][A-Z0-9_]+)["']"""
     )
     names: set[str] = set()
-    for folder in ("queue_pipelines", "resources", "sensors"):
+    for folder in ("queue_pipelines", "resources", "sensors", "deploy/k8s"):
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
             names |= set(pattern.findall(text))
