@@ -47,6 +47,9 @@ _STEP_EVENTS = {dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_FAILUR
 STATE_KEY = "queue_pipelines/metrics/run_totals/v1"
 # Run-end events read per query: also the most a scrape reads while a backlog is caught up.
 PAGE_SIZE = 200
+# Ids kept above the watermark at most; past it the oldest fold in early. Dagster reads at
+# most 10,000 event records a query, and the query reads these again each time.
+RECENT_CAP = 5000
 
 
 @dataclass
@@ -172,9 +175,13 @@ class Cursor:
     def from_json(cls, data: dict) -> Cursor:
         return cls(data["floor"], {i: (ts, r) for i, ts, r in data["recent"]})
 
-    def settle(self, cutoff: float) -> bool:
-        """Move the floor up to the newest counted event older than `cutoff`; True if moved."""
+    def settle(self, cutoff: float, cap: int = RECENT_CAP) -> bool:
+        """Move the floor up to the newest counted event older than `cutoff`, and further if
+        more than `cap` ids would stay above it (a burst of runs ending within the overlap);
+        True if it moved."""
         old = [i for i, (ts, _) in self.recent.items() if ts < cutoff]
+        if len(self.recent) - len(old) > cap:
+            old.append(sorted(self.recent)[len(self.recent) - cap - 1])
         if not old:
             return False
         self.floor = max(self.floor, *old)
@@ -188,10 +195,12 @@ class RunTotals:
         instance: dg.DagsterInstance,
         overlap: timedelta = timedelta(minutes=5),
         page_size: int = PAGE_SIZE,
+        recent_cap: int = RECENT_CAP,
     ):
         self.instance = instance
         self.overlap = overlap
         self.page_size = page_size
+        self.recent_cap = recent_cap
         self.totals = Totals()
         self.cursor = Cursor()
         self._lock = threading.Lock()
@@ -285,7 +294,7 @@ class RunTotals:
                     self._add(record, status, event.timestamp)
                 seen_runs.add(event.run_id)
                 self.cursor.recent[event.storage_id] = (event.timestamp, event.run_id)
-        settled = self.cursor.settle(time.time() - self.overlap.total_seconds())
+        settled = self.cursor.settle(time.time() - self.overlap.total_seconds(), self.recent_cap)
         return bool(page) or settled, more
 
     def _save(self) -> None:
