@@ -19,6 +19,7 @@ from queue_pipelines.jobs.payment import payment_job, payment_run_config
 from queue_pipelines.jobs.refund import refund_job, refund_run_config
 from queue_pipelines.jobs.stripe_event import stripe_event_job, stripe_event_run_config
 from queue_pipelines.jobs.wallet_balance import build_wallet_balance_schedule, wallet_balance_job
+from queue_pipelines.sandbox import defaults
 from resources import (
     EffectLedgerResource,
     MetadataStoreResource,
@@ -45,7 +46,7 @@ os.environ.setdefault("DAGSTER_RUN_STATUS_SENSOR_FETCH_LIMIT", "400")
 def redis_resource() -> RedisResource:
     if os.environ.get("REDIS_URL"):
         return RedisResource(url=dg.EnvVar("REDIS_URL"))
-    return RedisResource(url=settings.EMBEDDED_REDIS_URL)
+    return RedisResource(url=defaults.EMBEDDED_REDIS_URL)
 
 
 def stripe_resource() -> StripeResource:
@@ -56,10 +57,10 @@ def stripe_resource() -> StripeResource:
         return StripeResource(
             secret_key=dg.EnvVar("STRIPE_SECRET_KEY"), webhook_secret=webhook_secret
         )
-    api_base = os.environ.get("STRIPE_API_BASE") or settings.SANDBOX_STRIPE_URL
+    api_base = os.environ.get("STRIPE_API_BASE") or defaults.SANDBOX_STRIPE_URL
     log.warning("STRIPE_SECRET_KEY is unset: Stripe calls go to the sandbox at %s", api_base)
     return StripeResource(
-        secret_key=settings.SANDBOX_STRIPE_KEY, api_base=api_base, webhook_secret=webhook_secret
+        secret_key=defaults.SANDBOX_STRIPE_KEY, api_base=api_base, webhook_secret=webhook_secret
     )
 
 
@@ -78,10 +79,10 @@ def smtp_resource() -> SmtpResource:
         log.warning(
             "SMTP_HOST is unset: mail goes to the local sink on 127.0.0.1:%d (queue-pipelines "
             "outbox)",
-            settings.SMTP_SINK_PORT,
+            defaults.SMTP_SINK_PORT,
         )
         return SmtpResource(
-            host="127.0.0.1", port=settings.SMTP_SINK_PORT, security="none", sandbox=True
+            host="127.0.0.1", port=defaults.SMTP_SINK_PORT, security="none", sandbox=True
         )
     optional = {
         name: value
@@ -109,7 +110,7 @@ def webhook_resource() -> WebhookResource:
     }
     if os.environ.get("WEBHOOK_SECRET"):
         return WebhookResource(secret=dg.EnvVar("WEBHOOK_SECRET"), **urls)
-    return WebhookResource(secret=settings.SANDBOX_WEBHOOK_SECRET, sandbox=True, **urls)
+    return WebhookResource(secret=defaults.SANDBOX_WEBHOOK_SECRET, sandbox=True, **urls)
 
 
 def notification_settings_resource() -> NotificationSettingsResource:
@@ -141,7 +142,7 @@ def solana_resource() -> SolanaResource:
             commitment=os.environ.get("SOLANA_COMMITMENT") or "confirmed",
         )
     return SolanaResource(
-        rpc_url=settings.EMBEDDED_SOLANA_URL,
+        rpc_url=defaults.EMBEDDED_SOLANA_URL,
         payer_keypair_path=str(settings.solana_state_dir() / "dev-payer.json"),
     )
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from queue_pipelines.embedded import free_port
+from queue_pipelines.sandbox.servers import free_port
 
 
 @contextmanager

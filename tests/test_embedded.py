@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from queue_pipelines.embedded import free_port, start_localstripe, start_redis, stop
+from queue_pipelines.sandbox.servers import free_port, start_localstripe, start_redis, stop
 from resources import StripeResource
 
 

@@ -22,9 +22,9 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from queue_pipelines.embedded import free_port
 from queue_pipelines.ledger import EffectLedger
 from queue_pipelines.payments import effect_key
+from queue_pipelines.sandbox.servers import free_port
 from tests.conftest import POSTGRES_SERVER_URL
 
 RUN_JOBS = """

@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 
 from queue_pipelines.cli import main
-from queue_pipelines.embedded import free_port
 from queue_pipelines.notifications.delivery import build_email
-from queue_pipelines.notifications.outbox import list_messages, start_sink
 from queue_pipelines.notifications.templates import render
 from queue_pipelines.notifications.tenants import DEFAULT_PROFILE
+from queue_pipelines.sandbox.outbox import list_messages, start_sink
+from queue_pipelines.sandbox.servers import free_port
 from resources import SmtpResource
 
 

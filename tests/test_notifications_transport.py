@@ -8,9 +8,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from queue_pipelines.embedded import free_port
 from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.notifications.signing import new_secret
+from queue_pipelines.sandbox.servers import free_port
 from resources import SmtpResource, WebhookResource
 from tests.mail_sink import MailSink
 from tests.webhook_receiver import WebhookReceiver
