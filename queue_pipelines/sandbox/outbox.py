@@ -12,7 +12,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 
-
 class OutboxHandler:
     """Accepts every message and writes it to `directory`, one file per message."""
 
