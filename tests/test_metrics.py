@@ -177,7 +177,9 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
     ledger.dispose()
     stripe_sums: dict[str, int] = {}
     for charged in succeeded.values():
-        intent = stripe_resource.client().v1.payment_intents.retrieve(charged["payment_intent_id"])
+        intent = (
+            stripe_resource.api().client().v1.payment_intents.retrieve(charged["payment_intent_id"])
+        )
         assert (intent.status, intent.amount) == ("succeeded", charged["amount"])
         stripe_sums[intent.currency] = stripe_sums.get(intent.currency, 0) + intent.amount
 

@@ -31,7 +31,9 @@ def test_the_sink_keeps_each_mail_and_the_cli_lists_and_prints_it(tmp_path):
                 {"buyer_name": "<b>Ada</b>", "order_id": order, "amount": "25.00 USD", "payment_id": "pi_1"},
                 DEFAULT_PROFILE,
             )  # fmt: skip
-            smtp.send(build_email(rendered, recipient="ada@example.com", sender=smtp.from_address))
+            smtp.sender().send(
+                build_email(rendered, recipient="ada@example.com", sender=smtp.from_address)
+            )
     finally:
         sink.stop()
 

@@ -33,8 +33,10 @@ def charged(instance, resources, intake, tenant, amount: int) -> str:
 
 
 def refunds_of(stripe_resource, payment_intent_id: str) -> list[int]:
-    intent = stripe_resource.client().v1.payment_intents.retrieve(
-        payment_intent_id, params={"expand": ["latest_charge"]}
+    intent = (
+        stripe_resource.api()
+        .client()
+        .v1.payment_intents.retrieve(payment_intent_id, params={"expand": ["latest_charge"]})
     )
     return [r.amount for r in intent.latest_charge.refunds.data]
 
@@ -156,7 +158,7 @@ def test_a_refused_retry_keeps_the_claim_of_an_attempt_with_unknown_outcome(
 
     with pytest.raises(PermanentError, match="card declined"):
         charge_once(
-            stripe_resource, ledger, tenant_id=tenant, idempotency_key="unknown-outcome",
+            stripe_resource.api(), ledger, tenant_id=tenant, idempotency_key="unknown-outcome",
             payment=declined, run_id="retry-run", run_is_live=lambda run_id: False,
         )  # fmt: skip
 

@@ -100,7 +100,7 @@ def alert_operators(
             },
             DEFAULT_PROFILE,
         )
-        smtp.send(
+        smtp.sender().send(
             build_email(rendered, recipient=settings.operator_email, sender=smtp.from_address)
         )
     except Exception as exc:
@@ -203,7 +203,7 @@ def email_notice(
             reply_to=str(profile.support_email),
         )
         return send_email_once(
-            smtp,
+            smtp.sender(),
             ledger.ledger(),
             message,
             key=email_key(notice.tenant_id, notice.idempotency_key, notice.template),
@@ -242,7 +242,7 @@ def webhook_notice(
 
     def send() -> Delivery:
         return send_webhook_once(
-            webhooks,
+            webhooks.sender(),
             ledger.ledger(),
             url=url,
             event_type=notice.event_type,
@@ -326,7 +326,7 @@ def _refund_notice(
     email, name = (None, None)
     if stripe is not None:
         with classified_failures():
-            email, name = stripe.customer_contact(refund.payment_intent_id)
+            email, name = stripe.api().customer_contact(refund.payment_intent_id)
     return refund_notice(
         request.tenant_id,
         request.idempotency_key,

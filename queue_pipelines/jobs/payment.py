@@ -29,7 +29,7 @@ def charge_payment(
     payment = config.parsed(PaymentPayload)
     with classified_failures():
         outcome = charge_once(
-            stripe,
+            stripe.api(),
             effect_ledger.ledger(),
             tenant_id=config.tenant_id,
             idempotency_key=config.idempotency_key,

@@ -27,7 +27,7 @@ def refund_payment(
     refund = config.parsed(RefundPayload)
     with classified_failures():
         outcome = refund_once(
-            stripe,
+            stripe.api(),
             effect_ledger.ledger(),
             tenant_id=config.tenant_id,
             idempotency_key=config.idempotency_key,
