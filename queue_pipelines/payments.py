@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from queue_pipelines.currencies import format_amount
 from queue_pipelines.failures import PermanentError
-from queue_pipelines.intake.schema import PaymentPayload, RefundPayload
+from queue_pipelines.intake.payloads import PaymentPayload, RefundPayload
 from queue_pipelines.ledger import Claim, EffectLedger
 from queue_pipelines.providers.stripe import RefundableBalance, RefundSummary, StripeApi
 

@@ -6,7 +6,8 @@ import dagster as dg
 import pytest
 
 from queue_pipelines.failures import PermanentError
-from queue_pipelines.intake.schema import Envelope, PaymentPayload, RefundPayload
+from queue_pipelines.intake.payloads import PaymentPayload, RefundPayload
+from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.payments import charge_once, effect_key
 from resources import StripeResource
 from tests.fault_proxy import LOSE_REPLY, FaultProxy

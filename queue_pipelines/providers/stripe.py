@@ -13,6 +13,10 @@ import stripe
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
 
 
+class CardDeclined(PermanentError):
+    """The card was declined: the one failure the buyer is told about (payment_failed)."""
+
+
 def classify_stripe_error(exc: stripe.StripeError) -> ProviderError:
     """Map an SDK error to a transient or permanent ProviderError with a readable reason."""
     status = exc.http_status
@@ -20,7 +24,7 @@ def classify_stripe_error(exc: stripe.StripeError) -> ProviderError:
     message = exc.user_message or str(exc) or type(exc).__name__
     if isinstance(exc, stripe.CardError):
         decline = (exc.json_body or {}).get("error", {}).get("decline_code") or code
-        return PermanentError(f"card declined: {message} ({decline})", code=decline)
+        return CardDeclined(f"card declined: {message} ({decline})", code=decline)
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         # Stripe's message can quote part of the key; say only where to look.
         return PermanentError(
