@@ -1,7 +1,6 @@
 """mint_job: mint a batch of ticket NFTs, each to its buyer's wallet and at most once, read
 each holder back from the chain, then tell each buyer (e-mail) and the platform (webhook)."""
 
-
 import dagster as dg
 
 from queue_pipelines import tags

@@ -6,7 +6,6 @@ The notices that follow a charge, refund or mint are sent by those jobs themselv
 (queue_pipelines/notifications/notifier.py).
 """
 
-
 import dagster as dg
 
 from queue_pipelines import tags

@@ -1,10 +1,10 @@
 """refund_job: refund a batch of PaymentIntents in full or in part, each at most once, then
 tell each buyer (e-mail) and the platform (webhook)."""
 
-
 import dagster as dg
 
 from queue_pipelines import tags
+from queue_pipelines.currencies import format_amount
 from queue_pipelines.failures import ProviderError, TransientError
 from queue_pipelines.intake.payloads import RefundPayload
 from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
@@ -77,6 +77,8 @@ def refund_payments(
             "refund": outcome.refund_id,
             "refund_status": outcome.status,
             "amount": outcome.amount,
+            "currency": outcome.currency,
+            "amount_display": format_amount(outcome.amount, outcome.currency),
             "remaining_refundable": outcome.remaining,
             "refunded": "earlier" if outcome.replayed else "now",
         }

@@ -1,7 +1,6 @@
 """stripe_event_job: reconcile a batch of verified Stripe webhook events with the effect
 ledger, each at most once."""
 
-
 import dagster as dg
 
 from queue_pipelines import tags
