@@ -160,7 +160,7 @@ def test_bad_mint_requests_are_dead_lettered_with_a_reason(
     assert len(token_2022_mints(rpc_ledger.rpc.ledger)) == 1
 
 
-def test_a_payer_without_funds_fails_the_run_permanently_and_dead_letters_it(
+def test_a_payer_without_funds_fails_the_request_permanently_and_dead_letters_it(
     instance, mint_resources, intake, tenant, rpc_ledger
 ):
     solana = mint_resources["solana"]

@@ -138,7 +138,7 @@ def run_batch(
     after_failure: Callable[[Request, ItemResult], None] = lambda _request, _result: None,
 ) -> dg.Output[dict[str, int]]:
     """Work through the batch in `config` with `handle`, settling each request as it ends.
-    `after_failure` runs for each request that failed for good, after it was dead-lettered."""
+    `after_failure` runs for each request that failed for good, before it is dead-lettered."""
     spec = SPECS[job_type]
     started = time.time()
     requests: dict[str, Request] = {}
@@ -154,10 +154,12 @@ def run_batch(
             continue
         requests[key] = Request(config.tenant_id, entry.idempotency_key, payload, key)
 
-    settled = {} if config.resend else intake.outcomes(list(requests))
-    for key, recorded in settled.items():
-        # Settled by an earlier run of this batch (a re-execution): not again, unless an
-        # operator asked for the notices to be sent again (resend).
+    for key, recorded in intake.outcomes(list(requests)).items():
+        # Settled by an earlier run of this batch (a re-execution): not again. With resend,
+        # the requests that succeeded are worked through again for their notices (their
+        # effects replay from the ledger); those that failed stay failed (dlq replay).
+        if config.resend and recorded.succeeded:
+            continue
         status = SUCCEEDED if recorded.succeeded else FAILED
         results[key] = ItemResult(key, status, summary={"note": "settled earlier"})
         del requests[key]
@@ -166,9 +168,11 @@ def run_batch(
         if result.status == SUCCEEDED:
             intake.request_succeeded(job_type, result.request_key, context.run_id)
         elif result.status == FAILED:
+            # First what follows the failure (e.g. the buyer's notice): should recording fail
+            # after it, the request runs again and the follow-up, idempotent, is not repeated.
+            after_failure(requests[result.request_key], result)
             intake.request_failed(job_type, result.request_key, result.reason, context.run_id)
             context.log.warning(f"{result.request_key} failed for good: {result.reason}")
-            after_failure(requests[result.request_key], result)
 
     step = max(1, len(requests) // 10)
 
