@@ -226,7 +226,7 @@ def run_batch(
                 f"{unfinished[0].reason}). The intake sensor runs them again once this run "
                 "has ended; the others are settled."
             ),
-            metadata=metadata,
+            metadata={**metadata, "failure_class": "transient"},
             allow_retries=False,
         )
     return dg.Output(counts, metadata=metadata)
