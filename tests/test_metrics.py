@@ -105,7 +105,7 @@ def gateway_process(env: dict, log: Path) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a hang guard: start-up on a loaded machine is slow
         while True:
             try:
                 if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
