@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
+from queue_pipelines.metrics.providers import observe_provider_call
 
 log = logging.getLogger("queue_pipelines.smtp")
 
@@ -117,7 +118,8 @@ class SmtpResource(dg.ConfigurableResource):
         delay = self.backoff_seconds
         for attempt in range(1, self.max_attempts + 1):
             try:
-                self._send_once(message)
+                with observe_provider_call("smtp", "send"):
+                    self._send_once(message)
                 return attempt
             except ProviderError as exc:
                 error = exc

@@ -10,6 +10,7 @@ import stripe
 from pydantic import Field, PrivateAttr
 
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
+from queue_pipelines.metrics.providers import observe_provider_call
 
 
 def classify_stripe_error(exc: stripe.StripeError) -> ProviderError:
@@ -130,8 +131,10 @@ class StripeResource(dg.ConfigurableResource):
         return self._client
 
     def _call(self, fn, *args, **kwargs):
+        operation = f"{type(getattr(fn, '__self__', None)).__name__}.{fn.__name__}"
         try:
-            return fn(*args, **kwargs)
+            with observe_provider_call("stripe", operation):
+                return fn(*args, **kwargs)
         except stripe.StripeError as exc:
             raise classify_stripe_error(exc) from exc
 

@@ -10,6 +10,7 @@ import httpx
 from pydantic import Field
 
 from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.metrics.providers import observe_provider_call
 from queue_pipelines.notifications import signing
 from queue_pipelines.notifications.tenants import TenantProfile
 
@@ -73,7 +74,8 @@ class WebhookResource(dg.ConfigurableResource):
                 }
                 pause = delay
                 try:
-                    response = client.post(url, content=body, headers=headers)
+                    with observe_provider_call("webhook", "deliver"):
+                        response = client.post(url, content=body, headers=headers)
                 except httpx.TransportError as exc:
                     last = f"{type(exc).__name__}: {exc}"
                 else:
