@@ -12,6 +12,7 @@ import os
 import dagster as dg
 
 from queue_pipelines import settings, tags
+from queue_pipelines.env_vars import refuse_sandbox_secrets
 from queue_pipelines.jobs.mint import mint_job, mint_run_config
 from queue_pipelines.jobs.nft_transfer import nft_transfer_job
 from queue_pipelines.jobs.notification import notification_job, notification_run_config
@@ -19,6 +20,7 @@ from queue_pipelines.jobs.payment import payment_job, payment_run_config
 from queue_pipelines.jobs.refund import refund_job, refund_run_config
 from queue_pipelines.jobs.stripe_event import stripe_event_job, stripe_event_run_config
 from queue_pipelines.jobs.wallet_balance import build_wallet_balance_schedule, wallet_balance_job
+from queue_pipelines.logs import configure_logging
 from resources import (
     EffectLedgerResource,
     MetadataStoreResource,
@@ -179,6 +181,8 @@ INTAKE_JOBS = [payment_job, refund_job, mint_job, notification_job, stripe_event
 
 
 def build_definitions() -> dg.Definitions:
+    configure_logging()  # QP_LOG_FORMAT=json: one JSON object per line
+    refuse_sandbox_secrets(dict(os.environ))  # production mode with a public secret: no start
     extra_tags = sandbox_tags()
     return dg.Definitions(
         jobs=[*INTAKE_JOBS, nft_transfer_job, wallet_balance_job],

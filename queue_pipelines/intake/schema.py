@@ -29,6 +29,9 @@ ENVELOPE_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({ENVELOPE_VERSION})
 JOB_TYPES = ("payment", "refund", "mint", "notification", "stripe_event")
 MAX_ENVELOPE_BYTES = 64 * 1024
+# No field of the envelope nests deeper than this; deeper input is refused before validation
+# (pydantic and json would otherwise recurse until Python's own limit).
+MAX_JSON_DEPTH = 16
 # Stripe rejects amounts with more than eight digits in the smallest currency unit.
 MAX_AMOUNT = 99_999_999
 
@@ -136,14 +139,53 @@ class MintPayload(_Model):
         return value
 
 
+# Templates a producer may ask for. Internal ones (operator_alert) are sent by the jobs
+# themselves to the operators' address and are never accepted from the intake.
+TENANT_TEMPLATES = ("payment_confirmation", "payment_failed", "refund_issued", "nft_delivered")
+INTERNAL_TEMPLATES = ("operator_alert",)
+# `context` is template data: flat values and small records, never deep trees.
+MAX_CONTEXT_DEPTH = 8
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of JSON-like data, counting no further than `limit` + 1."""
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 class NotificationPayload(_Model):
     """Send one templated message (notification_job)."""
 
-    template: Literal[
-        "payment_confirmation", "payment_failed", "refund_issued", "nft_delivered", "operator_alert"
-    ]
+    template: Literal["payment_confirmation", "payment_failed", "refund_issued", "nft_delivered"]
     recipient: EmailStr
-    context: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(
+        default_factory=dict, description=f"Nested at most {MAX_CONTEXT_DEPTH} levels."
+    )
+
+    @field_validator("template", mode="before")
+    @classmethod
+    def _tenant_template(cls, value: Any) -> Any:
+        if value in INTERNAL_TEMPLATES:
+            raise ValueError(
+                f"template {value!r} is internal (sent to operators by the jobs themselves); "
+                f"the intake accepts {', '.join(TENANT_TEMPLATES)}"
+            )
+        return value
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _shallow_context(cls, value: Any) -> Any:
+        if _depth(value, MAX_CONTEXT_DEPTH) > MAX_CONTEXT_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_CONTEXT_DEPTH} levels")
+        return value
 
 
 STRIPE_EVENT_TYPES = (
@@ -196,7 +238,8 @@ class Envelope(_Model):
     version: Literal[1] = Field(default=ENVELOPE_VERSION, description="Required on the wire.")
     tenant_id: Identifier
     idempotency_key: IdempotencyKey
-    priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first.")
+    # strict: "7", true and 5.0 are not priorities.
+    priority: int = Field(default=0, ge=-100, le=100, strict=True, description="Higher runs first.")
     created_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
     payload: PaymentPayload | RefundPayload | MintPayload | NotificationPayload | StripeEventPayload
 
@@ -248,6 +291,8 @@ def parse_envelope(raw: str | bytes, expected_type: str | None = None) -> Envelo
 def envelope_from_dict(data: Any, expected_type: str | None = None) -> Envelope:
     if not isinstance(data, dict):
         raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
+    if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise EnvelopeError(f"envelope is nested deeper than {MAX_JSON_DEPTH} levels")
     # Version and type are checked first so that the reason names them, not a payload field.
     if "version" not in data:
         raise EnvelopeError(f"version: Field required (supported: {sorted(SUPPORTED_VERSIONS)})")

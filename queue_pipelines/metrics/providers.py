@@ -58,7 +58,6 @@ def observe_provider_call(provider: str, operation: str) -> Iterator[None]:
     PROVIDER_CALL_SECONDS.labels(provider, operation).observe(time.perf_counter() - started)
 
 
-
 def provider_collectors() -> list:
     """What an exporter registers: this process's provider metrics."""
     return [PROVIDER_REGISTRY]
