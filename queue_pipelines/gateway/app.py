@@ -14,6 +14,7 @@ import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -86,6 +87,26 @@ def _bearer_matches(authorization: str | None, token: str) -> bool:
 def _is_json(content_type: str | None) -> bool:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
+
+
+class HeaderLimit:
+    """431 for a request whose header block is over the cap. uvicorn's h11 parser already
+    refuses a header block that is still incomplete past the cap (so a 32 MB header is never
+    buffered); one that arrived whole in a single read is refused here."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.limit:
+                reply = _error(431, f"request headers over the {self.limit}-byte limit")
+                await reply(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _families_as_json(registry) -> dict:
@@ -231,7 +252,14 @@ def build_app(
     metrics = metrics_routes(settings, registry, streams, system)
     if settings.metrics_port is None:
         routes += metrics
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[AccessLogMiddleware.entry()])
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            AccessLogMiddleware.entry(),
+            Middleware(HeaderLimit, limit=settings.max_header_bytes),
+        ],
+    )
     app.state.metrics_routes = metrics
     return app
 
