@@ -20,7 +20,7 @@ help:
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 sync: | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra sandbox
 
 run: sync
 	$(RUN) queue-pipelines dev

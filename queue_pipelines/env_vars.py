@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from queue_pipelines import settings
+from queue_pipelines.sandbox import defaults as settings
 
 
 @dataclass(frozen=True)

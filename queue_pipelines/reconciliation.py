@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from queue_pipelines.intake.schema import StripeEventPayload
+from queue_pipelines.intake.payloads import StripeEventPayload
 from queue_pipelines.ledger import DONE, EffectLedger, effects
 from queue_pipelines.payments import effect_key
 

@@ -12,7 +12,6 @@ from solders.pubkey import Pubkey
 
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.nft.chain import Chain
-from queue_pipelines.nft.embedded import EmbeddedChain, shared_ledger
 from queue_pipelines.nft.keys import load_or_create_keypair, parse_keypair
 from queue_pipelines.nft.rpc_chain import RpcChain
 
@@ -50,6 +49,9 @@ class SolanaResource(dg.ConfigurableResource):
     def chain(self) -> Chain:
         if self.rpc_url:
             return RpcChain(self.rpc_url, self.commitment, self.timeout_seconds)
+        # The in-process ledger is a sandbox: loaded only when no RPC URL is configured.
+        from queue_pipelines.sandbox.solana_ledger import EmbeddedChain, shared_ledger
+
         state_dir = Path(self.embedded_state_dir) if self.embedded_state_dir else None
         return EmbeddedChain(shared_ledger(self.embedded_ledger, state_dir))
 
@@ -61,7 +63,6 @@ class SolanaResource(dg.ConfigurableResource):
                 payer = load_or_create_keypair(Path(self.payer_keypair_path))
                 if self.embedded:
                     chain = self.chain()
-                    assert isinstance(chain, EmbeddedChain)
                     chain.ledger.fund(payer.pubkey())
             else:
                 raise PermanentError(

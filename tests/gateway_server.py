@@ -10,9 +10,9 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from queue_pipelines.embedded import free_port
 from queue_pipelines.gateway.config import GatewaySettings, JWTSettings
 from queue_pipelines.gateway.serve import server_config
+from queue_pipelines.sandbox.servers import free_port
 
 _DEFAULTS = GatewaySettings(
     jwt=JWTSettings(algorithm="HS256", key="d" * 32), stripe_webhook_secret=None

@@ -13,7 +13,8 @@ import dagster as dg
 import yaml
 
 from queue_pipelines import definitions
-from queue_pipelines.intake.schema import Envelope, PaymentPayload
+from queue_pipelines.intake.payloads import PaymentPayload
+from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.jobs.payment import payment_job, payment_run_config
 from queue_pipelines.ledger import EffectLedger
 from tests.stripe_sandbox import payment_intents_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from queue_pipelines.embedded import free_port, start_localstripe, start_redis, stop
+from queue_pipelines.sandbox.servers import free_port, start_localstripe, start_redis, stop
 from resources import StripeResource
 
 
@@ -41,7 +41,7 @@ def test_stripe_sandbox_keeps_its_objects_in_its_own_state_file(tmp_path):
     state = tmp_path / "stripe.pickle"
     sandbox = start_localstripe(port, state_file=state)
     try:
-        client = StripeResource(secret_key="sk_test_x", api_base=f"http://127.0.0.1:{port}")
+        client = StripeResource(secret_key="sk_test_x", api_base=f"http://127.0.0.1:{port}").api()
         customer_id = client.find_or_create_customer(
             tenant_id="t", email="keep@example.com", name=None, idempotency_key="k"
         )
@@ -52,7 +52,7 @@ def test_stripe_sandbox_keeps_its_objects_in_its_own_state_file(tmp_path):
     sandbox = start_localstripe(port, state_file=state)
     try:
         again = StripeResource(secret_key="sk_test_x", api_base=f"http://127.0.0.1:{port}")
-        assert again.client().v1.customers.retrieve(customer_id).email == "keep@example.com"
+        assert again.api().client().v1.customers.retrieve(customer_id).email == "keep@example.com"
     finally:
         stop(sandbox)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from queue_pipelines import settings
 from queue_pipelines.env_vars import (
     DOC,
     VARIABLES,
@@ -18,6 +17,7 @@ from queue_pipelines.env_vars import (
     refuse_sandbox_secrets,
     with_table,
 )
+from queue_pipelines.sandbox import defaults as settings
 from tests.test_gateway_service import gateway_command
 
 ROOT = Path(__file__).resolve().parent.parent

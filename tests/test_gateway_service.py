@@ -13,9 +13,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from queue_pipelines.embedded import free_port
 from queue_pipelines.gateway.app import build_app
 from queue_pipelines.gateway.config import GatewaySettings, JWTSettings
+from queue_pipelines.sandbox.servers import free_port
 from tests.gateway_server import serve
 
 

@@ -22,9 +22,9 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from queue_pipelines.embedded import free_port
 from queue_pipelines.ledger import EffectLedger
 from queue_pipelines.payments import effect_key
+from queue_pipelines.sandbox.servers import free_port
 from tests.conftest import POSTGRES_SERVER_URL
 
 RUN_JOBS = """
@@ -177,7 +177,9 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
     ledger.dispose()
     stripe_sums: dict[str, int] = {}
     for charged in succeeded.values():
-        intent = stripe_resource.client().v1.payment_intents.retrieve(charged["payment_intent_id"])
+        intent = (
+            stripe_resource.api().client().v1.payment_intents.retrieve(charged["payment_intent_id"])
+        )
         assert (intent.status, intent.amount) == ("succeeded", charged["amount"])
         stripe_sums[intent.currency] = stripe_sums.get(intent.currency, 0) + intent.amount
 

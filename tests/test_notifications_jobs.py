@@ -10,10 +10,11 @@ import pytest
 
 from queue_pipelines import tags
 from queue_pipelines.definitions import defs
-from queue_pipelines.intake.schema import Envelope, NotificationPayload, RefundPayload
+from queue_pipelines.intake.payloads import NotificationPayload, RefundPayload
+from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.jobs.payment import payment_job
 from queue_pipelines.notifications.events import NftDelivery
-from queue_pipelines.notifications.signing import new_secret
+from queue_pipelines.providers.webhook_signing import new_secret
 from resources import SmtpResource, WebhookResource
 from tests.harness import IntakeHarness
 from tests.mail_sink import MailSink

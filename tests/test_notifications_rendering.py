@@ -7,10 +7,10 @@ import json
 import pytest
 
 from queue_pipelines.failures import PermanentError
-from queue_pipelines.notifications import signing
 from queue_pipelines.notifications.events import NftDelivery, nft_notice
 from queue_pipelines.notifications.templates import TEMPLATES, render
 from queue_pipelines.notifications.tenants import DEFAULT_PROFILE, TenantDirectory, TenantProfile
+from queue_pipelines.providers import webhook_signing as signing
 
 PAYMENT = {"buyer_name": "Ada", "order_id": "1042", "amount": "$25.00", "payment_id": "pi_1"}
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from queue_pipelines.intake.schema import Envelope, PaymentPayload
+from queue_pipelines.intake.payloads import PaymentPayload
+from queue_pipelines.intake.schema import Envelope
 from tests.harness import IntakeHarness
 from tests.reexecution import reexecute_all
 from tests.stripe_sandbox import payment_intents_of

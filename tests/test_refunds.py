@@ -6,7 +6,8 @@ import dagster as dg
 import pytest
 
 from queue_pipelines.failures import PermanentError
-from queue_pipelines.intake.schema import Envelope, PaymentPayload, RefundPayload
+from queue_pipelines.intake.payloads import PaymentPayload, RefundPayload
+from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.payments import charge_once, effect_key
 from resources import StripeResource
 from tests.fault_proxy import LOSE_REPLY, FaultProxy
@@ -33,8 +34,10 @@ def charged(instance, resources, intake, tenant, amount: int) -> str:
 
 
 def refunds_of(stripe_resource, payment_intent_id: str) -> list[int]:
-    intent = stripe_resource.client().v1.payment_intents.retrieve(
-        payment_intent_id, params={"expand": ["latest_charge"]}
+    intent = (
+        stripe_resource.api()
+        .client()
+        .v1.payment_intents.retrieve(payment_intent_id, params={"expand": ["latest_charge"]})
     )
     return [r.amount for r in intent.latest_charge.refunds.data]
 
@@ -156,7 +159,7 @@ def test_a_refused_retry_keeps_the_claim_of_an_attempt_with_unknown_outcome(
 
     with pytest.raises(PermanentError, match="card declined"):
         charge_once(
-            stripe_resource, ledger, tenant_id=tenant, idempotency_key="unknown-outcome",
+            stripe_resource.api(), ledger, tenant_id=tenant, idempotency_key="unknown-outcome",
             payment=declined, run_id="retry-run", run_is_live=lambda run_id: False,
         )  # fmt: skip
 

@@ -7,8 +7,8 @@ import pytest
 import stripe
 
 from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.providers.stripe import classify_stripe_error
 from resources import StripeResource
-from resources.stripe_api import classify_stripe_error
 from tests.fault_proxy import DROP, FaultProxy
 from tests.harness import IntakeHarness
 from tests.stripe_sandbox import payment_intents_of
@@ -73,7 +73,9 @@ def test_transient_stripe_error_is_retried_and_charges_once(
 def test_dropped_connection_is_transient(localstripe_url):
     with FaultProxy(localstripe_url) as proxy:
         proxy.fail_next("GET", "/v1/customers", status=DROP)
-        client = StripeResource(secret_key="sk_test_x", api_base=proxy.url, max_network_retries=0)
+        client = StripeResource(
+            secret_key="sk_test_x", api_base=proxy.url, max_network_retries=0
+        ).api()
         with pytest.raises(TransientError, match="could not reach Stripe"):
             client.find_or_create_customer(
                 tenant_id="t", email="a@example.com", name=None, idempotency_key="k"

@@ -10,12 +10,11 @@ from typing import Any
 import stripe
 from pydantic import TypeAdapter, ValidationError
 
+from queue_pipelines.intake.payloads import STRIPE_EVENT_TYPES, StripeEventPayload
 from queue_pipelines.intake.schema import (
-    STRIPE_EVENT_TYPES,
     Envelope,
     EnvelopeError,
     Identifier,
-    StripeEventPayload,
     describe_validation_error,
     envelope_from_dict,
 )

@@ -18,7 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from queue_pipelines import tags
-from queue_pipelines.intake.schema import JOB_TYPES
+from queue_pipelines.intake.registry import JOB_TYPES
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.metrics.run_totals import RunTotals
 

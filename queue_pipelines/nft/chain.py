@@ -1,6 +1,6 @@
 """One interface to a Solana ledger, and what its failures mean.
 
-Two implementations: `EmbeddedChain` (LiteSVM in this process, queue_pipelines/nft/embedded.py)
+Two implementations: `EmbeddedChain` (LiteSVM in this process, queue_pipelines/sandbox/solana_ledger.py)
 and `RpcChain` (any JSON-RPC endpoint through solana-py, queue_pipelines/nft/rpc_chain.py).
 """
 

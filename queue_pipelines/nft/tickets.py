@@ -25,7 +25,7 @@ from spl.token import models as token_models
 from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 
 from queue_pipelines.failures import PermanentError
-from queue_pipelines.intake.schema import MintPayload
+from queue_pipelines.intake.payloads import MintPayload
 from queue_pipelines.ledger import EffectLedger
 from queue_pipelines.nft import metaplex, token2022
 from queue_pipelines.nft.chain import AlreadyProcessed, Chain, require_funds

@@ -5,7 +5,7 @@ at start. That one path is shared by every localstripe on the machine: two of th
 beside `make run`) overwrite each other, and one may load the other's half-written file and
 die. Here each server keeps its own file (`--state`), written atomically, or none at all.
 
-    python -m queue_pipelines.sandbox_stripe --port 8420 [--state .dagster_home/stripe.pickle]
+    python -m queue_pipelines.sandbox.stripe_server --port 8420 [--state .dagster_home/stripe.pickle]
 """
 
 from __future__ import annotations
