@@ -102,7 +102,7 @@ def _sample(name: str, **labels) -> float:
 def test_stripe_calls_are_timed_and_their_errors_counted(stripe_resource):
     operation = "CustomerService.create"
     before = _sample("provider_call_duration_seconds_count", provider="stripe", operation=operation)
-    stripe_resource.find_or_create_customer(
+    stripe_resource.api().find_or_create_customer(
         tenant_id="acme",
         email=f"{uuid.uuid4().hex}@example.com",
         name=None,
@@ -119,7 +119,7 @@ def test_stripe_calls_are_timed_and_their_errors_counted(stripe_resource):
         error="InvalidRequestError",
     )
     with pytest.raises(Exception):  # noqa: B017 - classified by the resource, counted here
-        stripe_resource.customer_contact("pi_does_not_exist")
+        stripe_resource.api().customer_contact("pi_does_not_exist")
     errors_after = _sample(
         "provider_call_errors_total",
         provider="stripe",
@@ -135,7 +135,7 @@ def test_smtp_sends_are_timed(smtp_resource):
     message["To"] = "timing@example.com"
     message["Subject"] = "timed"
     message.set_content("hello")
-    smtp_resource.send(message)
+    smtp_resource.sender().send(message)
     assert (
         _sample("provider_call_duration_seconds_count", provider="smtp", operation="send")
         == before + 1
