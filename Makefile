@@ -9,7 +9,7 @@ RUN := $(UV) run --frozen
 help:
 	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
 	@echo "make test      the test suite (real Redis, PostgreSQL, localstripe)"
-	@echo "make lint      ruff check and format check"
+	@echo "make lint      ruff check and format check, import layers (import-linter)"
 	@echo "make format    ruff format and autofix"
 	@echo "make validate  dagster definitions validate"
 	@echo "make schema    regenerate docs/intake.schema.json"
@@ -36,6 +36,7 @@ test-intake-redis62: sync
 lint: sync
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 
 format: sync
 	$(RUN) ruff check --fix .

@@ -127,6 +127,21 @@ class Batch:
         }
 
     @classmethod
+    def of(cls, envelopes: Sequence[Envelope]) -> Batch:
+        """A batch of the given requests (one job type, one tenant), e.g. for a run launched
+        by hand; the sensor forms its own."""
+        first = envelopes[0]
+        if any((e.type, e.tenant_id) != (first.type, first.tenant_id) for e in envelopes):
+            raise ValueError("a batch holds requests of one job type and one tenant")
+        stamp = f"{int(first.created_at.timestamp() * 1000)}-0"
+        return cls(
+            new_batch_key(first.type, first.tenant_id),
+            first.type,
+            first.tenant_id,
+            tuple(BatchItem.of(e, stamp) for e in envelopes),
+        )
+
+    @classmethod
     def from_json(cls, data: dict) -> Batch:
         return cls(
             key=data["key"],

@@ -154,8 +154,10 @@ def run_batch(
             continue
         requests[key] = Request(config.tenant_id, entry.idempotency_key, payload, key)
 
-    for key, recorded in intake.outcomes(list(requests)).items():
-        # Settled by an earlier run of this batch (this is a re-execution): not again.
+    settled = {} if config.resend else intake.outcomes(list(requests))
+    for key, recorded in settled.items():
+        # Settled by an earlier run of this batch (a re-execution): not again, unless an
+        # operator asked for the notices to be sent again (resend).
         status = SUCCEEDED if recorded.succeeded else FAILED
         results[key] = ItemResult(key, status, summary={"note": "settled earlier"})
         del requests[key]

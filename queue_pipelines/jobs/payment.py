@@ -58,7 +58,9 @@ def charge_payments(
             "order_id": request.payload.order_id,
             "payment_intent": outcome.payment_intent_id,
             "payment_status": outcome.status,
-            "amount": outcome.display_amount,
+            "amount": outcome.amount,
+            "currency": outcome.currency,
+            "amount_display": outcome.display_amount,
             "charged": "earlier" if outcome.replayed else "now",
         }
         notice = payment_notice(

@@ -4,6 +4,7 @@ tell each buyer (e-mail) and the platform (webhook)."""
 import dagster as dg
 
 from queue_pipelines import tags
+from queue_pipelines.currencies import format_amount
 from queue_pipelines.failures import ProviderError, TransientError
 from queue_pipelines.intake.payloads import RefundPayload
 from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
@@ -76,6 +77,8 @@ def refund_payments(
             "refund": outcome.refund_id,
             "refund_status": outcome.status,
             "amount": outcome.amount,
+            "currency": outcome.currency,
+            "amount_display": format_amount(outcome.amount, outcome.currency),
             "remaining_refundable": outcome.remaining,
             "refunded": "earlier" if outcome.replayed else "now",
         }

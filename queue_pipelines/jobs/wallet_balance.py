@@ -51,6 +51,7 @@ def alert_on_low_balance(
         f"payer wallet {payer} holds {sol:.9f} SOL, below the {config.threshold_sol} SOL "
         "threshold: fund it before mints start failing"
     )
+    context.log.error(message)
     alert_operators(
         smtp.sender(),
         notification_settings.operator_email,
