@@ -4,7 +4,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help sync run test test-intake-redis62 lint format validate schema bench bench-smoke
+.PHONY: help sync run test test-intake-redis62 lint format validate schema bench bench-smoke uv qp
 
 help:
 	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
@@ -14,6 +14,8 @@ help:
 	@echo "make validate  dagster definitions validate"
 	@echo "make schema    regenerate docs/intake.schema.json"
 	@echo "make bench     intake, run and metrics start-up benchmarks (bench/)"
+	@echo "make qp ARGS='queue stats'   any queue-pipelines command, with the uv make uses"
+	@echo "make -s uv     the path of that uv (on PATH, or bootstrapped into .tools/bin)"
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -24,6 +26,13 @@ sync: | $(UV)
 
 run: sync
 	$(RUN) queue-pipelines dev
+
+# The README's second-terminal commands, whether uv is on PATH or was bootstrapped here.
+qp: sync
+	$(RUN) queue-pipelines $(ARGS)
+
+uv: | $(UV)
+	@realpath "$$(command -v $(UV))"
 
 test: sync
 	$(RUN) pytest

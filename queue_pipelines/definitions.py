@@ -6,14 +6,17 @@ resources and batch sizes come from queue_pipelines/deployment.py.
 from __future__ import annotations
 
 import importlib
+import os
 
 import dagster as dg
 
 from queue_pipelines import settings
 from queue_pipelines.deployment import all_resources, batch_policy, sandbox_tags
+from queue_pipelines.env_vars import refuse_sandbox_secrets
 from queue_pipelines.intake.registry import JOB_TYPE_SPECS, JobTypeSpec
 from queue_pipelines.jobs.nft_transfer import nft_transfer_job
 from queue_pipelines.jobs.wallet_balance import build_wallet_balance_schedule, wallet_balance_job
+from queue_pipelines.logs import configure_logging
 from sensors.intake import build_intake_sensor
 
 
@@ -23,6 +26,8 @@ def intake_job(spec: JobTypeSpec) -> dg.JobDefinition:
 
 
 def build_definitions() -> dg.Definitions:
+    configure_logging()  # QP_LOG_FORMAT=json: one JSON object per line
+    refuse_sandbox_secrets(dict(os.environ))  # production mode with a public secret: no start
     extra_tags = sandbox_tags()
     intake_jobs = {spec.name: intake_job(spec) for spec in JOB_TYPE_SPECS}
     return dg.Definitions(

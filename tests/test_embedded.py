@@ -55,3 +55,26 @@ def test_stripe_sandbox_keeps_its_objects_in_its_own_state_file(tmp_path):
         assert again.api().client().v1.customers.retrieve(customer_id).email == "keep@example.com"
     finally:
         stop(sandbox)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets listening on `port`, from the kernel's own tables."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(table) as handle:
+            for line in handle.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(address if len(address) == width else "?")
+    return found
+
+
+def test_stripe_sandbox_listens_on_loopback_only():
+    port = free_port()
+    process = start_localstripe(port)
+    try:
+        # 0100007F is 127.0.0.1 as /proc/net/tcp writes it; '::' or 0.0.0.0 would be all zeros.
+        assert _listening_addresses(port) == {"0100007F"}
+    finally:
+        stop(process)

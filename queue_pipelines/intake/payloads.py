@@ -120,14 +120,53 @@ class MintPayload(WireModel):
         return value
 
 
+# Templates a producer may ask for. Internal ones (operator_alert) are sent by the jobs
+# themselves to the operators' address and are never accepted from the intake.
+TENANT_TEMPLATES = ("payment_confirmation", "payment_failed", "refund_issued", "nft_delivered")
+INTERNAL_TEMPLATES = ("operator_alert",)
+# `context` is template data: flat values and small records, never deep trees.
+MAX_CONTEXT_DEPTH = 8
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of JSON-like data, counting no further than `limit` + 1."""
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 class NotificationPayload(WireModel):
     """Send one templated message (notification_job)."""
 
-    template: Literal[
-        "payment_confirmation", "payment_failed", "refund_issued", "nft_delivered", "operator_alert"
-    ]
+    template: Literal["payment_confirmation", "payment_failed", "refund_issued", "nft_delivered"]
     recipient: EmailStr
-    context: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(
+        default_factory=dict, description=f"Nested at most {MAX_CONTEXT_DEPTH} levels."
+    )
+
+    @field_validator("template", mode="before")
+    @classmethod
+    def _tenant_template(cls, value: Any) -> Any:
+        if value in INTERNAL_TEMPLATES:
+            raise ValueError(
+                f"template {value!r} is internal (sent to operators by the jobs themselves); "
+                f"the intake accepts {', '.join(TENANT_TEMPLATES)}"
+            )
+        return value
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _shallow_context(cls, value: Any) -> Any:
+        if json_depth(value, MAX_CONTEXT_DEPTH) > MAX_CONTEXT_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_CONTEXT_DEPTH} levels")
+        return value
 
 
 STRIPE_EVENT_TYPES = (

@@ -14,12 +14,15 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AwareDatetime, Field, ValidationError
 
-from queue_pipelines.intake.payloads import Identifier, WireModel
+from queue_pipelines.intake.payloads import Identifier, WireModel, json_depth
 from queue_pipelines.intake.registry import JOB_TYPES, PAYLOAD_MODELS, JobType
 
 ENVELOPE_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({ENVELOPE_VERSION})
 MAX_ENVELOPE_BYTES = 64 * 1024
+# No field of the envelope nests deeper than this; deeper input is refused before validation
+# (pydantic and json would otherwise recurse until Python's own limit).
+MAX_JSON_DEPTH = 16
 
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 # Every registered payload model, in registry order (the JSON Schema's anyOf keeps it).
@@ -34,7 +37,8 @@ class Envelope(WireModel):
     version: Literal[1] = Field(default=ENVELOPE_VERSION, description="Required on the wire.")
     tenant_id: Identifier
     idempotency_key: IdempotencyKey
-    priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first.")
+    # strict: "7", true and 5.0 are not priorities.
+    priority: int = Field(default=0, ge=-100, le=100, strict=True, description="Higher runs first.")
     created_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
     payload: AnyPayload
 
@@ -86,6 +90,8 @@ def parse_envelope(raw: str | bytes, expected_type: str | None = None) -> Envelo
 def envelope_from_dict(data: Any, expected_type: str | None = None) -> Envelope:
     if not isinstance(data, dict):
         raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
+    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise EnvelopeError(f"envelope is nested deeper than {MAX_JSON_DEPTH} levels")
     # Version and type are checked first so that the reason names them, not a payload field.
     if "version" not in data:
         raise EnvelopeError(f"version: Field required (supported: {sorted(SUPPORTED_VERSIONS)})")

@@ -16,6 +16,7 @@ Batch bookkeeping, beside the streams (see dispatch.py for how a tick uses it):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -61,6 +62,17 @@ end
 return count
 """
 
+# The first (entry id, payload digest) of a request key, kept unless one is there already.
+_REMEMBER_REQUEST_SCRIPT = """
+local first = redis.call('HMGET', KEYS[1], 'entry_id', 'digest')
+if first[1] then return first end
+redis.call('HSET', KEYS[1], 'entry_id', ARGV[1], 'digest', ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return {ARGV[1], ARGV[2]}
+"""
+# Stripe retries an unacknowledged event for up to three days; clients retry for less.
+REQUEST_RECORD_SECONDS = 3 * 24 * 3600
+
 _SETTLE_SCRIPT = """
 local ids = redis.call('SMEMBERS', KEYS[2])
 for _, id in ipairs(ids) do
@@ -102,6 +114,25 @@ class IntakeEntry:
     @property
     def raw_envelope(self) -> str | None:
         return self.fields.get(ENVELOPE_FIELD)
+
+
+def request_digest(envelope: Envelope) -> str:
+    """What makes two requests with one key "the same request": their payloads, as canonical
+    JSON. Envelope id, created_at and priority may differ between a request and its retry."""
+    payload = envelope.payload.model_dump(mode="json")
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FirstRequest:
+    """The first entry recorded for a request key, and its payload digest."""
+
+    entry_id: str
+    digest: str
+
+    def conflicts_with(self, digest: str) -> bool:
+        return self.digest != digest
 
 
 @dataclass(frozen=True)
@@ -165,6 +196,7 @@ class IntakeStreams:
         self.prefix = prefix
         self._dead_letter = client.register_script(_DEAD_LETTER_SCRIPT)
         self._settle = client.register_script(_SETTLE_SCRIPT)
+        self._remember_request = client.register_script(_REMEMBER_REQUEST_SCRIPT)
         self._groups_ready: set[str] = set()
 
     # keys
@@ -181,6 +213,26 @@ class IntakeStreams:
 
     def _waiting_key(self, request_key: str) -> str:
         return f"{self.prefix}:waiting:{request_key}"
+
+    def request_record_key(self, request_key: str) -> str:
+        """Hash {entry_id, digest}: the first entry written for a request key (the gateway
+        writes it in the same script as the XADD, see gateway/once.py)."""
+        return f"{self.prefix}:request:{request_key}"
+
+    def remember_request(
+        self,
+        request_key: str,
+        digest: str,
+        entry_id: str,
+        ttl_seconds: int = REQUEST_RECORD_SECONDS,
+    ) -> FirstRequest:
+        """Record `entry_id` and `digest` as the request key's first, unless a first is
+        recorded already; return the first. A reader compares its own digest with it: a
+        different one means the key was reused for a different request."""
+        first_id, first_digest = self._remember_request(
+            keys=[self.request_record_key(request_key)], args=[entry_id, digest, ttl_seconds]
+        )
+        return FirstRequest(first_id, first_digest)
 
     def _assigned_key(self, request_key: str) -> str:
         return f"{self.prefix}:assigned:{request_key}"

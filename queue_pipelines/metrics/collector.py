@@ -176,8 +176,14 @@ class QueueMetricsCollector(Collector):
         )
 
 
-def build_registry(collector: QueueMetricsCollector) -> CollectorRegistry:
+def build_registry(collector: QueueMetricsCollector, system=None) -> CollectorRegistry:
+    from queue_pipelines.metrics.providers import provider_collectors
+    from queue_pipelines.metrics.system import SystemCollector, SystemUsage
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_cpu_seconds_total
+    registry.register(SystemCollector(system or SystemUsage()))
+    for provider_collector in provider_collectors():
+        registry.register(provider_collector)
     return registry

@@ -79,7 +79,9 @@ def refund_notice(
         recipient_name=buyer_name,
         context={
             "buyer_name": buyer_greeting_name(buyer_name, buyer_email),
-            "order_id": order_id or outcome.payment_intent_id,
+            # No order id: the mail names the payment, never calls a pi_... an order.
+            "order_id": order_id,
+            "payment_id": outcome.payment_intent_id,
             "amount": format_amount(outcome.amount, outcome.currency),
             "refund_id": outcome.refund_id,
         },

@@ -11,6 +11,7 @@ from email.message import EmailMessage
 from typing import Literal
 
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
+from queue_pipelines.metrics.providers import observe_provider_call
 
 log = logging.getLogger("queue_pipelines.smtp")
 
@@ -111,7 +112,8 @@ class SmtpSender:
         delay = self.backoff_seconds
         for attempt in range(1, self.max_attempts + 1):
             try:
-                self._send_once(message)
+                with observe_provider_call("smtp", "send"):
+                    self._send_once(message)
                 return attempt
             except ProviderError as exc:
                 error = exc

@@ -11,6 +11,7 @@ from typing import Any
 import stripe
 
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
+from queue_pipelines.metrics.providers import observe_provider_call
 
 
 class CardDeclined(PermanentError):
@@ -122,8 +123,10 @@ class StripeApi:
         return self._client
 
     def _call(self, fn, *args, **kwargs):
+        operation = f"{type(getattr(fn, '__self__', None)).__name__}.{fn.__name__}"
         try:
-            return fn(*args, **kwargs)
+            with observe_provider_call("stripe", operation):
+                return fn(*args, **kwargs)
         except stripe.StripeError as exc:
             raise classify_stripe_error(exc) from exc
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.metrics.providers import observe_provider_call
 from queue_pipelines.providers import webhook_signing as signing
 
 log = logging.getLogger("queue_pipelines.webhooks")
@@ -66,7 +67,8 @@ class WebhookSender:
                 }
                 pause = delay
                 try:
-                    response = client.post(url, content=body, headers=headers)
+                    with observe_provider_call("webhook", "deliver"):
+                        response = client.post(url, content=body, headers=headers)
                 except httpx.TransportError as exc:
                     last = f"{type(exc).__name__}: {exc}"
                 else:
