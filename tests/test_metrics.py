@@ -132,7 +132,11 @@ def scrape(url: str) -> dict[str, dict[tuple, float]]:
 
 
 def request(key: str, payload: dict) -> dict:
-    return {"idempotency_key": key, "payload": {"order_id": key, **payload}}
+    return {
+        "idempotency_key": key,
+        "payload": {"order_id": key, **payload},
+        "enqueued_at": time.time(),
+    }
 
 
 def payments(tenant: str, *requests: dict) -> tuple[str, dict]:
@@ -206,6 +210,11 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
         (("currency", c),): float(total) for c, total in stripe_sums.items()
     }
     assert before["queue_job_processing_duration_seconds_count"] == {(("queue", "payment"),): 2}
+    # Each of the four requests waited from its enqueue to its run's start and settlement.
+    assert before["queue_request_wait_seconds_count"] == {
+        (("job_type", "payment"), ("stage", "started")): 4,
+        (("job_type", "payment"), ("stage", "settled")): 4,
+    }
     assert before["queue_job_processing_duration_seconds_sum"][(("queue", "payment"),)] > 0
     # Three payment confirmations mailed; no webhook endpoint is configured, so none sent.
     assert before["emails_sent_total"] == {(): 3.0}

@@ -99,6 +99,8 @@ class Totals:
     emails: Counter = field(default_factory=Counter)  # "sent" / "failed"
     webhooks: Counter = field(default_factory=Counter)
     wallet_balances: dict[str, tuple[float, float]] = field(default_factory=dict)  # (time, SOL)
+    # "job_type/stage" -> seconds from enqueue to the run's start (started) or to settlement.
+    waits: dict[str, DurationHistogram] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         out: dict[str, Any] = {
@@ -112,6 +114,10 @@ class Totals:
             for queue, h in self.durations.items()
         }
         out["wallet_balances"] = {w: list(v) for w, v in self.wallet_balances.items()}
+        out["waits"] = {
+            key: {"buckets": list(h.buckets), "counts": h.counts, "total": h.total}
+            for key, h in self.waits.items()
+        }
         return out
 
     @classmethod
@@ -127,6 +133,11 @@ class Totals:
                 log.warning("stored duration buckets of %s differ from the code's: reset", queue)
                 continue
             totals.durations[queue] = DurationHistogram(counts=list(h["counts"]), total=h["total"])
+        for key, h in data.get("waits", {}).items():
+            if tuple(h["buckets"]) == conv.WAIT_BUCKETS:
+                totals.waits[key] = DurationHistogram(
+                    buckets=conv.WAIT_BUCKETS, counts=list(h["counts"]), total=h["total"]
+                )
         totals.wallet_balances = {
             w: (v[0], v[1]) for w, v in data.get("wallet_balances", {}).items()
         }
@@ -333,6 +344,15 @@ class RunTotals:
         when it was done now (not an earlier effect returned again) or failed for good."""
         t = self.totals
         status = row.get("status")
+        for stage, column in (("started", "waited_seconds"), ("settled", "settled_after_seconds")):
+            if row.get(column) is not None:
+                histogram = t.waits.setdefault(
+                    f"{queue}/{stage}",
+                    DurationHistogram(
+                        buckets=conv.WAIT_BUCKETS, counts=[0] * (len(conv.WAIT_BUCKETS) + 1)
+                    ),
+                )
+                histogram.observe(float(row[column]))
         done_now = status == "succeeded" and row.get(conv.DONE_KEYS.get(queue, "")) == "now"
         if queue == conv.PAYMENT_QUEUE:
             if done_now:
