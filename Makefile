@@ -4,26 +4,35 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help sync run test test-intake-redis62 lint format validate schema bench bench-smoke
+.PHONY: help sync run test test-intake-redis62 lint format validate schema bench bench-smoke uv qp
 
 help:
 	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
 	@echo "make test      the test suite (real Redis, PostgreSQL, localstripe)"
-	@echo "make lint      ruff check, format check, hadolint"
+	@echo "make lint      ruff check and format check, import layers (import-linter), hadolint"
 	@echo "make format    ruff format and autofix"
 	@echo "make validate  dagster definitions validate"
 	@echo "make schema    regenerate docs/intake.schema.json"
 	@echo "make bench     intake, run and metrics start-up benchmarks (bench/)"
+	@echo "make qp ARGS='queue stats'   any queue-pipelines command, with the uv make uses"
+	@echo "make -s uv     the path of that uv (on PATH, or bootstrapped into .tools/bin)"
 
 .tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 sync: | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra sandbox
 
 run: sync
 	$(RUN) queue-pipelines dev
+
+# The README's second-terminal commands, whether uv is on PATH or was bootstrapped here.
+qp: sync
+	$(RUN) queue-pipelines $(ARGS)
+
+uv: | $(UV)
+	@realpath "$$(command -v $(UV))"
 
 test: sync
 	$(RUN) pytest
@@ -38,6 +47,7 @@ test-intake-redis62: sync
 lint: sync
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 	$(RUN) hadolint Dockerfile
 
 format: sync

@@ -41,12 +41,20 @@ from dagster._core.events import DagsterEvent, DagsterEventType, StepOutputData
 from dagster._core.execution.plan.outputs import StepOutputHandle
 
 from queue_pipelines import tags
-from queue_pipelines.embedded import free_port
+from queue_pipelines.batch import SUCCEEDED, ItemResult
+from queue_pipelines.jobs.batch import outcome_table
 from queue_pipelines.metrics import RunTotals
+from queue_pipelines.sandbox.servers import free_port
 
 RESULTS = Path(__file__).parent / "results"
 SERVER_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 JOB = "payment_job"
+
+
+def charged(i: int) -> ItemResult:
+    """One request's row, as payment_job's outcomes table records it."""
+    summary = {"charged": "now", "payment_status": "succeeded", "currency": "usd"}
+    return ItemResult(f"payment:bench:k{i}", SUCCEEDED, {**summary, "amount": 1000 + i})
 
 
 def seed_run(instance: dg.DagsterInstance, i: int) -> None:
@@ -62,14 +70,10 @@ def seed_run(instance: dg.DagsterInstance, i: int) -> None:
         DagsterEvent(
             event_type_value=DagsterEventType.STEP_OUTPUT.value,
             job_name=JOB,
-            step_key="charge_payment",
+            step_key="charge_payments",
             event_specific_data=StepOutputData(
-                step_output_handle=StepOutputHandle("charge_payment", "result"),
-                metadata={
-                    "amount": dg.MetadataValue.int(1000 + i),
-                    "currency": dg.MetadataValue.text("usd"),
-                    "status": dg.MetadataValue.text("succeeded"),
-                },
+                step_output_handle=StepOutputHandle("charge_payments", "result"),
+                metadata={"outcomes": outcome_table("payment", [charged(i)])},
             ),
         ),
         DagsterEvent(event_type_value=DagsterEventType.RUN_SUCCESS.value, job_name=JOB),

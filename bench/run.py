@@ -21,11 +21,17 @@ from pathlib import Path
 import dagster as dg
 import redis
 
-from queue_pipelines.embedded import start_localstripe, start_on_a_free_port, start_redis, stop
 from queue_pipelines.intake.dispatch import TickCursor, run_intake_tick
-from queue_pipelines.intake.schema import Envelope, PaymentPayload
+from queue_pipelines.intake.payloads import PaymentPayload
+from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.jobs.payment import payment_job, payment_run_config
+from queue_pipelines.sandbox.servers import (
+    start_localstripe,
+    start_on_a_free_port,
+    start_redis,
+    stop,
+)
 from resources import EffectLedgerResource, RedisResource, StripeResource
 from sensors.intake import lookup_request_runs
 

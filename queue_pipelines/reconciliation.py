@@ -7,6 +7,12 @@ is kept in its own table, one row per event id, next to the ledger:
     payment_intent.payment_failed  failure_confirmed | conflict (the ledger says charged)
     charge.refunded                matched | refunded_outside_pipeline | amount_mismatch
     charge.dispute.created         dispute_opened (an operator must answer it in Stripe)
+    any, naming another tenant     tenant_mismatch (not judged: see below)
+
+The tenant is the envelope's, which only the verified webhook route sets from Stripe's own
+object (tenants cannot submit stripe_event entries). An event whose metadata names a tenant
+other than the envelope's did not come that way: it is recorded as `tenant_mismatch` and the
+ledger of the tenant it names is never read or judged.
 
 Nothing here changes the ledger: a `pending` claim that Stripe reports as charged is resumed
 by its own run with Stripe's idempotency key; the row here tells the operator why.
@@ -21,9 +27,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from queue_pipelines.intake.schema import StripeEventPayload
-from queue_pipelines.ledger import DONE, EffectLedger, effects
-from queue_pipelines.payments import effect_key
+from queue_pipelines.intake.payloads import StripeEventPayload
+from queue_pipelines.ledger import DONE, EffectLedger, effect_key, effects
 
 _metadata = sa.MetaData()
 stripe_events = sa.Table(
@@ -43,7 +48,13 @@ stripe_events = sa.Table(
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-ATTENTION = {"amount_mismatch", "conflict", "refunded_outside_pipeline", "dispute_opened"}
+ATTENTION = {
+    "amount_mismatch",
+    "conflict",
+    "refunded_outside_pipeline",
+    "dispute_opened",
+    "tenant_mismatch",
+}
 
 
 @dataclass(frozen=True)
@@ -78,9 +89,18 @@ def _refunded_in_ledger(ledger: EffectLedger, payment_intent_id: str) -> int:
         return sum(json.loads(result)["amount"] for (result,) in conn.execute(query))
 
 
-def judge(event: StripeEventPayload, ledger: EffectLedger) -> tuple[str, str]:
-    """(outcome, detail) for one event."""
+def judge(
+    event: StripeEventPayload, ledger: EffectLedger, tenant_id: str | None = None
+) -> tuple[str, str]:
+    """(outcome, detail) for one event that arrived as `tenant_id`'s (None: trust the
+    metadata, for callers holding an event verified some other way)."""
     tenant = event.metadata.get("tenant_id")
+    if tenant_id is not None and tenant and tenant != tenant_id:
+        return (
+            "tenant_mismatch",
+            f"the event names tenant {tenant!r} but arrived as {tenant_id!r}: not judged "
+            "(only the verified webhook route enqueues Stripe events)",
+        )
     key = event.metadata.get("idempotency_key")
     ledger_key = effect_key("payment", tenant, key) if tenant and key else None
     status, result = _ledger_result(ledger, ledger_key) if ledger_key else (None, {})
@@ -138,7 +158,7 @@ class StripeReconciliations:
 
     def reconcile(self, tenant_id: str, event: StripeEventPayload, run_id: str) -> Reconciliation:
         """Judge and record the event once; a repeat returns the first judgement."""
-        outcome, detail = judge(event, self.ledger)
+        outcome, detail = judge(event, self.ledger, tenant_id)
         found = Reconciliation(
             event_id=event.event_id,
             event_type=event.event_type,

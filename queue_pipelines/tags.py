@@ -1,15 +1,18 @@
-"""Run tags that tie a Dagster run to the intake request it serves."""
+"""Run tags that tie a Dagster run to the intake requests it serves."""
 
 JOB_TYPE = "queue/job_type"
 TENANT = "queue/tenant"
-IDEMPOTENCY_KEY = "queue/idempotency_key"
+# Only on a run that carries one request (batch size 1): which request.
 REQUEST_KEY = "queue/request_key"
-ENTRY_ID = "queue/entry_id"
 SANDBOX = "queue/sandbox"
 PRIORITY = "dagster/priority"
-PAYMENT_INTENT = "queue/payment_intent"
 # Set by Dagster on a failed run that its run-retry daemon will launch again.
 WILL_RETRY = "dagster/will_retry"
-# Set on a run whose effect (charge, refund, mint) stands but whose notification failed for
-# good: the intake settles its entries instead of dead-lettering them (docs/notifications.md).
+# Set on a run in which a notification failed for good while the effect before it stands:
+# how many requests had that (docs/notifications.md). Their entries are acked all the same.
 NOTIFICATION_FAILED = "queue/notification_failed"
+# A micro-batch run: its key (also its run key) and how many requests it carries.
+BATCH = "queue/batch"
+BATCH_SIZE = "queue/batch_size"
+# Set on a batch run when some of its requests failed for good (dead-lettered): how many.
+FAILED_ITEMS = "queue/failed_items"

@@ -1,93 +1,11 @@
-"""Stripe, through the official SDK. The sandbox is the same SDK pointed at localstripe."""
+"""The Stripe resource: configuration, and the StripeApi it builds (queue_pipelines/providers)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import dagster as dg
-import stripe
 from pydantic import Field, PrivateAttr
 
-from queue_pipelines.failures import PermanentError, ProviderError, TransientError
-
-
-def classify_stripe_error(exc: stripe.StripeError) -> ProviderError:
-    """Map an SDK error to a transient or permanent ProviderError with a readable reason."""
-    status = exc.http_status
-    code = getattr(exc, "code", None)
-    message = exc.user_message or str(exc) or type(exc).__name__
-    if isinstance(exc, stripe.CardError):
-        decline = (exc.json_body or {}).get("error", {}).get("decline_code") or code
-        return PermanentError(f"card declined: {message} ({decline})", code=decline)
-    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
-        # Stripe's message can quote part of the key; say only where to look.
-        return PermanentError(
-            f"Stripe refused the API key (HTTP {status}): check STRIPE_SECRET_KEY", code=code
-        )
-    if isinstance(exc, stripe.IdempotencyError):
-        return PermanentError(f"idempotency key reused with other parameters: {message}", code=code)
-    if isinstance(exc, stripe.APIConnectionError):
-        return TransientError(f"could not reach Stripe: {message}", code="connection")
-    if isinstance(exc, stripe.RateLimitError) or status == 429:
-        return TransientError(f"Stripe rate limit (HTTP 429): {message}", code=code or "rate_limit")
-    if status is None or status >= 500:
-        return TransientError(f"Stripe server error (HTTP {status}): {message}", code=code)
-    if status == 409:  # another request with the same idempotency key is still in flight
-        return TransientError(f"Stripe request conflict (HTTP 409): {message}", code=code)
-    return PermanentError(f"Stripe rejected the request (HTTP {status}): {message}", code=code)
-
-
-@dataclass(frozen=True)
-class PaymentIntentSummary:
-    id: str
-    status: str
-    amount: int
-    currency: str
-    customer_id: str | None
-
-
-@dataclass(frozen=True)
-class RefundableBalance:
-    payment_intent_id: str
-    currency: str
-    captured: int
-    refunded: int
-
-    @property
-    def remaining(self) -> int:
-        return max(self.captured - self.refunded, 0)
-
-
-@dataclass(frozen=True)
-class RefundSummary:
-    id: str
-    status: str
-    amount: int
-    currency: str
-    payment_intent_id: str
-
-    @classmethod
-    def of(cls, refund: Any, payment_intent_id: str) -> RefundSummary:
-        return cls(
-            id=refund.id,
-            status=refund.status,
-            amount=refund.amount,
-            currency=refund.currency,
-            payment_intent_id=payment_intent_id,
-        )
-
-
-def _id_of(value: Any) -> str | None:
-    # Expanded fields arrive as objects, unexpanded ones as ids.
-    if value is None or isinstance(value, str):
-        return value
-    return value.id
-
-
-def _metadata_of(obj: Any) -> dict[str, str]:
-    metadata = getattr(obj, "metadata", None)
-    return metadata.to_dict() if metadata is not None else {}
+from queue_pipelines.providers.stripe import StripeApi
 
 
 class StripeResource(dg.ConfigurableResource):
@@ -111,143 +29,18 @@ class StripeResource(dg.ConfigurableResource):
     )
     timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
 
-    _client: stripe.StripeClient | None = PrivateAttr(default=None)
+    _api: StripeApi | None = PrivateAttr(default=None)
 
     @property
     def sandbox(self) -> bool:
         return self.api_base is not None
 
-    def client(self) -> stripe.StripeClient:
-        if self._client is None:
-            self._client = stripe.StripeClient(
+    def api(self) -> StripeApi:
+        if self._api is None:
+            self._api = StripeApi(
                 self.secret_key,
-                base_addresses={"api": self.api_base} if self.api_base else None,
+                api_base=self.api_base,
                 max_network_retries=self.max_network_retries,
-                http_client=stripe.HTTPXClient(
-                    timeout=self.timeout_seconds, allow_sync_methods=True
-                ),
+                timeout_seconds=self.timeout_seconds,
             )
-        return self._client
-
-    def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except stripe.StripeError as exc:
-            raise classify_stripe_error(exc) from exc
-
-    def find_or_create_customer(
-        self, *, tenant_id: str, email: str, name: str | None, idempotency_key: str
-    ) -> str:
-        """The tenant's customer with this e-mail, created on first use."""
-        customers = self.client().v1.customers
-        listing = self._call(customers.list, params={"email": email, "limit": 100})
-        for customer in listing.auto_paging_iter():
-            if _metadata_of(customer).get("tenant_id") == tenant_id:
-                return customer.id
-        params: dict[str, Any] = {"email": email, "metadata": {"tenant_id": tenant_id}}
-        if name:
-            params["name"] = name
-        created = self._call(
-            customers.create, params=params, options={"idempotency_key": idempotency_key}
-        )
-        return created.id
-
-    def create_payment_intent(
-        self,
-        *,
-        amount: int,
-        currency: str,
-        customer_id: str,
-        payment_method: str,
-        description: str | None,
-        metadata: dict[str, str],
-        idempotency_key: str,
-    ) -> PaymentIntentSummary:
-        """Create and confirm a PaymentIntent in one call."""
-        params: dict[str, Any] = {
-            "amount": amount,
-            "currency": currency,
-            "customer": customer_id,
-            "payment_method": payment_method,
-            "confirm": True,
-            "metadata": metadata,
-        }
-        if description:
-            params["description"] = description
-        intent = self._call(
-            self.client().v1.payment_intents.create,
-            params=params,
-            options={"idempotency_key": idempotency_key},
-        )
-        return PaymentIntentSummary(
-            id=intent.id,
-            status=intent.status,
-            amount=intent.amount,
-            currency=intent.currency,
-            customer_id=_id_of(intent.customer),
-        )
-
-    def refundable_balance(self, payment_intent_id: str) -> RefundableBalance:
-        intent = self._call(
-            self.client().v1.payment_intents.retrieve,
-            payment_intent_id,
-            params={"expand": ["latest_charge"]},
-        )
-        charge = intent.latest_charge
-        if intent.status != "succeeded" or charge is None:
-            raise PermanentError(
-                f"{payment_intent_id} has status {intent.status!r}: only a succeeded payment "
-                "can be refunded",
-                code="not_refundable",
-            )
-        # localstripe omits amount_captured; a captured charge's amount is the same figure.
-        captured = getattr(charge, "amount_captured", None) or charge.amount
-        return RefundableBalance(
-            payment_intent_id=payment_intent_id,
-            currency=intent.currency,
-            captured=captured,
-            refunded=getattr(charge, "amount_refunded", None) or 0,
-        )
-
-    def find_refund(self, payment_intent_id: str, idempotency_key: str) -> RefundSummary | None:
-        """The refund of this PaymentIntent made for `idempotency_key`, if one exists."""
-        listing = self._call(
-            self.client().v1.refunds.list,
-            params={"payment_intent": payment_intent_id, "limit": 100},
-        )
-        for refund in listing.auto_paging_iter():
-            if _metadata_of(refund).get("idempotency_key") == idempotency_key:
-                return RefundSummary.of(refund, payment_intent_id)
-        return None
-
-    def create_refund(
-        self,
-        *,
-        payment_intent_id: str,
-        amount: int,
-        reason: str | None,
-        metadata: dict[str, str],
-        idempotency_key: str,
-    ) -> RefundSummary:
-        params: dict[str, Any] = {
-            "payment_intent": payment_intent_id,
-            "amount": amount,
-            "metadata": metadata,
-        }
-        if reason:
-            params["reason"] = reason
-        refund = self._call(
-            self.client().v1.refunds.create,
-            params=params,
-            options={"idempotency_key": idempotency_key},
-        )
-        return RefundSummary.of(refund, payment_intent_id)
-
-    def customer_contact(self, payment_intent_id: str) -> tuple[str | None, str | None]:
-        """The e-mail and name of the customer a PaymentIntent belongs to (for notices)."""
-        intent = self._call(self.client().v1.payment_intents.retrieve, payment_intent_id)
-        customer_id = _id_of(intent.customer)
-        if customer_id is None:
-            return None, None
-        customer = self._call(self.client().v1.customers.retrieve, customer_id)
-        return getattr(customer, "email", None), getattr(customer, "name", None)
+        return self._api

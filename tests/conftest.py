@@ -11,9 +11,14 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from queue_pipelines.embedded import start_localstripe, start_on_a_free_port, start_redis, stop
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.ledger import EffectLedger
+from queue_pipelines.sandbox.servers import (
+    start_localstripe,
+    start_on_a_free_port,
+    start_redis,
+    stop,
+)
 from resources import (
     EffectLedgerResource,
     NotificationSettingsResource,

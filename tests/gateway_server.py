@@ -1,4 +1,5 @@
-"""The gateway app served by uvicorn on loopback, in a thread of the test process."""
+"""The gateway app served by uvicorn on loopback, in a thread of the test process, with the
+same server settings (HTTP limits) as `queue-pipelines gateway`."""
 
 from __future__ import annotations
 
@@ -9,15 +10,26 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from queue_pipelines.embedded import free_port
+from queue_pipelines.gateway.config import GatewaySettings, JWTSettings
+from queue_pipelines.gateway.serve import server_config
+from queue_pipelines.sandbox.servers import free_port
+
+_DEFAULTS = GatewaySettings(
+    jwt=JWTSettings(algorithm="HS256", key="d" * 32), stripe_webhook_secret=None
+)
 
 
 @contextmanager
-def serve(app) -> Iterator[str]:
+def serve(app, settings: GatewaySettings | None = None, **extra) -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = server_config(
+        app,
+        settings or _DEFAULTS,
+        "127.0.0.1",
+        port,
+        **{"log_level": "warning", "lifespan": "on", **extra},
     )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -6,8 +6,8 @@ import threading
 from email.message import EmailMessage
 from pathlib import Path
 
-from queue_pipelines.embedded import free_port
-from queue_pipelines.notifications.outbox import OutboxHandler, parse, start_sink
+from queue_pipelines.sandbox.outbox import OutboxHandler, parse, start_sink
+from queue_pipelines.sandbox.servers import free_port
 
 
 class ScriptedHandler(OutboxHandler):

@@ -3,12 +3,12 @@ config (ReexecutionOptions), built from a reconstructable job bound to the test 
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from queue_pipelines.jobs.payment import payment_job
 from queue_pipelines.jobs.refund import refund_job
+from tests.conftest import TEST_WEBHOOK_SECRET
+from tests.harness import outcome_rows
 
 JOBS = {job.name: job for job in (payment_job, refund_job)}
 
@@ -22,20 +22,28 @@ def _job_with_test_resources(name: str) -> dg.JobDefinition:
         StripeResource,
         WebhookResource,
     )
-    from tests.conftest import TEST_WEBHOOK_SECRET
 
+    # EnvVar, read when the run starts: Dagster caches a reconstructable job per process, so
+    # values read here would stay those of the first test that re-executed.
     resources = {
         "stripe": StripeResource(
             secret_key="sk_test_queue_pipelines",
-            api_base=os.environ["QP_TEST_STRIPE_URL"],
+            api_base=dg.EnvVar("QP_TEST_STRIPE_URL"),
             max_network_retries=0,
         ),
-        "effect_ledger": EffectLedgerResource(database_url=os.environ["QP_TEST_LEDGER_URL"]),
-        "redis": RedisResource(url=os.environ["QP_TEST_REDIS_URL"]),
-        "smtp": SmtpResource(
-            host="127.0.0.1", port=int(os.environ["QP_TEST_SMTP_PORT"]), security="none"
+        "effect_ledger": EffectLedgerResource(database_url=dg.EnvVar("QP_TEST_LEDGER_URL")),
+        "redis": RedisResource(
+            url=dg.EnvVar("QP_TEST_REDIS_URL"), key_prefix=dg.EnvVar("QP_TEST_REDIS_PREFIX")
         ),
-        "webhooks": WebhookResource(secret=TEST_WEBHOOK_SECRET),
+        "smtp": SmtpResource(
+            host="127.0.0.1", port=dg.EnvVar.int("QP_TEST_SMTP_PORT"), security="none"
+        ),
+        # Webhooks go where the test's receiver listens, when it has one ("": none).
+        "webhooks": WebhookResource(
+            secret=dg.EnvVar("QP_TEST_WEBHOOK_SECRET"),
+            payment_url=dg.EnvVar("QP_TEST_WEBHOOK_URL"),
+            refund_url=dg.EnvVar("QP_TEST_WEBHOOK_URL"),
+        ),
         "notification_settings": NotificationSettingsResource(),
     }
     return dg.Definitions(jobs=[JOBS[name]], resources=resources).resolve_job_def(name)
@@ -52,12 +60,17 @@ def refund_job_for_tests() -> dg.JobDefinition:
 RECONSTRUCTABLE = {"payment_job": payment_job_for_tests, "refund_job": refund_job_for_tests}
 
 
-def reexecute_all(instance, resources: dict, parent_run_id: str, monkeypatch, node: str):
-    """Re-execute every step of `parent_run_id`; returns (result success, the node's output)."""
+def reexecute_all(instance, resources: dict, parent_run_id: str, monkeypatch, receiver=None):
+    """Re-execute every step of `parent_run_id`; returns (success, the run's outcome rows)."""
     monkeypatch.setenv("QP_TEST_STRIPE_URL", resources["stripe"].api_base)
     monkeypatch.setenv("QP_TEST_LEDGER_URL", resources["effect_ledger"].database_url)
     monkeypatch.setenv("QP_TEST_REDIS_URL", resources["redis"].url)
+    monkeypatch.setenv("QP_TEST_REDIS_PREFIX", resources["redis"].key_prefix)
     monkeypatch.setenv("QP_TEST_SMTP_PORT", str(resources["smtp"].port))
+    monkeypatch.setenv("QP_TEST_WEBHOOK_URL", receiver.url if receiver else "")
+    monkeypatch.setenv(
+        "QP_TEST_WEBHOOK_SECRET", receiver.secret if receiver else TEST_WEBHOOK_SECRET
+    )
     parent = instance.get_run_by_id(parent_run_id)
     with dg.execute_job(
         dg.reconstructable(RECONSTRUCTABLE[parent.job_name]),
@@ -65,4 +78,4 @@ def reexecute_all(instance, resources: dict, parent_run_id: str, monkeypatch, no
         reexecution_options=dg.ReexecutionOptions(parent_run_id=parent_run_id),
     ) as result:
         assert result.dagster_run.parent_run_id == parent_run_id
-        return result.success, result.output_for_node(node)
+        return result.success, outcome_rows(result)

@@ -10,11 +10,12 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from spl.token.constants import TOKEN_2022_PROGRAM_ID
 
-from queue_pipelines.intake.schema import Envelope, MintPayload
+from queue_pipelines.intake.payloads import MintPayload
+from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.nft import token2022
-from queue_pipelines.nft.embedded import EmbeddedLedger, shared_ledger
 from queue_pipelines.nft.keys import keygen_json
-from queue_pipelines.nft.rpc_server import LedgerRpcServer
+from queue_pipelines.sandbox.solana_ledger import EmbeddedLedger, shared_ledger
+from queue_pipelines.sandbox.solana_rpc import LedgerRpcServer
 from resources import MetadataStoreResource, SolanaResource
 
 

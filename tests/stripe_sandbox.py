@@ -6,7 +6,7 @@ from resources import StripeResource
 
 
 def payment_intents_of(stripe: StripeResource, tenant_id: str) -> list:
-    listing = stripe.client().v1.payment_intents.list(params={"limit": 100})
+    listing = stripe.api().client().v1.payment_intents.list(params={"limit": 100})
     return [
         intent
         for intent in listing.auto_paging_iter()

@@ -12,9 +12,12 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from queue_pipelines import definitions
-from queue_pipelines.intake.schema import Envelope, PaymentPayload
-from queue_pipelines.jobs.payment import payment_job, payment_run_config
+from queue_pipelines import definitions, deployment
+from queue_pipelines.intake.dispatch import Batch
+from queue_pipelines.intake.payloads import PaymentPayload
+from queue_pipelines.intake.schema import Envelope
+from queue_pipelines.jobs.batch import batch_run_config
+from queue_pipelines.jobs.payment import payment_job
 from queue_pipelines.ledger import EffectLedger
 from tests.stripe_sandbox import payment_intents_of
 
@@ -49,7 +52,7 @@ def test_payment_job_launched_from_the_dagster_cli(
                                customer_email="cli@example.com", payment_method="pm_card_visa"),
     )  # fmt: skip
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(payment_run_config(envelope)))
+    config.write_text(yaml.safe_dump(batch_run_config(Batch.of([envelope]))))
     env = dagster_env(
         tmp_path, STRIPE_API_BASE=localstripe_url, REDIS_URL=redis_url,
         DAGSTER_POSTGRES_URL=postgres_url,
@@ -76,7 +79,7 @@ def test_sensor_run_config_validates_against_the_job():
         payload=PaymentPayload(order_id="1", amount=100, currency="usd",
                                customer_email="a@example.com", payment_method="pm_card_visa"),
     )  # fmt: skip
-    assert dg.validate_run_config(payment_job, payment_run_config(envelope))
+    assert dg.validate_run_config(payment_job, batch_run_config(Batch.of([envelope])))
 
 
 def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
@@ -108,7 +111,7 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
         "arweave-secret",
     ):
         assert secret not in shown
-    assert definitions.sandbox_tags() == {}
+    assert deployment.sandbox_tags() == {}
 
 
 def test_sandbox_mode_is_tagged(monkeypatch):
@@ -116,4 +119,4 @@ def test_sandbox_mode_is_tagged(monkeypatch):
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.delenv("SMTP_HOST", raising=False)
     monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
-    assert definitions.sandbox_tags() == {"queue/sandbox": "stripe,redis,smtp,solana"}
+    assert deployment.sandbox_tags() == {"queue/sandbox": "stripe,redis,smtp,solana"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from queue_pipelines.embedded import free_port, start_localstripe, start_redis, stop
+from queue_pipelines.sandbox.servers import free_port, start_localstripe, start_redis, stop
 from resources import StripeResource
 
 
@@ -41,7 +41,7 @@ def test_stripe_sandbox_keeps_its_objects_in_its_own_state_file(tmp_path):
     state = tmp_path / "stripe.pickle"
     sandbox = start_localstripe(port, state_file=state)
     try:
-        client = StripeResource(secret_key="sk_test_x", api_base=f"http://127.0.0.1:{port}")
+        client = StripeResource(secret_key="sk_test_x", api_base=f"http://127.0.0.1:{port}").api()
         customer_id = client.find_or_create_customer(
             tenant_id="t", email="keep@example.com", name=None, idempotency_key="k"
         )
@@ -52,6 +52,29 @@ def test_stripe_sandbox_keeps_its_objects_in_its_own_state_file(tmp_path):
     sandbox = start_localstripe(port, state_file=state)
     try:
         again = StripeResource(secret_key="sk_test_x", api_base=f"http://127.0.0.1:{port}")
-        assert again.client().v1.customers.retrieve(customer_id).email == "keep@example.com"
+        assert again.api().client().v1.customers.retrieve(customer_id).email == "keep@example.com"
     finally:
         stop(sandbox)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets listening on `port`, from the kernel's own tables."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(table) as handle:
+            for line in handle.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(address if len(address) == width else "?")
+    return found
+
+
+def test_stripe_sandbox_listens_on_loopback_only():
+    port = free_port()
+    process = start_localstripe(port)
+    try:
+        # 0100007F is 127.0.0.1 as /proc/net/tcp writes it; '::' or 0.0.0.0 would be all zeros.
+        assert _listening_addresses(port) == {"0100007F"}
+    finally:
+        stop(process)

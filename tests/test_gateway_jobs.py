@@ -115,13 +115,36 @@ def test_valid_token_enqueues_and_returns_the_entry_id(hs_gateway, client, key_p
 def test_same_idempotency_key_returns_the_first_entry(hs_gateway, client, key_prefix, tenant):
     token = hs256(claims(tenant))
     first = post(hs_gateway, payment_envelope(tenant, "order-2"), token)
-    again = post(hs_gateway, payment_envelope(tenant, "order-2", amount=9999), token)
+    # A retry: same payload, though its envelope id, time and priority are new.
+    again = post(hs_gateway, {**payment_envelope(tenant, "order-2"), "priority": 5}, token)
     other = post(hs_gateway, payment_envelope(tenant, "order-3"), token)
     assert first.status_code == again.status_code == other.status_code == 202
     assert again.json()["entry_id"] == first.json()["entry_id"]
     assert again.json()["duplicate"] is True
     assert other.json()["entry_id"] != first.json()["entry_id"]
     assert stream_length(client, key_prefix) == 2
+
+
+def test_same_key_for_a_different_request_is_a_conflict(hs_gateway, client, key_prefix, tenant):
+    token = hs256(claims(tenant))
+    first = post(hs_gateway, payment_envelope(tenant, "order-4"), token)
+    changed = post(hs_gateway, payment_envelope(tenant, "order-4", amount=9999), token)
+    assert first.status_code == 202
+    assert changed.status_code == 409, changed.text
+    assert changed.json()["entry_id"] == first.json()["entry_id"]
+    assert "different request" in changed.json()["error"]
+    assert stream_length(client, key_prefix) == 1
+    # The record a sensor reads: the first entry and its payload digest.
+    from queue_pipelines.intake.schema import envelope_from_dict
+    from queue_pipelines.intake.streams import IntakeStreams, request_digest
+
+    streams = IntakeStreams(client, prefix=key_prefix)
+    envelope = envelope_from_dict(payment_envelope(tenant, "order-4", amount=9999))
+    first_seen = streams.remember_request(envelope.request_key, request_digest(envelope), "0-1")
+    assert first_seen.entry_id == first.json()["entry_id"]
+    assert first_seen.conflicts_with(request_digest(envelope))
+    same = envelope_from_dict(payment_envelope(tenant, "order-4"))
+    assert not first_seen.conflicts_with(request_digest(same))
 
 
 def _unsigned(header: dict, payload: dict) -> str:

@@ -14,7 +14,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from queue_pipelines.batch import FAILED, SUCCEEDED, ItemResult
 from queue_pipelines.gateway.health import HealthChecks
+from queue_pipelines.jobs.batch import outcome_table
 from queue_pipelines.metrics import RunTotals
 from queue_pipelines.metrics.run_totals import STATE_KEY
 from tests.conftest import POSTGRES_SERVER_URL
@@ -40,12 +42,14 @@ def fresh_instance() -> Iterator[dg.DagsterInstance]:
 
 @dg.op(config_schema={"amount": int, "decline": bool})
 def charge_payment(context):
+    """A batch of one, reported the way the real payment_job reports it (its outcomes table)."""
+    key = f"payment:t:{context.run_id}"
     if context.op_config["decline"]:
-        raise dg.Failure("card declined", allow_retries=False)
-    return dg.Output(
-        None,
-        metadata={"amount": context.op_config["amount"], "currency": "eur", "status": "succeeded"},
-    )
+        result = ItemResult(key, FAILED, reason="card declined", code="card_declined")
+    else:
+        summary = {"charged": "now", "payment_status": "succeeded", "currency": "eur"}
+        result = ItemResult(key, SUCCEEDED, {**summary, "amount": context.op_config["amount"]})
+    return dg.Output(None, metadata={"outcomes": outcome_table("payment", [result])})
 
 
 @dg.job(tags={"queue/job_type": "payment"})
@@ -78,10 +82,10 @@ def test_a_restarted_reader_starts_from_stored_totals_and_keeps_purged_runs(fres
     first = RunTotals(instance)
     before = counts(first.refresh())
     assert before == (
-        {("payment", "success"): 5, ("payment", "failure"): 1},
+        {("payment", "success"): 6},  # a declined card fails its request, not the run
         {("eur", "succeeded"): 5, ("unknown", "failed"): 1},
         {"eur": 1500},
-        {("payment", "permanent"): 1},
+        {},
         6,
     )
 
@@ -99,7 +103,7 @@ def test_a_restarted_reader_starts_from_stored_totals_and_keeps_purged_runs(fres
 
     pay(instance, 700)
     after = counts(restarted.refresh())
-    assert after[0] == {("payment", "success"): 6, ("payment", "failure"): 1}
+    assert after[0] == {("payment", "success"): 7}
     assert after[2] == {"eur": 2200}
     # ... and the stored value moved with it.
     assert counts(RunTotals(instance).refresh()) == after

@@ -79,7 +79,7 @@ def test_a_transaction_from_an_unfunded_payer_fails_permanently(rpc_solana):
 
 
 def test_an_unreachable_endpoint_is_transient(payer_file):
-    from queue_pipelines.embedded import free_port
+    from queue_pipelines.sandbox.servers import free_port
     from resources import SolanaResource
 
     solana = SolanaResource(

@@ -17,13 +17,13 @@ from queue_pipelines.failures import PermanentError
 from queue_pipelines.ledger import effects
 from queue_pipelines.nft import token2022
 from queue_pipelines.nft.keys import derived_mint_keypair, keygen_json
-from queue_pipelines.nft.rpc_server import LedgerRpcServer
 from queue_pipelines.nft.tickets import (
     holder_of,
     holds,
     mint_ticket_once,
     transfer_ticket_once,
 )
+from queue_pipelines.sandbox.solana_rpc import LedgerRpcServer
 from resources import MetadataStoreResource, SolanaResource
 from tests.solana_fixtures import ledger_of, ticket_payload, token_2022_mints
 
@@ -262,8 +262,8 @@ def test_local_metadata_is_served_over_http(tmp_path, embedded_solana, ledger, t
 
 def test_the_dev_ledger_keeps_its_payer_and_tickets_across_restarts(tmp_path, ledger, tenant):
     """What `make run` starts: the embedded ledger as a JSON-RPC process, state on disk."""
-    from queue_pipelines.embedded import free_port, stop
-    from queue_pipelines.nft.rpc_server import start_embedded_solana
+    from queue_pipelines.sandbox.servers import free_port, stop
+    from queue_pipelines.sandbox.solana_rpc import start_embedded_solana
 
     state, documents, port = tmp_path / "solana", tmp_path / "nft-metadata", free_port()
     solana = SolanaResource(

@@ -3,20 +3,16 @@ e-mail through a real SMTP server and webhooks to a real receiver, each at most 
 
 from __future__ import annotations
 
-import os
-
-import dagster as dg
 import pytest
 
 from queue_pipelines import tags
-from queue_pipelines.definitions import defs
-from queue_pipelines.intake.schema import Envelope, NotificationPayload, RefundPayload
-from queue_pipelines.jobs.payment import payment_job
-from queue_pipelines.notifications.events import NftDelivery
-from queue_pipelines.notifications.signing import new_secret
+from queue_pipelines.intake.payloads import NotificationPayload, RefundPayload
+from queue_pipelines.intake.schema import Envelope
+from queue_pipelines.providers.webhook_signing import new_secret
 from resources import SmtpResource, WebhookResource
-from tests.harness import IntakeHarness
+from tests.harness import IntakeHarness, outcome_rows
 from tests.mail_sink import MailSink
+from tests.reexecution import reexecute_all
 from tests.stripe_sandbox import payment_intents_of
 from tests.test_payment_flow import payment
 from tests.webhook_receiver import WebhookReceiver
@@ -83,87 +79,55 @@ def test_a_payment_run_sends_one_email_and_one_signed_webhook(
     assert intake.client.xlen(intake.stream_key("payment")) == 0
 
 
-def test_reexecuting_a_succeeded_payment_run_sends_nothing_twice(
+def test_reexecuting_a_payment_run_sends_nothing_twice(
     instance, notifying, intake, tenant, mail_sink, receiver, stripe_resource, monkeypatch
 ):
-    monkeypatch.setenv("QP_TEST_STRIPE_URL", stripe_resource.api_base)
-    monkeypatch.setenv("QP_TEST_LEDGER_URL", notifying["effect_ledger"].database_url)
-    monkeypatch.setenv("QP_TEST_REDIS_URL", notifying["redis"].url)
-    monkeypatch.setenv("QP_TEST_SMTP_PORT", str(notifying["smtp"].port))
-    monkeypatch.setenv("QP_TEST_WEBHOOK_URL", receiver.url)
-    monkeypatch.setenv("QP_TEST_WEBHOOK_SECRET", receiver.secret)
     intake.enqueue(payment(tenant, "pay-2", customer_email=buyer(tenant)))
     harness = IntakeHarness(instance, notifying, "payment")
     harness.drain()
     [original] = harness.results
     assert original.success and len(mail_sink.to(buyer(tenant))) == 1
+    # The intake has forgotten the outcome: the run does the whole request again, and the
+    # effect ledger answers for the charge, the e-mail and the webhook.
+    intake.client.delete(*intake.client.keys(f"{intake.prefix}:outcome:*"))
 
-    with dg.execute_job(
-        dg.reconstructable(payment_job_with_notification_resources),
-        instance=instance,
-        reexecution_options=dg.ReexecutionOptions(parent_run_id=original.run_id),
-    ) as reexecution:
-        assert reexecution.success
-        email = reexecution.output_for_node("email_payment_confirmation")
-        webhook = reexecution.output_for_node("webhook_payment_succeeded")
+    success, rows = reexecute_all(
+        instance, notifying, original.run_id, monkeypatch, receiver=receiver
+    )
 
+    assert success
+    [row] = rows
+    assert (row["charged"], row["email"], row["webhook"]) == (
+        "earlier",
+        "sent earlier",
+        "sent earlier",
+    )
     assert len(mail_sink.to(buyer(tenant))) == 1
     assert len(receiver.received) == 1
     assert len(payment_intents_of(stripe_resource, tenant)) == 1
-    assert email["message_id"] == mail_sink.to(buyer(tenant))[0]["Message-ID"]
-    assert webhook["webhook_id"] == receiver.received[0].headers["webhook-id"]
 
 
-def payment_job_with_notification_resources() -> dg.JobDefinition:
-    """payment_job bound to the session's servers, rebuilt in whichever process runs it."""
-    from resources import (
-        EffectLedgerResource,
-        NotificationSettingsResource,
-        RedisResource,
-        StripeResource,
-    )
-
-    resources = {
-        "stripe": StripeResource(
-            secret_key="sk_test_queue_pipelines",
-            api_base=os.environ["QP_TEST_STRIPE_URL"],
-            max_network_retries=0,
-        ),
-        "effect_ledger": EffectLedgerResource(database_url=os.environ["QP_TEST_LEDGER_URL"]),
-        "redis": RedisResource(url=os.environ["QP_TEST_REDIS_URL"]),
-        "smtp": SmtpResource(
-            host="127.0.0.1", port=int(os.environ["QP_TEST_SMTP_PORT"]), security="none"
-        ),
-        "webhooks": WebhookResource(
-            secret=os.environ["QP_TEST_WEBHOOK_SECRET"],
-            payment_url=os.environ["QP_TEST_WEBHOOK_URL"],
-        ),
-        "notification_settings": NotificationSettingsResource(),
-    }
-    return dg.Definitions(jobs=[payment_job], resources=resources).resolve_job_def("payment_job")
-
-
-def test_resend_flag_sends_the_email_again_once(
-    instance, notifying, intake, tenant, mail_sink, receiver
+def test_resend_flag_sends_the_notices_again_once_and_charges_nothing(
+    instance, notifying, intake, tenant, mail_sink, receiver, stripe_resource
 ):
     intake.enqueue(payment(tenant, "pay-3", customer_email=buyer(tenant)))
     harness = IntakeHarness(instance, notifying, "payment")
     harness.drain()
     [original] = harness.results
     run_config = instance.get_run_by_id(original.run_id).run_config
-    resend = {
-        **run_config,
-        "ops": {**run_config["ops"], "email_payment_confirmation": {"config": {"resend": True}}},
-    }
+    config = run_config["ops"]["charge_payments"]["config"]
+    resend = {"ops": {"charge_payments": {"config": {**config, "resend": True}}}}
 
     again = harness.job.execute_in_process(
         run_config=resend, instance=instance, resources=notifying, raise_on_error=False
     )
 
     assert again.success
+    [row] = outcome_rows(again)
+    assert (row["charged"], row["email"], row["webhook"]) == ("earlier", "sent", "sent")
     assert len(mail_sink.to(buyer(tenant))) == 2
-    assert len(receiver.received) == 1  # only the e-mail was asked for again
-    assert again.output_for_node("charge_payment").replayed
+    assert len(receiver.received) == 2
+    assert len(payment_intents_of(stripe_resource, tenant)) == 1
 
 
 def test_an_email_that_fails_for_good_leaves_the_payment_and_settles_the_entry(
@@ -182,20 +146,20 @@ def test_an_email_that_fails_for_good_leaves_the_payment_and_settles_the_entry(
         sink.stop()
 
     [result] = harness.results
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    assert failure.step_key == "email_payment_confirmation"
-    description = failure.step_failure_data.user_failure_data.description
+    assert result.success
+    [row] = outcome_rows(result)
     [intent] = payment_intents_of(stripe_resource, tenant)
-    assert "550 5.1.1" in description and "Recipient address rejected" in description
-    assert f"Payment {intent.id} succeeded, and stands" in description
-    assert result.output_for_node("charge_payment").payment_intent_id == intent.id
-    assert len(receiver.received) == 1  # the webhook step went ahead on its own
+    assert (row["status"], row["payment_intent"]) == ("succeeded", intent.id)
+    assert "550 5.1.1" in row["notification_failed"]
+    assert "Recipient address rejected" in row["notification_failed"]
+    assert row["webhook"] == "sent"  # the webhook went ahead on its own
+    assert len(receiver.received) == 1
     run = instance.get_run_by_id(result.run_id)
-    assert run.tags[tags.NOTIFICATION_FAILED] == "email_payment_confirmation"
+    assert run.tags[tags.NOTIFICATION_FAILED] == "1"
     [alert] = alerts
-    assert "failed for good" in alert["Subject"]
-    assert result.run_id in alert.get_body(("plain",)).get_content()
+    assert "failed" in alert["Subject"]
+    body = alert.get_body(("plain",)).get_content()
+    assert result.run_id in body and f"payment {intent.id} succeeded, and stands" in body
     # Settled, not dead-lettered: the payment did not fail.
     assert intake.client.xlen(intake.stream_key("payment")) == 0
     assert intake.client.xlen(intake.dead_letter_key) == 0
@@ -283,48 +247,12 @@ def test_a_template_missing_a_variable_fails_the_run_naming_it(
     harness.drain()
 
     [result] = harness.results
-    assert not result.success
+    [row] = outcome_rows(result)
+    assert row["status"] == "failed"
     [letter] = intake.dead_letters()
     assert "'reason' is undefined" in letter["reason"]
-    assert "email_notification" in letter["reason"]
+    assert letter["run_id"] == result.run_id
     assert mail_sink.to(buyer(tenant)) == []
-
-
-def test_nft_steps_tell_the_buyer_and_the_platform_for_a_mint_step(
-    instance, notifying, tenant, mail_sink, receiver
-):
-    """What mint_job wires after its delivery step (docs/notifications.md)."""
-    from queue_pipelines.jobs.notification import email_nft_delivered, webhook_nft_delivered
-
-    @dg.op
-    def delivered_nft() -> NftDelivery:
-        return NftDelivery(
-            tenant_id=tenant,
-            idempotency_key="mint-1",
-            order_id="1042",
-            wallet="9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM",
-            mint_address="So11111111111111111111111111111111111111112",
-            event="Night Concert",
-            seat="B12",
-            buyer_email=buyer(tenant),
-            buyer_name="Ada",
-        )
-
-    @dg.job
-    def mint_shaped_job():
-        nft = delivered_nft()
-        email_nft_delivered(nft)
-        webhook_nft_delivered(nft)
-
-    for _ in range(2):
-        result = mint_shaped_job.execute_in_process(instance=instance, resources=notifying)
-        assert result.success
-
-    [mail] = mail_sink.to(buyer(tenant))
-    assert "So11111111111111111111111111111111111111112" in mail.get_body(("plain",)).get_content()
-    [delivery] = receiver.received
-    assert delivery.signature_valid
-    assert delivery.event["type"] == "nft.delivered"
 
 
 def test_a_declined_card_emails_the_buyer_once_through_notification_job(
@@ -340,19 +268,17 @@ def test_a_declined_card_emails_the_buyer_once_through_notification_job(
     )
     payments = IntakeHarness(instance, notifying, "payment")
     payments.drain()
-    [failed] = payments.results
-    assert not failed.success
-    run = instance.get_run_by_id(failed.run_id)
-    sensor = defs.resolve_sensor_def("payment_failed_notice_sensor")
-    for _ in range(2):  # a sensor tick repeated after a crash asks twice
-        with dg.build_run_status_sensor_context(
-            sensor_name=sensor.name,
-            dagster_event=failed.get_run_failure_event(),
-            dagster_instance=instance,
-            dagster_run=run,
-            resources=notifying,
-        ) as context:
-            sensor(context.for_run_failure())
+    # The payment request arrives again (a producer's retry): it is dead-lettered on sight of
+    # its recorded outcome, and no second payment_failed request is made.
+    intake.enqueue(
+        payment(
+            tenant,
+            "declined-1",
+            customer_email=buyer(tenant),
+            payment_method="pm_card_chargeCustomerFail",
+        )
+    )
+    assert payments.tick() == []
 
     assert IntakeHarness(instance, notifying, "notification").drain() == 1
 
@@ -360,5 +286,7 @@ def test_a_declined_card_emails_the_buyer_once_through_notification_job(
     assert mail["Subject"] == "Tickets: your payment for order order-declined-1 did not go through"
     text = mail.get_body(("plain",)).get_content()
     assert "card declined" in text and "25.00 USD" in text
-    [letter] = intake.dead_letters()  # the payment request itself, with Stripe's reason
-    assert "card declined" in letter["reason"]
+    # The payment request and its duplicate, each entry with Stripe's reason.
+    letters = intake.dead_letters()
+    assert [letter["request_key"] for letter in letters] == [f"payment:{tenant}:declined-1"] * 2
+    assert all("card declined" in letter["reason"] for letter in letters)

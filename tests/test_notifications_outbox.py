@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 
 from queue_pipelines.cli import main
-from queue_pipelines.embedded import free_port
 from queue_pipelines.notifications.delivery import build_email
-from queue_pipelines.notifications.outbox import list_messages, start_sink
 from queue_pipelines.notifications.templates import render
 from queue_pipelines.notifications.tenants import DEFAULT_PROFILE
+from queue_pipelines.sandbox.outbox import list_messages, start_sink
+from queue_pipelines.sandbox.servers import free_port
 from resources import SmtpResource
 
 
@@ -31,7 +31,9 @@ def test_the_sink_keeps_each_mail_and_the_cli_lists_and_prints_it(tmp_path):
                 {"buyer_name": "<b>Ada</b>", "order_id": order, "amount": "25.00 USD", "payment_id": "pi_1"},
                 DEFAULT_PROFILE,
             )  # fmt: skip
-            smtp.send(build_email(rendered, recipient="ada@example.com", sender=smtp.from_address))
+            smtp.sender().send(
+                build_email(rendered, recipient="ada@example.com", sender=smtp.from_address)
+            )
     finally:
         sink.stop()
 

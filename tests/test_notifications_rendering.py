@@ -7,10 +7,10 @@ import json
 import pytest
 
 from queue_pipelines.failures import PermanentError
-from queue_pipelines.notifications import signing
 from queue_pipelines.notifications.events import NftDelivery, nft_notice
 from queue_pipelines.notifications.templates import TEMPLATES, render
 from queue_pipelines.notifications.tenants import DEFAULT_PROFILE, TenantDirectory, TenantProfile
+from queue_pipelines.providers import webhook_signing as signing
 
 PAYMENT = {"buyer_name": "Ada", "order_id": "1042", "amount": "$25.00", "payment_id": "pi_1"}
 
@@ -130,3 +130,37 @@ def test_verify_accepts_a_fresh_delivery_and_refuses_tampering_and_replays():
         signing.verify(secret, headers, body, now=1700000000 + 301)
     with pytest.raises(signing.InvalidSignature):
         signing.verify(signing.new_secret(), headers, body, now=1700000010)
+
+
+def test_a_refund_without_an_order_id_names_the_payment_not_an_order():
+    from queue_pipelines.notifications.events import refund_notice
+    from queue_pipelines.payments import RefundOutcome
+
+    outcome = RefundOutcome("re_1", "succeeded", 500, "usd", "pi_3Abc", remaining=0)
+    without = refund_notice("acme", "k1", None, outcome, "ada@example.com", "Ada")
+    rendered = render(without.template, without.context, DEFAULT_PROFILE)
+    for part in (rendered.subject, rendered.text, rendered.html):
+        assert "order pi_" not in part and "order <strong>pi_" not in part
+        assert "pi_3Abc" in part
+    with_order = refund_notice("acme", "k1", "1042", outcome, "ada@example.com", "Ada")
+    rendered = render(with_order.template, with_order.context, DEFAULT_PROFILE)
+    assert "for order 1042" in rendered.subject and "for order 1042" in rendered.text
+
+
+def test_a_signed_delivery_verifies_with_the_standardwebhooks_library():
+    from standardwebhooks.webhooks import Webhook
+
+    secret = signing.new_secret()
+    body = b'{"type":"refund.issued","data":{"amount":500}}'
+    now = int(__import__("time").time())
+    headers = {
+        "webhook-id": "msg_2",
+        "webhook-timestamp": str(now),
+        "webhook-signature": signing.sign(secret, "msg_2", now, body),
+    }
+    Webhook(secret).verify(body, headers, json_parse=False)
+    assert signing.verify(secret, headers, body) == "msg_2"
+    with pytest.raises(signing.InvalidSignature):
+        signing.verify(secret, headers, body + b" ")
+    with pytest.raises(ValueError, match="base64"):
+        signing.sign("whsec_not base64!", "msg_2", now, body)

@@ -8,9 +8,10 @@ from email.message import EmailMessage
 
 import pytest
 
-from queue_pipelines.embedded import free_port
 from queue_pipelines.failures import PermanentError, TransientError
-from queue_pipelines.notifications.signing import new_secret
+from queue_pipelines.providers.smtp import SmtpSender
+from queue_pipelines.providers.webhook_signing import new_secret
+from queue_pipelines.sandbox.servers import free_port
 from resources import SmtpResource, WebhookResource
 from tests.mail_sink import MailSink
 from tests.webhook_receiver import WebhookReceiver
@@ -24,9 +25,9 @@ def message(to: str) -> EmailMessage:
     return mail
 
 
-def smtp_at(port: int, **overrides) -> SmtpResource:
+def smtp_at(port: int, **overrides) -> SmtpSender:
     settings = {"security": "none", "timeout_seconds": 5, "backoff_seconds": 0.05}
-    return SmtpResource(host="127.0.0.1", port=port, **{**settings, **overrides})
+    return SmtpResource(host="127.0.0.1", port=port, **{**settings, **overrides}).sender()
 
 
 @pytest.fixture
@@ -107,8 +108,10 @@ def webhooks_for(receiver: WebhookReceiver, **overrides) -> WebhookResource:
 
 def test_webhook_500_500_200_is_delivered_once(receiver):
     receiver.answer(500, 500, 200)
-    delivery = webhooks_for(receiver, max_attempts=4).deliver(
-        receiver.url, "msg_abc", b'{"type":"payment.succeeded"}'
+    delivery = (
+        webhooks_for(receiver, max_attempts=4)
+        .sender()
+        .deliver(receiver.url, "msg_abc", b'{"type":"payment.succeeded"}')
     )
     assert (delivery.status, delivery.attempts) == (200, 3)
     assert [r.status for r in receiver.received] == [500, 500, 200]
@@ -120,7 +123,7 @@ def test_webhook_500_500_200_is_delivered_once(receiver):
 def test_webhook_400_is_not_retried(receiver):
     receiver.answer(400)
     with pytest.raises(PermanentError, match="HTTP 400") as caught:
-        webhooks_for(receiver, max_attempts=4).deliver(receiver.url, "msg_bad", b"{}")
+        webhooks_for(receiver, max_attempts=4).sender().deliver(receiver.url, "msg_bad", b"{}")
     assert len(receiver.received) == 1
     assert "not retried" in caught.value.reason
 
@@ -128,7 +131,7 @@ def test_webhook_400_is_not_retried(receiver):
 @pytest.mark.parametrize("status", [408, 429, 503])
 def test_webhook_retryable_statuses_are_retried(receiver, status):
     receiver.answer(status)
-    delivery = webhooks_for(receiver).deliver(receiver.url, "msg_retry", b"{}")
+    delivery = webhooks_for(receiver).sender().deliver(receiver.url, "msg_retry", b"{}")
     assert delivery.attempts == 2
     assert [r.status for r in receiver.received] == [status, 200]
 
@@ -136,7 +139,7 @@ def test_webhook_retryable_statuses_are_retried(receiver, status):
 def test_webhook_network_error_is_retried_then_transient():
     url = f"http://127.0.0.1:{free_port()}/hooks"
     with pytest.raises(TransientError, match="failed 2 times"):
-        WebhookResource(secret=new_secret(), backoff_seconds=0.01, max_attempts=2).deliver(
+        WebhookResource(secret=new_secret(), backoff_seconds=0.01, max_attempts=2).sender().deliver(
             url, "msg_down", b"{}"
         )
 
@@ -144,14 +147,16 @@ def test_webhook_network_error_is_retried_then_transient():
 def test_the_url_in_a_failure_never_shows_its_query_string(receiver):
     receiver.answer(404)
     with pytest.raises(PermanentError) as caught:
-        webhooks_for(receiver).deliver(receiver.url + "?token=s3cret", "msg_q", b"{}")
+        webhooks_for(receiver).sender().deliver(receiver.url + "?token=s3cret", "msg_q", b"{}")
     assert "s3cret" not in caught.value.reason
     assert receiver.url in caught.value.reason
 
 
 def test_a_malformed_secret_fails_at_once_without_a_request(receiver):
     with pytest.raises(PermanentError, match="WEBHOOK_SECRET is not usable"):
-        webhooks_for(receiver, secret="not-a-whsec-secret").deliver(receiver.url, "msg_x", b"{}")
+        webhooks_for(receiver, secret="not-a-whsec-secret").sender().deliver(
+            receiver.url, "msg_x", b"{}"
+        )
     assert receiver.received == []
 
 

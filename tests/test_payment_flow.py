@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from queue_pipelines.intake.schema import Envelope, PaymentPayload
-from tests.harness import IntakeHarness
+from queue_pipelines.intake.payloads import PaymentPayload
+from queue_pipelines.intake.schema import Envelope
+from tests.harness import IntakeHarness, outcome_rows
 from tests.reexecution import reexecute_all
 from tests.stripe_sandbox import payment_intents_of
 
@@ -31,8 +32,12 @@ def test_fifty_payments_make_fifty_payment_intents(
 
     executed = harness.drain()
 
-    assert executed == 50
-    assert all(result.success for result in harness.results)
+    assert executed == 1  # one batch
+    [result] = harness.results
+    assert result.success
+    rows = outcome_rows(result)
+    assert [r["status"] for r in rows] == ["succeeded"] * 50
+    assert [r["order_id"] for r in rows] == [f"order-k{i}" for i in range(50)]
     intents = payment_intents_of(stripe_resource, tenant)
     assert len(intents) == 50
     assert sorted(i.amount for i in intents) == [1000 + i for i in range(50)]
@@ -44,6 +49,41 @@ def test_fifty_payments_make_fifty_payment_intents(
         "undelivered": 0,
         "oldest_pending_age_seconds": None,
     }
+
+
+def test_one_run_per_request_when_the_batch_size_is_one(
+    instance, resources, intake, tenant, stripe_resource
+):
+    intake.enqueue_many([payment(tenant, f"one{i}") for i in range(3)])
+    harness = IntakeHarness(instance, resources, "payment", batch_size=1)
+
+    assert harness.drain() == 3
+
+    assert [r.dagster_run.tags["queue/request_key"] for r in harness.results] == [
+        f"payment:{tenant}:one{i}" for i in range(3)
+    ]
+    assert len(payment_intents_of(stripe_resource, tenant)) == 3
+    assert intake.client.xlen(intake.stream_key("payment")) == 0
+
+
+def test_a_batch_never_mixes_tenants(instance, resources, intake, tenant, stripe_resource):
+    other = f"{tenant}-b"
+    intake.enqueue_many(
+        [payment(tenant, "a1"), payment(other, "b1"), payment(tenant, "a2"), payment(other, "b2")]
+    )
+    harness = IntakeHarness(instance, resources, "payment")
+
+    assert harness.drain() == 2
+
+    for result in harness.results:
+        run_tenant = result.dagster_run.tags["queue/tenant"]
+        config = result.dagster_run.run_config["ops"]["charge_payments"]["config"]
+        assert config["tenant_id"] == run_tenant
+        assert {r["idempotency_key"][0] for r in config["requests"]} == {
+            "a" if run_tenant == tenant else "b"
+        }
+    assert len(payment_intents_of(stripe_resource, tenant)) == 2
+    assert len(payment_intents_of(stripe_resource, other)) == 2
 
 
 def test_same_key_three_times_charges_once(instance, resources, intake, tenant, stripe_resource):
@@ -78,11 +118,47 @@ def test_full_reexecution_of_a_succeeded_run_does_not_charge_again(
     harness.drain()
     [original] = harness.results
 
-    success, replay = reexecute_all(
-        instance, resources, original.run_id, monkeypatch, "charge_payment"
-    )
+    success, rows = reexecute_all(instance, resources, original.run_id, monkeypatch)
 
     assert success
-    assert replay.replayed is True
-    assert replay.payment_intent_id == original.output_for_node("charge_payment").payment_intent_id
+    assert [(r["status"], r["note"]) for r in rows] == [("succeeded", "settled earlier")]
     assert len(payment_intents_of(stripe_resource, tenant)) == 1
+
+
+def test_reexecution_after_the_outcomes_expired_replays_the_ledger_and_charges_nothing(
+    instance, resources, intake, tenant, stripe_resource, monkeypatch
+):
+    intake.enqueue_many([payment(tenant, "old1"), payment(tenant, "old2")])
+    harness = IntakeHarness(instance, resources, "payment")
+    harness.drain()
+    [original] = harness.results
+    first = {r["request"]: r["payment_intent"] for r in outcome_rows(original)}
+    # A week later the intake has forgotten the outcomes; the effect ledger has not.
+    intake.client.delete(*intake.client.keys(f"{intake.prefix}:outcome:*"))
+
+    success, rows = reexecute_all(instance, resources, original.run_id, monkeypatch)
+
+    assert success
+    assert {r["request"]: (r["payment_intent"], r["charged"]) for r in rows} == {
+        key: (intent, "earlier") for key, intent in first.items()
+    }
+    assert len(payment_intents_of(stripe_resource, tenant)) == 2
+
+
+def test_a_key_reused_for_a_different_payment_is_dead_lettered_not_run(
+    instance, resources, intake, tenant, stripe_resource
+):
+    first = intake.enqueue(payment(tenant, "reused", amount=1000))
+    intake.enqueue(payment(tenant, "reused", amount=1000))  # the same request again
+    other = intake.enqueue(payment(tenant, "reused", amount=9999))  # not the same request
+    harness = IntakeHarness(instance, resources, "payment")
+
+    assert harness.drain() == 1
+
+    [intent] = payment_intents_of(stripe_resource, tenant)
+    assert intent.amount == 1000
+    [letter] = intake.dead_letters()
+    assert letter["entry_id"] == other
+    assert "'reused' was first used for a different payment request" in letter["reason"]
+    assert f"(entry {first})" in letter["reason"]
+    assert intake.client.xlen(intake.stream_key("payment")) == 0

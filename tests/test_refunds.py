@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import dagster as dg
 import pytest
 
 from queue_pipelines.failures import PermanentError
-from queue_pipelines.intake.schema import Envelope, PaymentPayload, RefundPayload
-from queue_pipelines.payments import charge_once, effect_key
+from queue_pipelines.intake.payloads import PaymentPayload, RefundPayload
+from queue_pipelines.intake.schema import Envelope
+from queue_pipelines.ledger import effect_key
+from queue_pipelines.payments import charge_once
 from resources import StripeResource
 from tests.fault_proxy import LOSE_REPLY, FaultProxy
-from tests.harness import IntakeHarness
+from tests.harness import IntakeHarness, outcome_rows
 from tests.reexecution import reexecute_all
 from tests.test_payment_flow import payment
 
@@ -29,12 +30,15 @@ def charged(instance, resources, intake, tenant, amount: int) -> str:
     harness = IntakeHarness(instance, resources, "payment")
     harness.drain()
     [result] = harness.results
-    return result.output_for_node("charge_payment").payment_intent_id
+    [row] = outcome_rows(result)
+    return row["payment_intent"]
 
 
 def refunds_of(stripe_resource, payment_intent_id: str) -> list[int]:
-    intent = stripe_resource.client().v1.payment_intents.retrieve(
-        payment_intent_id, params={"expand": ["latest_charge"]}
+    intent = (
+        stripe_resource.api()
+        .client()
+        .v1.payment_intents.retrieve(payment_intent_id, params={"expand": ["latest_charge"]})
     )
     return [r.amount for r in intent.latest_charge.refunds.data]
 
@@ -52,13 +56,10 @@ def test_two_partials_sum_to_the_charge_and_a_third_fails_naming_what_remains(
     intake.enqueue(refund(tenant, "r3", intent_id, amount=1))
     harness.drain()
 
-    first, second, third = harness.results
-    assert first.success and second.success
-    assert second.output_for_node("refund_payment").remaining == 0
-    assert not third.success
-    assert [e.event_type for e in third.all_events].count(
-        dg.DagsterEventType.STEP_UP_FOR_RETRY
-    ) == 0
+    first, second, third = (outcome_rows(r)[0] for r in harness.results)
+    assert (first["status"], second["status"]) == ("succeeded", "succeeded")
+    assert second["remaining_refundable"] == 0
+    assert (third["status"], third["attempts"]) == ("failed", 1)  # permanent: not retried
     [letter] = intake.dead_letters()
     assert letter["reason"].endswith(
         f"refund of 0.01 USD exceeds the 0.00 USD still refundable on {intent_id} "
@@ -78,7 +79,7 @@ def test_refund_above_the_remaining_amount_fails_with_that_amount(
     intake.enqueue(refund(tenant, "too-much", intent_id, amount=1500))
     harness.drain()
 
-    assert [r.success for r in harness.results] == [True, False]
+    assert [outcome_rows(r)[0]["status"] for r in harness.results] == ["succeeded", "failed"]
     [letter] = intake.dead_letters()
     assert letter["reason"].endswith(
         f"refund of 15.00 USD exceeds the 10.00 USD still refundable on {intent_id} "
@@ -97,8 +98,8 @@ def test_full_refund_and_duplicates_refund_once(
 
     assert harness.drain() == 1
 
-    outcome = harness.results[0].output_for_node("refund_payment")
-    assert (outcome.amount, outcome.remaining) == (1234, 0)
+    [row] = outcome_rows(harness.results[0])
+    assert (row["amount"], row["remaining_refundable"]) == (1234, 0)
     assert refunds_of(stripe_resource, intent_id) == [1234]
     assert intake.client.xlen(intake.stream_key("refund")) == 0
 
@@ -111,11 +112,11 @@ def test_reexecuting_a_refund_run_does_not_refund_again(
     intake.enqueue(refund(tenant, "once", intent_id, amount=300))
     harness.drain()
 
-    success, replay = reexecute_all(
-        instance, resources, harness.results[0].run_id, monkeypatch, "refund_payment"
-    )
+    intake.client.delete(*intake.client.keys(f"{intake.prefix}:outcome:*"))  # forgotten
 
-    assert success and replay.replayed is True
+    success, rows = reexecute_all(instance, resources, harness.results[0].run_id, monkeypatch)
+
+    assert success and [r["refunded"] for r in rows] == ["earlier"]
     assert refunds_of(stripe_resource, intent_id) == [300]
 
 
@@ -136,11 +137,8 @@ def test_refund_whose_reply_was_lost_is_found_on_retry_not_refunded_again(
 
     [result] = harness.results
     assert result.success
-    outcome = result.output_for_node("refund_payment")
-    assert (outcome.amount, outcome.remaining) == (3000, 2000)
-    assert [e.event_type for e in result.all_events].count(
-        dg.DagsterEventType.STEP_UP_FOR_RETRY
-    ) == 1
+    [row] = outcome_rows(result)
+    assert (row["amount"], row["remaining_refundable"], row["attempts"]) == (3000, 2000, 2)
     assert refunds_of(stripe_resource, intent_id) == [3000]
 
 
@@ -156,7 +154,7 @@ def test_a_refused_retry_keeps_the_claim_of_an_attempt_with_unknown_outcome(
 
     with pytest.raises(PermanentError, match="card declined"):
         charge_once(
-            stripe_resource, ledger, tenant_id=tenant, idempotency_key="unknown-outcome",
+            stripe_resource.api(), ledger, tenant_id=tenant, idempotency_key="unknown-outcome",
             payment=declined, run_id="retry-run", run_is_live=lambda run_id: False,
         )  # fmt: skip
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from queue_pipelines.intake.schema import Envelope, RefundPayload
+from queue_pipelines.intake.payloads import RefundPayload
+from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.intake.streams import CONSUMER, GROUP
 
 

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import dagster as dg
 import pytest
 import stripe
 
 from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.providers.stripe import classify_stripe_error
 from resources import StripeResource
-from resources.stripe_api import classify_stripe_error
 from tests.fault_proxy import DROP, FaultProxy
-from tests.harness import IntakeHarness
+from tests.harness import IntakeHarness, outcome_rows
 from tests.stripe_sandbox import payment_intents_of
 from tests.test_payment_flow import payment
 
 
-def step_events(result: dg.ExecuteInProcessResult, event_type: dg.DagsterEventType) -> list:
-    return [e for e in result.all_events if e.event_type == event_type]
-
-
-def test_declined_card_fails_without_retry_and_is_dead_lettered(
+def test_declined_card_fails_that_request_alone_and_is_dead_lettered_with_stripes_reason(
     instance, resources, intake, tenant, ledger
 ):
     intake.enqueue(payment(tenant, "declined", payment_method="pm_card_chargeCustomerFail"))
@@ -27,26 +22,68 @@ def test_declined_card_fails_without_retry_and_is_dead_lettered(
 
     harness.drain()
 
-    [result] = harness.results
-    assert not result.success
-    assert step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
-    [failure] = step_events(result, dg.DagsterEventType.STEP_FAILURE)
-    assert failure.step_failure_data.user_failure_data.description == (
-        "card declined: Your card was declined. (card_declined)"
-    )
+    [result] = harness.results[:1]
+    assert result.success  # the run did its work; the request failed, and says so
+    assert instance.get_run_by_id(result.run_id).tags["queue/failed_items"] == "1"
+    [row] = outcome_rows(result)
+    assert (row["status"], row["attempts"]) == ("failed", 1)  # permanent: no retry
+    assert row["reason"] == "card declined: Your card was declined. (card_declined)"
     [letter] = intake.dead_letters()
     assert letter["run_id"] == result.run_id
-    assert letter["reason"] == (
-        f"run {result.run_id} failed in step charge_payment: "
-        "card declined: Your card was declined. (card_declined)"
-    )
+    assert letter["reason"] == "card declined: Your card was declined. (card_declined)"
     assert letter["fields"]["envelope"]  # the original entry, kept for replay
     assert intake.client.xlen(intake.stream_key("payment")) == 0
     # Stripe refused: nothing was charged, so the claim is released for a later attempt.
     assert ledger.get(f"payment:{tenant}:declined") is None
 
 
-def test_transient_stripe_error_is_retried_and_charges_once(
+def test_two_declined_cards_among_twenty_payments(
+    instance, resources, intake, tenant, stripe_resource, mail_sink
+):
+    declined = {"d5", "d12"}
+    intake.enqueue_many(
+        [
+            payment(
+                tenant,
+                key,
+                payment_method="pm_card_chargeCustomerFail" if key in declined else "pm_card_visa",
+                customer_email=f"{tenant}-{key}@example.com",
+            )
+            for key in (f"d{i}" for i in range(20))
+        ]
+    )
+    harness = IntakeHarness(instance, resources, "payment")
+
+    harness.drain()
+
+    [result] = [r for r in harness.results if r.dagster_run.job_name == "payment_job"]
+    statuses = {r["request"]: r["status"] for r in outcome_rows(result)}
+    assert {k for k, v in statuses.items() if v == "failed"} == declined
+    assert sum(v == "succeeded" for v in statuses.values()) == 18
+    intents = payment_intents_of(stripe_resource, tenant)
+    assert sorted(i.status for i in intents).count("succeeded") == 18
+    letters = intake.dead_letters()
+    assert sorted(letter["request_key"] for letter in letters) == sorted(
+        f"payment:{tenant}:{key}" for key in declined
+    )
+    assert {letter["reason"] for letter in letters} == {
+        "card declined: Your card was declined. (card_declined)"
+    }
+    assert intake.client.xlen(intake.stream_key("payment")) == 0
+
+    def templates_to(key: str) -> list[str]:
+        return [
+            m["X-Queue-Pipelines-Template"] for m in mail_sink.to(f"{tenant}-{key}@example.com")
+        ]
+
+    # 18 confirmations now; each decline queued a payment_failed e-mail for notification_job.
+    assert all(templates_to(k) == ["payment_confirmation"] for k in statuses if k not in declined)
+    assert all(templates_to(k) == [] for k in declined)
+    IntakeHarness(instance, resources, "notification").drain()
+    assert all(templates_to(k) == ["payment_failed"] for k in declined)
+
+
+def test_transient_stripe_error_is_retried_for_that_request_alone_and_charges_once(
     instance, resources, intake, tenant, localstripe_url
 ):
     with FaultProxy(localstripe_url) as proxy:
@@ -62,7 +99,8 @@ def test_transient_stripe_error_is_retried_and_charges_once(
 
     [result] = harness.results
     assert result.success
-    assert len(step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY)) == 1
+    [row] = outcome_rows(result)
+    assert (row["status"], row["attempts"]) == ("succeeded", 2)
     posts = [(path, status) for method, path, status in proxy.seen if method == "POST"]
     assert [s for p, s in posts if p.startswith("/v1/payment_intents")] == [503, 200]
     assert [i.status for i in intents] == ["succeeded"]
@@ -73,7 +111,9 @@ def test_transient_stripe_error_is_retried_and_charges_once(
 def test_dropped_connection_is_transient(localstripe_url):
     with FaultProxy(localstripe_url) as proxy:
         proxy.fail_next("GET", "/v1/customers", status=DROP)
-        client = StripeResource(secret_key="sk_test_x", api_base=proxy.url, max_network_retries=0)
+        client = StripeResource(
+            secret_key="sk_test_x", api_base=proxy.url, max_network_retries=0
+        ).api()
         with pytest.raises(TransientError, match="could not reach Stripe"):
             client.find_or_create_customer(
                 tenant_id="t", email="a@example.com", name=None, idempotency_key="k"

@@ -1,8 +1,11 @@
-"""The gateway's HTTP app: job intake, Stripe webhooks, probes and metrics on one port."""
+"""The gateway's HTTP app: job intake, Stripe webhooks, probes, and metrics (open, behind a
+bearer token, or on a port of their own: `build_metrics_app`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hmac
 import json
 import logging
 
@@ -11,6 +14,7 @@ import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,7 +26,9 @@ from queue_pipelines.gateway.once import EnqueueOnce
 from queue_pipelines.gateway.stripe_webhooks import WebhookRejected, event_envelope, verify_event
 from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict
 from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.logs import AccessLogMiddleware
 from queue_pipelines.metrics import QueueMetricsCollector, build_registry
+from queue_pipelines.metrics.system import SystemUsage
 
 log = logging.getLogger("queue_pipelines.gateway")
 
@@ -31,26 +37,76 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTimeout(Exception):
+    pass
+
+
+# Job types that enter only through a verified route, never from a tenant's token.
+NOT_FROM_TENANTS = {"stripe_event": "Stripe events enter only through /v1/webhooks/stripe"}
+
+
 def _error(status: int, message: str, **extra) -> JSONResponse:
     headers = {"WWW-Authenticate": 'Bearer realm="queue-pipelines"'} if status == 401 else None
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The whole body within `timeout` seconds (a body that never finishes arriving would
+    otherwise hold its connection and a worker forever)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BodyTooLarge
+
+    async def read() -> None:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise BodyTooLarge
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise BodyTimeout from None
     return bytes(body)
+
+
+def _body_error(exc: Exception, settings: GatewaySettings) -> JSONResponse:
+    if isinstance(exc, BodyTimeout):
+        return _error(408, f"the body did not arrive within {settings.body_timeout_seconds:g} s")
+    return _error(413, f"body over the {settings.max_body_bytes}-byte limit")
+
+
+def _bearer_matches(authorization: str | None, token: str) -> bool:
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 def _is_json(content_type: str | None) -> bool:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
+
+
+class HeaderLimit:
+    """431 for a request whose header block is over the cap. uvicorn's h11 parser already
+    refuses a header block that is still incomplete past the cap (so a 32 MB header is never
+    buffered); one that arrived whole in a single read is refused here."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.limit:
+                reply = _error(431, f"request headers over the {self.limit}-byte limit")
+                await reply(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _families_as_json(registry) -> dict:
@@ -73,7 +129,8 @@ def build_app(
     once = EnqueueOnce(streams)
     health = HealthChecks(client, instance)
     collector = QueueMetricsCollector(instance, streams)
-    registry = build_registry(collector)
+    system = SystemUsage()
+    registry = build_registry(collector, system)
 
     async def submit_job(request: Request) -> Response:
         try:
@@ -81,28 +138,45 @@ def build_app(
         except AuthError as exc:
             return _error(exc.status, exc.reason)
         try:
-            body = await _read_body(request, settings.max_body_bytes)
-        except BodyTooLarge:
-            return _error(413, f"body over the {settings.max_body_bytes}-byte limit")
+            body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
+        except (BodyTooLarge, BodyTimeout) as exc:
+            return _body_error(exc, settings)
         if not _is_json(request.headers.get("content-type")):
             return _error(415, "send the envelope as application/json")
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _error(415, f"body is not JSON: {exc}")
+        except (ValueError, RecursionError) as exc:  # 5,000-digit numbers, absurd nesting
+            return _error(400, "invalid envelope", reason=f"unreadable JSON: {str(exc)[:200]}")
         try:
             envelope = envelope_from_dict(data)
         except EnvelopeError as exc:
             return _error(400, "invalid envelope", reason=exc.reason, fields=exc.problems)
+        if envelope.type in NOT_FROM_TENANTS:
+            return _error(
+                403,
+                f"job type {envelope.type!r} is not accepted here: "
+                f"{NOT_FROM_TENANTS[envelope.type]}",
+            )
         try:
             caller.authorize(envelope.tenant_id, envelope.type, settings.jwt.require_scope)
         except AuthError as exc:
             return _error(exc.status, exc.reason)
         try:
             result = await run_in_threadpool(once.enqueue, envelope)
+        except EnvelopeError as exc:  # the stored form is over the size limit
+            return _error(413, "envelope too large", reason=exc.reason)
         except redis.RedisError as exc:
             log.error("intake Redis unavailable: %s", exc)
             return _error(503, "the intake is unavailable; retry with the same idempotency key")
+        if result.conflict:
+            return _error(
+                409,
+                "this idempotency key was already used for a different request",
+                entry_id=result.entry_id,
+                request_key=result.request_key,
+            )
         return JSONResponse(
             {
                 "entry_id": result.entry_id,
@@ -116,9 +190,9 @@ def build_app(
         if not settings.stripe_webhook_secret:
             return _error(503, "STRIPE_WEBHOOK_SECRET is not set: Stripe webhooks are off")
         try:
-            body = await _read_body(request, settings.max_body_bytes)
-        except BodyTooLarge:
-            return _error(413, f"body over the {settings.max_body_bytes}-byte limit")
+            body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
+        except (BodyTooLarge, BodyTimeout) as exc:
+            return _body_error(exc, settings)
         try:
             event = verify_event(
                 body,
@@ -136,9 +210,17 @@ def build_app(
             return JSONResponse({"received": True, "ignored": event.get("type")})
         try:
             result = await run_in_threadpool(once.enqueue, envelope)
+        except EnvelopeError as exc:
+            return _error(413, "event too large for the intake", reason=exc.reason)
         except redis.RedisError as exc:
             log.error("intake Redis unavailable: %s", exc)
             return _error(503, "the intake is unavailable")  # Stripe retries later
+        if result.conflict:
+            return _error(
+                409,
+                "this event id was already enqueued with other content",
+                entry_id=result.entry_id,
+            )
         return JSONResponse(
             {"received": True, "entry_id": result.entry_id, "duplicate": result.duplicate}
         )
@@ -154,6 +236,49 @@ def build_app(
         ok, body = await run_in_threadpool(health.startup, collector.run_totals.warm)
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        collector.run_totals.warm_up()
+        yield
+        health.close()
+
+    routes = [
+        Route("/v1/jobs", submit_job, methods=["POST"]),
+        Route("/v1/webhooks/stripe", stripe_webhook, methods=["POST"]),
+        Route("/health/live", live),
+        Route("/health/ready", ready),
+        Route("/health/startup", startup),
+    ]
+    metrics = metrics_routes(settings, registry, streams, system)
+    if settings.metrics_port is None:
+        routes += metrics
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            AccessLogMiddleware.entry(),
+            Middleware(HeaderLimit, limit=settings.max_header_bytes),
+        ],
+    )
+    app.state.metrics_routes = metrics
+    return app
+
+
+def metrics_routes(
+    settings: GatewaySettings, registry, streams: IntakeStreams, system: SystemUsage
+) -> list[Route]:
+    """/metrics, /metrics/json, /metrics/queue-stats and /metrics/system, each behind
+    `Authorization: Bearer <GATEWAY_METRICS_TOKEN>` when a token is configured."""
+
+    def guarded(handler):
+        async def endpoint(request: Request) -> Response:
+            token = settings.metrics_token
+            if token and not _bearer_matches(request.headers.get("authorization"), token):
+                return _error(401, "metrics need 'Authorization: Bearer <metrics token>'")
+            return await handler(request)
+
+        return endpoint
+
     async def metrics(_: Request) -> Response:
         text = await run_in_threadpool(generate_latest, registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
@@ -168,22 +293,18 @@ def build_app(
             return _error(503, f"the intake Redis did not answer: {exc}")
         return JSONResponse(stats.as_dict())
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        collector.run_totals.warm_up()
-        yield
-        health.close()
+    async def system_usage(_: Request) -> Response:
+        return JSONResponse(system.sample().as_dict())
 
-    return Starlette(
-        routes=[
-            Route("/v1/jobs", submit_job, methods=["POST"]),
-            Route("/v1/webhooks/stripe", stripe_webhook, methods=["POST"]),
-            Route("/health/live", live),
-            Route("/health/ready", ready),
-            Route("/health/startup", startup),
-            Route("/metrics", metrics),
-            Route("/metrics/json", metrics_json),
-            Route("/metrics/queue-stats", queue_stats),
-        ],
-        lifespan=lifespan,
-    )
+    return [
+        Route("/metrics", guarded(metrics)),
+        Route("/metrics/json", guarded(metrics_json)),
+        Route("/metrics/queue-stats", guarded(queue_stats)),
+        Route("/metrics/system", guarded(system_usage)),
+    ]
+
+
+def build_metrics_app(app: Starlette) -> Starlette:
+    """The metrics routes of `app` (built with a metrics_port) as an app of their own, for the
+    port that only Prometheus reaches."""
+    return Starlette(routes=app.state.metrics_routes, middleware=[AccessLogMiddleware.entry()])

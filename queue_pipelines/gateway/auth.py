@@ -3,6 +3,7 @@ optional scope per job type."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import jwt
@@ -76,6 +77,15 @@ def verify(token: str, settings: JWTSettings) -> Caller:
         raise AuthError(401, "token signature does not verify") from None
     except jwt.PyJWTError as exc:
         raise AuthError(401, f"invalid token: {exc}") from None
+    # PyJWT checks `exp` after int(), which lets the string "9999999999" through; RFC 7519
+    # makes these NumericDates, JSON numbers.
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise AuthError(401, f"the {name!r} claim must be a number (seconds since the epoch)")
+    limit = settings.max_lifetime_seconds
+    if limit is not None and claims["exp"] - time.time() > limit + settings.leeway_seconds:
+        raise AuthError(401, f"token lives longer than the {limit} s this gateway accepts")
     tenant = claims["tenant"]
     if not isinstance(tenant, str) or not tenant:
         raise AuthError(401, "the 'tenant' claim must be a non-empty string")

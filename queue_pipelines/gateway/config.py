@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+# A request's headers together; uvicorn's own default has no cap (a 32 MB header was read).
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+# A body that has not fully arrived after this long is answered 408 (slow-body clients).
+DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
+# Open connections at once; past it uvicorn answers 503 instead of queueing without bound.
+DEFAULT_MAX_CONNECTIONS = 256
 ALGORITHMS = ("HS256", "RS256")
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
 MIN_HS256_SECRET_BYTES = 32
@@ -24,6 +30,9 @@ class JWTSettings:
     issuer: str | None = None
     require_scope: bool = False
     leeway_seconds: int = 30
+    # When set, a token whose `exp` lies further ahead than this is refused (long-lived
+    # tokens are refused even if correctly signed).
+    max_lifetime_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -33,10 +42,39 @@ class GatewaySettings:
     stripe_tolerance_seconds: int = 300
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     key_prefix: str = "qp"
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # /metrics*: behind `Authorization: Bearer <metrics_token>` when set; on a port of their
+    # own (and off the public one) when metrics_port is set.
+    metrics_token: str | None = None
+    metrics_port: int | None = None
+
+    def __post_init__(self):
+        # The stripe SDK treats a tolerance of 0 as "no replay check at all".
+        if self.stripe_tolerance_seconds <= 0:
+            raise GatewayConfigError(
+                "STRIPE_WEBHOOK_TOLERANCE_SECONDS must be a positive number of seconds "
+                f"(got {self.stripe_tolerance_seconds}): 0 or less would switch the replay "
+                "check off"
+            )
 
 
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _number(env: dict[str, str], name: str, default, kind=int, minimum=1):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise GatewayConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise GatewayConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
 
 
 def jwt_settings_from_env(env: dict[str, str]) -> JWTSettings:
@@ -74,6 +112,7 @@ def jwt_settings_from_env(env: dict[str, str]) -> JWTSettings:
         audience=env.get("GATEWAY_JWT_AUDIENCE") or None,
         issuer=env.get("GATEWAY_JWT_ISSUER") or None,
         require_scope=_flag(env.get("GATEWAY_JWT_REQUIRE_SCOPE")),
+        max_lifetime_seconds=_number(env, "GATEWAY_JWT_MAX_LIFETIME_SECONDS", None),
     )
 
 
@@ -82,7 +121,16 @@ def settings_from_env(env: dict[str, str] | None = None, key_prefix: str = "qp")
     return GatewaySettings(
         jwt=jwt_settings_from_env(env),
         stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
-        stripe_tolerance_seconds=int(env.get("STRIPE_WEBHOOK_TOLERANCE_SECONDS", "300")),
-        max_body_bytes=int(env.get("GATEWAY_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))),
+        stripe_tolerance_seconds=_number(
+            env, "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=-(2**31)
+        ),
+        max_body_bytes=_number(env, "GATEWAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
         key_prefix=env.get("QUEUE_KEY_PREFIX") or key_prefix,
+        max_header_bytes=_number(env, "GATEWAY_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES),
+        body_timeout_seconds=_number(
+            env, "GATEWAY_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS, kind=float
+        ),
+        max_connections=_number(env, "GATEWAY_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
+        metrics_token=env.get("GATEWAY_METRICS_TOKEN") or None,
+        metrics_port=_number(env, "GATEWAY_METRICS_PORT", None),
     )

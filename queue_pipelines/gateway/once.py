@@ -1,9 +1,10 @@
 """Enqueue at most once per request key, at the gateway.
 
 HTTP clients retry after timeouts, and Stripe redelivers events; the gateway answers a repeat
-with the entry the first request made instead of writing another one. The key -> entry id
-record and the XADD happen in one Lua script, so two concurrent requests with one key cannot
-both enqueue. Other producers writing straight to Redis are not affected: for them the intake
+with the entry the first request made instead of writing another one. The key -> (entry id,
+payload digest) record (IntakeStreams.request_record_key) and the XADD happen in one Lua
+script, so two concurrent requests with one key cannot both enqueue; a repeat whose payload
+differs from the first is a conflict (answered 409), not a duplicate. Other producers writing straight to Redis are not affected: for them the intake
 sensor's run key remains the guard (docs/intake.md, "Idempotency").
 """
 
@@ -12,17 +13,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from queue_pipelines.intake.schema import Envelope
-from queue_pipelines.intake.streams import ENVELOPE_FIELD, IntakeStreams
+from queue_pipelines.intake.streams import (
+    ENVELOPE_FIELD,
+    REQUEST_RECORD_SECONDS,
+    IntakeStreams,
+    request_digest,
+)
 
-# Stripe retries an unacknowledged event for up to three days; clients retry for less.
-DEFAULT_REMEMBER_SECONDS = 3 * 24 * 3600
+DEFAULT_REMEMBER_SECONDS = REQUEST_RECORD_SECONDS
 
+# The same record as IntakeStreams.remember_request, written with the XADD.
 _ENQUEUE_ONCE_SCRIPT = """
-local existing = redis.call('GET', KEYS[2])
-if existing then return {existing, 0} end
+local first = redis.call('HMGET', KEYS[2], 'entry_id', 'digest')
+if first[1] then return {first[1], 0, first[2]} end
 local id = redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2])
-redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[3]))
-return {id, 1}
+redis.call('HSET', KEYS[2], 'entry_id', id, 'digest', ARGV[4])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return {id, 1, ARGV[4]}
 """
 
 
@@ -31,6 +38,7 @@ class Enqueued:
     entry_id: str
     request_key: str
     duplicate: bool  # True: an earlier request with this key made the entry
+    conflict: bool = False  # True: that earlier request had a different payload
 
 
 class EnqueueOnce:
@@ -40,12 +48,19 @@ class EnqueueOnce:
         self._script = streams.client.register_script(_ENQUEUE_ONCE_SCRIPT)
 
     def seen_key(self, request_key: str) -> str:
-        return f"{self.streams.prefix}:gateway:seen:{request_key}"
+        return self.streams.request_record_key(request_key)
 
     def enqueue(self, envelope: Envelope) -> Enqueued:
+        wire = envelope.to_wire()  # EnvelopeError over the size limit, before any write
+        digest = request_digest(envelope)
         self.streams.ensure_group(envelope.type)
-        entry_id, created = self._script(
+        entry_id, created, first_digest = self._script(
             keys=[self.streams.stream_key(envelope.type), self.seen_key(envelope.request_key)],
-            args=[ENVELOPE_FIELD, envelope.to_wire(), self.remember_seconds],
+            args=[ENVELOPE_FIELD, wire, self.remember_seconds, digest],
         )
-        return Enqueued(entry_id, envelope.request_key, duplicate=not created)
+        return Enqueued(
+            entry_id,
+            envelope.request_key,
+            duplicate=not created,
+            conflict=bool(not created and first_digest != digest),
+        )

@@ -6,25 +6,64 @@ import os
 import sys
 
 from queue_pipelines import settings as embedded
-from queue_pipelines.gateway.config import GatewayConfigError, settings_from_env
+from queue_pipelines.gateway.config import GatewayConfigError, GatewaySettings, settings_from_env
+
+
+def server_config(app, settings: GatewaySettings, host: str, port: int, **extra):
+    """uvicorn with the gateway's HTTP limits: h11 (whose parser caps the header block),
+    a cap on open connections (503 past it), and short keep-alives."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=5,
+        **{"access_log": False, **extra},
+    )
+
+
+async def serve_all(configs) -> None:
+    """Every server in one event loop: the public port and, when set, the metrics port."""
+    import asyncio
+
+    import uvicorn
+
+    servers = [uvicorn.Server(config) for config in configs]
+    await asyncio.gather(*(server.serve() for server in servers))
 
 
 def run_gateway(host: str, port: int, redis_url: str | None = None, prefix: str = "qp") -> int:
+    from queue_pipelines.env_vars import SandboxSecretError, refuse_sandbox_secrets
+    from queue_pipelines.logs import configure_logging
+
     try:
         settings = settings_from_env(key_prefix=prefix)
-    except GatewayConfigError as exc:
+        refuse_sandbox_secrets(dict(os.environ))
+    except (GatewayConfigError, SandboxSecretError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # Imported after the settings check so that a refusal is quick.
+    import asyncio
+
     import dagster as dg
     import redis
-    import uvicorn
 
-    from queue_pipelines.gateway.app import build_app
+    from queue_pipelines.gateway.app import build_app, build_metrics_app
 
+    json_logs = configure_logging()
     if not settings.stripe_webhook_secret:
         print(
             "warning: STRIPE_WEBHOOK_SECRET is unset: /v1/webhooks/stripe answers 503",
+            file=sys.stderr,
+        )
+    if settings.metrics_port is None and not settings.metrics_token:
+        print(
+            "warning: /metrics* are open on the public port: set GATEWAY_METRICS_TOKEN or "
+            "GATEWAY_METRICS_PORT (docs/gateway.md)",
             file=sys.stderr,
         )
     home = embedded.dagster_home().resolve()
@@ -37,7 +76,21 @@ def run_gateway(host: str, port: int, redis_url: str | None = None, prefix: str 
         socket_connect_timeout=5,
         health_check_interval=30,
     )
+    log_config = {"log_config": None} if json_logs else {}
     with dg.DagsterInstance.get() as instance:
         app = build_app(settings, client, instance)
-        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+        configs = [server_config(app, settings, host, port, log_level="info", **log_config)]
+        if settings.metrics_port is not None:
+            configs.append(
+                server_config(
+                    build_metrics_app(app),
+                    settings,
+                    host,
+                    settings.metrics_port,
+                    log_level="info",
+                    lifespan="off",
+                    **log_config,
+                )
+            )
+        asyncio.run(serve_all(configs))
     return 0

@@ -3,17 +3,18 @@ and enqueue each event id once for stripe_event_job."""
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import stripe
 from pydantic import TypeAdapter, ValidationError
 
+from queue_pipelines.intake.payloads import STRIPE_EVENT_TYPES, StripeEventPayload
 from queue_pipelines.intake.schema import (
-    STRIPE_EVENT_TYPES,
     Envelope,
     EnvelopeError,
     Identifier,
-    StripeEventPayload,
     describe_validation_error,
     envelope_from_dict,
 )
@@ -30,18 +31,48 @@ class WebhookRejected(Exception):
         self.reason = reason
 
 
-def verify_event(payload: bytes, signature: str | None, secret: str, tolerance: int) -> dict:
+def _signed_timestamp(signature: str) -> int:
+    for part in signature.split(","):
+        key, _, value = part.partition("=")
+        if key == "t":
+            return int(value)
+    raise ValueError("no t= in the header")
+
+
+def verify_event(
+    payload: bytes, signature: str | None, secret: str, tolerance: int, now: float | None = None
+) -> dict:
     """The event, once the stripe SDK has checked `Stripe-Signature` (HMAC over the timestamp
-    and the exact bytes) and that the timestamp is within `tolerance` seconds of now."""
+    and the exact bytes) and that the timestamp is within `tolerance` seconds of now, in
+    either direction (the SDK looks only at the past, and skips the check for 0)."""
+    if tolerance <= 0:
+        raise ValueError("a tolerance of 0 or less would switch the replay check off")
     if not signature:
         raise WebhookRejected("missing Stripe-Signature header")
     try:
-        event = stripe.Webhook.construct_event(payload, signature, secret, tolerance=tolerance)
+        stripe.WebhookSignature.verify_header(payload, signature, secret, tolerance=tolerance)
     except stripe.SignatureVerificationError as exc:
         raise WebhookRejected(f"signature verification failed: {exc.user_message or exc}") from None
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise WebhookRejected(f"invalid payload: {exc}") from None
-    return event.to_dict()
+    current = time.time() if now is None else now
+    if _signed_timestamp(signature) > current + tolerance:
+        raise WebhookRejected(
+            "signature verification failed: timestamp is in the future, beyond the tolerance"
+        )
+    try:
+        event = json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # bad JSON, 5,000-digit numbers, deep nesting
+        raise WebhookRejected(f"invalid payload: not JSON: {str(exc)[:200]}") from None
+    if not isinstance(event, dict):
+        raise WebhookRejected(f"invalid payload: an event is a JSON object, not {_kind(event)}")
+    return event
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _string_metadata(obj: dict[str, Any]) -> dict[str, str]:
@@ -57,8 +88,17 @@ def _payment_intent_of(obj: dict[str, Any]) -> str | None:
 
 
 def summarize_event(event: dict[str, Any]) -> StripeEventPayload:
-    """The fields reconciliation reads; the full object stays in Stripe."""
-    obj = event.get("data", {}).get("object", {}) or {}
+    """The fields reconciliation reads; the full object stays in Stripe. A signed event of
+    another shape raises EnvelopeError naming the field."""
+    if not isinstance(event.get("id"), str):
+        raise EnvelopeError("event: 'id' is missing or not a string")
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise EnvelopeError("event: 'data.object' is missing or not an object")
+    created = event.get("created", 0)
+    if type(created) is not int:
+        raise EnvelopeError(f"event: 'created' must be an integer, got {_kind(created)}")
+    obj = data["object"]
     error = obj.get("last_payment_error") or {}
     reason = error.get("message") if isinstance(error, dict) else None
     if event["type"] == "charge.dispute.created":
@@ -66,8 +106,8 @@ def summarize_event(event: dict[str, Any]) -> StripeEventPayload:
     return StripeEventPayload(
         event_id=event["id"],
         event_type=event["type"],
-        created=int(event.get("created") or 0),
-        livemode=bool(event.get("livemode")),
+        created=created,
+        livemode=event.get("livemode") is True,
         object_id=str(obj.get("id") or ""),
         payment_intent_id=_payment_intent_of(obj),
         amount=obj.get("amount"),

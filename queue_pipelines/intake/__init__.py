@@ -14,13 +14,15 @@ entry_id = intake.enqueue(Envelope(
 from __future__ import annotations
 
 from queue_pipelines import settings
-from queue_pipelines.intake.schema import (
-    Envelope,
-    EnvelopeError,
+from queue_pipelines.intake.payloads import (
     MintPayload,
     NotificationPayload,
     PaymentPayload,
     RefundPayload,
+)
+from queue_pipelines.intake.schema import (
+    Envelope,
+    EnvelopeError,
     envelope_from_dict,
     parse_envelope,
 )

@@ -11,12 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from queue_pipelines.currencies import format_amount
-from queue_pipelines.intake.schema import (
-    JOB_TYPES,
-    EnvelopeError,
-    envelope_from_dict,
-    json_schema,
-)
+from queue_pipelines.intake.registry import JOB_TYPES
+from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict, json_schema
 from queue_pipelines.intake.streams import IntakeStreams
 
 FILE_BATCH = 500

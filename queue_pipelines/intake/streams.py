@@ -3,11 +3,20 @@
 An entry stays in its stream, pending in the group, until the request it carries is settled:
 acked and deleted once its run succeeded, or moved to the dead-letter stream with a reason.
 Entries are tracked per request key (job type, tenant, idempotency key) rather than per run,
-so one run may settle many entries (duplicates now, micro-batches later).
+so one run may settle many entries (duplicates, and the requests of a micro-batch).
+
+Batch bookkeeping, beside the streams (see dispatch.py for how a tick uses it):
+
+    {prefix}:assigned:<request key>   the batch a request is in flight in, and its attempt
+    {prefix}:batch:<batch key>        the batch's requests, to request its run again
+    {prefix}:inflight:<job type>      batches whose run has not been seen to end
+    {prefix}:outcome:<request key>    how the request ended (kept OUTCOME_TTL_SECONDS), so a
+                                      late duplicate is acked or dead-lettered without a run
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -16,9 +25,15 @@ from datetime import UTC, datetime
 
 import redis
 
-from queue_pipelines.intake.schema import JOB_TYPES, Envelope
+from queue_pipelines.intake.registry import JOB_TYPES
+from queue_pipelines.intake.schema import Envelope
 
 GROUP = "queue-pipelines"
+# Long enough for any duplicate a producer may still send; the effect ledger stays the
+# guarantee after that (a duplicate then runs, and replays the recorded effect).
+OUTCOME_TTL_SECONDS = 7 * 24 * 3600
+SUCCEEDED = "succeeded"
+FAILED = "failed"
 CONSUMER = "dagster-sensor"
 ENVELOPE_FIELD = "envelope"
 
@@ -47,6 +62,17 @@ end
 return count
 """
 
+# The first (entry id, payload digest) of a request key, kept unless one is there already.
+_REMEMBER_REQUEST_SCRIPT = """
+local first = redis.call('HMGET', KEYS[1], 'entry_id', 'digest')
+if first[1] then return first end
+redis.call('HSET', KEYS[1], 'entry_id', ARGV[1], 'digest', ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return {ARGV[1], ARGV[2]}
+"""
+# Stripe retries an unacknowledged event for up to three days; clients retry for less.
+REQUEST_RECORD_SECONDS = 3 * 24 * 3600
+
 _SETTLE_SCRIPT = """
 local ids = redis.call('SMEMBERS', KEYS[2])
 for _, id in ipairs(ids) do
@@ -56,6 +82,25 @@ end
 redis.call('DEL', KEYS[2])
 return #ids
 """
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a request ended: `succeeded`, or `failed` for good with `reason`."""
+
+    status: str
+    reason: str = ""
+    run_id: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == SUCCEEDED
+
+
+@dataclass(frozen=True)
+class Assignment:
+    batch_key: str
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -69,6 +114,25 @@ class IntakeEntry:
     @property
     def raw_envelope(self) -> str | None:
         return self.fields.get(ENVELOPE_FIELD)
+
+
+def request_digest(envelope: Envelope) -> str:
+    """What makes two requests with one key "the same request": their payloads, as canonical
+    JSON. Envelope id, created_at and priority may differ between a request and its retry."""
+    payload = envelope.payload.model_dump(mode="json")
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FirstRequest:
+    """The first entry recorded for a request key, and its payload digest."""
+
+    entry_id: str
+    digest: str
+
+    def conflicts_with(self, digest: str) -> bool:
+        return self.digest != digest
 
 
 @dataclass(frozen=True)
@@ -132,6 +196,7 @@ class IntakeStreams:
         self.prefix = prefix
         self._dead_letter = client.register_script(_DEAD_LETTER_SCRIPT)
         self._settle = client.register_script(_SETTLE_SCRIPT)
+        self._remember_request = client.register_script(_REMEMBER_REQUEST_SCRIPT)
         self._groups_ready: set[str] = set()
 
     # keys
@@ -148,6 +213,38 @@ class IntakeStreams:
 
     def _waiting_key(self, request_key: str) -> str:
         return f"{self.prefix}:waiting:{request_key}"
+
+    def request_record_key(self, request_key: str) -> str:
+        """Hash {entry_id, digest}: the first entry written for a request key (the gateway
+        writes it in the same script as the XADD, see gateway/once.py)."""
+        return f"{self.prefix}:request:{request_key}"
+
+    def remember_request(
+        self,
+        request_key: str,
+        digest: str,
+        entry_id: str,
+        ttl_seconds: int = REQUEST_RECORD_SECONDS,
+    ) -> FirstRequest:
+        """Record `entry_id` and `digest` as the request key's first, unless a first is
+        recorded already; return the first. A reader compares its own digest with it: a
+        different one means the key was reused for a different request."""
+        first_id, first_digest = self._remember_request(
+            keys=[self.request_record_key(request_key)], args=[entry_id, digest, ttl_seconds]
+        )
+        return FirstRequest(first_id, first_digest)
+
+    def _assigned_key(self, request_key: str) -> str:
+        return f"{self.prefix}:assigned:{request_key}"
+
+    def _outcome_key(self, request_key: str) -> str:
+        return f"{self.prefix}:outcome:{request_key}"
+
+    def _batch_key(self, batch_key: str) -> str:
+        return f"{self.prefix}:batch:{batch_key}"
+
+    def _inflight_key(self, job_type: str) -> str:
+        return f"{self.prefix}:inflight:{job_type}"
 
     def ensure_group(self, job_type: str) -> None:
         if job_type in self._groups_ready:
@@ -221,6 +318,31 @@ class IntakeStreams:
         if ids:
             self.client.sadd(self._waiting_key(request_key), *ids)
 
+    def waiting_entries(self, request_key: str, scan_limit: int = 10_000) -> list[str]:
+        """The entries that carry a request and are still on the intake: those a sensor tick
+        has seen, and those not yet read (found by scanning up to `scan_limit` entries)."""
+        found = set(self.client.smembers(self._waiting_key(request_key)))
+        job_type, tenant_id, idempotency_key = request_key.split(":", 2)
+        if job_type in JOB_TYPES:
+            start, seen = "-", 0
+            while seen < scan_limit:
+                batch = self.client.xrange(self.stream_key(job_type), start, "+", count=1000)
+                for entry_id, fields in batch:
+                    try:
+                        envelope = json.loads(fields.get(ENVELOPE_FIELD) or "{}")
+                    except ValueError:
+                        continue
+                    if isinstance(envelope, dict) and (
+                        envelope.get("tenant_id"),
+                        envelope.get("idempotency_key"),
+                    ) == (tenant_id, idempotency_key):
+                        found.add(entry_id)
+                seen += len(batch)
+                if len(batch) < 1000:
+                    break
+                start = "(" + batch[-1][0]
+        return sorted(found, key=entry_id_key)
+
     def settle(self, job_type: str, request_key: str) -> int:
         """The request's run succeeded: ack and delete every entry that carried it."""
         return int(
@@ -267,6 +389,83 @@ class IntakeStreams:
         """The request's run failed for good: dead-letter every entry that carried it."""
         ids = sorted(self.client.smembers(self._waiting_key(request_key)), key=entry_id_key)
         return self.dead_letter(job_type, ids, reason, run_id=run_id, request_key=request_key)
+
+    # batches
+    def assign_batch(
+        self, job_type: str, batch_key: str, batch: dict, attempts: dict[str, int]
+    ) -> None:
+        """Record a batch before its run is requested: its requests are then in flight in it
+        (`attempts`: request key -> attempt), and a tick that fails after this point requests
+        the same run again instead of batching them anew."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self._batch_key(batch_key), json.dumps(batch))
+        pipe.sadd(self._inflight_key(job_type), batch_key)
+        for request_key, attempt in attempts.items():
+            pipe.hset(
+                self._assigned_key(request_key),
+                mapping={"batch": batch_key, "attempt": attempt},
+            )
+        pipe.execute()
+
+    def inflight_batches(self, job_type: str) -> list[str]:
+        return sorted(self.client.smembers(self._inflight_key(job_type)))
+
+    def batch(self, batch_key: str) -> dict | None:
+        raw = self.client.get(self._batch_key(batch_key))
+        return json.loads(raw) if raw else None
+
+    def finish_batch(self, job_type: str, batch_key: str, request_keys: Sequence[str]) -> None:
+        """The batch's run has ended and each of its requests is settled or batched again."""
+        pipe = self.client.pipeline(transaction=True)
+        for request_key in request_keys:
+            # Only where the request is still assigned to this batch (not to a newer one).
+            pipe.hget(self._assigned_key(request_key), "batch")
+        current = pipe.execute()
+        pipe = self.client.pipeline(transaction=True)
+        for request_key, assigned_to in zip(request_keys, current, strict=True):
+            if assigned_to == batch_key:
+                pipe.delete(self._assigned_key(request_key))
+        pipe.delete(self._batch_key(batch_key))
+        pipe.srem(self._inflight_key(job_type), batch_key)
+        pipe.execute()
+
+    def assignments(self, request_keys: Sequence[str]) -> dict[str, Assignment]:
+        pipe = self.client.pipeline(transaction=False)
+        for request_key in request_keys:
+            pipe.hgetall(self._assigned_key(request_key))
+        return {
+            request_key: Assignment(found["batch"], int(found["attempt"]))
+            for request_key, found in zip(request_keys, pipe.execute(), strict=True)
+            if found
+        }
+
+    def outcomes(self, request_keys: Sequence[str]) -> dict[str, Outcome]:
+        pipe = self.client.pipeline(transaction=False)
+        for request_key in request_keys:
+            pipe.hgetall(self._outcome_key(request_key))
+        return {
+            request_key: Outcome(found["status"], found.get("reason", ""), found.get("run_id", ""))
+            for request_key, found in zip(request_keys, pipe.execute(), strict=True)
+            if found
+        }
+
+    def _record_outcome(self, request_key: str, outcome: Outcome) -> None:
+        key = self._outcome_key(request_key)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(key, mapping={**vars(outcome), "at": _now_iso()})
+        pipe.expire(key, OUTCOME_TTL_SECONDS)
+        pipe.execute()
+
+    def request_succeeded(self, job_type: str, request_key: str, run_id: str) -> int:
+        """Record the success first, then ack the request's entries: a crash in between
+        leaves entries that the next tick acks on sight of the outcome."""
+        self._record_outcome(request_key, Outcome(SUCCEEDED, run_id=run_id))
+        return self.settle(job_type, request_key)
+
+    def request_failed(self, job_type: str, request_key: str, reason: str, run_id: str) -> int:
+        """The request failed for good: record why, then dead-letter its entries."""
+        self._record_outcome(request_key, Outcome(FAILED, reason, run_id))
+        return self.dead_letter_request(job_type, request_key, reason, run_id)
 
     # operators
     def dead_letters(self, count: int = 100) -> list[dict]:

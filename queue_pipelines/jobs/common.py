@@ -1,43 +1,23 @@
-"""What every intake-driven job shares: its run config, its retry policy, its failures."""
+"""What the jobs share besides batches: failure classes for single-step ops, the notifier."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
 
 import dagster as dg
-import redis
-import sqlalchemy.exc
-from pydantic import BaseModel, ValidationError
 
+from queue_pipelines.batch import TRANSIENT_INFRASTRUCTURE_ERRORS
 from queue_pipelines.failures import ProviderError
-from queue_pipelines.intake.schema import Envelope, describe_validation_error
+from queue_pipelines.ledger import EffectLedger
+from queue_pipelines.notifications.notifier import Notifier
+from resources import NotificationSettingsResource, SmtpResource, WebhookResource
 
-# Transient failures (network, timeouts, 429, 5xx) back off exponentially: 2 s, 4 s, 8 s, 16 s,
-# 32 s, each within ±delay of jitter so that a burst of failed runs does not retry in step.
+# For the ops that act once per run (transfers, balance checks): transient failures (network,
+# timeouts, 429, 5xx) back off exponentially, 2 s to 32 s, each within ±delay of jitter.
 TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=5, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-
-PayloadT = TypeVar("PayloadT", bound=BaseModel)
-
-
-class IntakeRequestConfig(dg.Config):
-    """The request a run serves, as the intake sensor wrote it (or an operator, by hand)."""
-
-    tenant_id: str
-    idempotency_key: str
-    payload: dict[str, Any]
-
-    def parsed(self, model: type[PayloadT]) -> PayloadT:
-        try:
-            return model.model_validate(self.payload)
-        except ValidationError as exc:
-            raise dg.Failure(
-                description=f"invalid payload: {describe_validation_error(exc, prefix='payload')}",
-                allow_retries=False,
-            ) from None
 
 
 def run_is_live(instance: dg.DagsterInstance) -> Callable[[str], bool]:
@@ -48,31 +28,6 @@ def run_is_live(instance: dg.DagsterInstance) -> Callable[[str], bool]:
         return run is not None and not run.is_finished
 
     return is_live
-
-
-def request_run_config(op_name: str, envelope: Envelope) -> dict[str, Any]:
-    return {
-        "ops": {
-            op_name: {
-                "config": {
-                    "tenant_id": envelope.tenant_id,
-                    "idempotency_key": envelope.idempotency_key,
-                    "payload": envelope.payload.model_dump(mode="json", exclude_none=True),
-                }
-            }
-        }
-    }
-
-
-# Infrastructure hiccups worth retrying besides a provider's own transient errors: the
-# ledger's database or Redis dropping a connection, a socket timing out.
-TRANSIENT_INFRASTRUCTURE_ERRORS = (
-    sqlalchemy.exc.OperationalError,
-    redis.ConnectionError,
-    redis.TimeoutError,
-    ConnectionError,
-    TimeoutError,
-)
 
 
 @contextmanager
@@ -99,3 +54,24 @@ def classified_failures() -> Iterator[None]:
             metadata={"failure_class": "unexpected"},
             allow_retries=False,
         ) from exc
+
+
+def notifier_for(
+    context: dg.OpExecutionContext,
+    *,
+    smtp: SmtpResource,
+    webhooks: WebhookResource,
+    settings: NotificationSettingsResource,
+    ledger: EffectLedger,
+    resend: bool = False,
+) -> Notifier:
+    return Notifier(
+        smtp=smtp.sender(),
+        webhooks=webhooks.sender(),
+        ledger=ledger,
+        profile_of=settings.profile,
+        webhook_url_for=webhooks.url_for,
+        operator_email=settings.operator_email,
+        run_id=context.run_id,
+        resend=resend,
+    )

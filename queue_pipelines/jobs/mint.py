@@ -1,106 +1,109 @@
-"""mint_job: a ticket NFT to the buyer's wallet, at most once per request; then check it."""
+"""mint_job: mint a batch of ticket NFTs, each to its buyer's wallet and at most once, read
+each holder back from the chain, then tell each buyer (e-mail) and the platform (webhook)."""
 
 import dagster as dg
 
 from queue_pipelines import tags
-from queue_pipelines.intake.schema import Envelope, MintPayload
-from queue_pipelines.jobs.common import (
-    TRANSIENT_RETRY_POLICY,
-    IntakeRequestConfig,
-    classified_failures,
-    request_run_config,
+from queue_pipelines.failures import PermanentError
+from queue_pipelines.intake.payloads import MintPayload
+from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
+from queue_pipelines.jobs.common import notifier_for
+from queue_pipelines.notifications.events import NftDelivery, nft_notice
+from resources import (
+    EffectLedgerResource,
+    MetadataStoreResource,
+    NotificationSettingsResource,
+    RedisResource,
+    SmtpResource,
+    SolanaResource,
+    WebhookResource,
 )
-from queue_pipelines.jobs.notification import (
-    email_nft_delivered,
-    request_of,
-    webhook_nft_delivered,
-)
-from queue_pipelines.nft.keys import parse_address
-from queue_pipelines.nft.tickets import MintOutcome, holder_of, mint_ticket_once
-from queue_pipelines.notifications.events import NftDelivery
-from resources import EffectLedgerResource, MetadataStoreResource, SolanaResource
 
 
-@dg.op(retry_policy=TRANSIENT_RETRY_POLICY, tags={"queue/effect": "solana.mint"})
-def mint_ticket(
+@dg.op(tags={"queue/effect": "solana.mint"})
+def mint_tickets(
     context: dg.OpExecutionContext,
-    config: IntakeRequestConfig,
+    config: BatchConfig,
+    redis: RedisResource,
     solana: SolanaResource,
     metadata_store: MetadataStoreResource,
     effect_ledger: EffectLedgerResource,
-) -> dg.Output[MintOutcome]:
-    payload = config.parsed(MintPayload)
-    with classified_failures():
-        outcome = mint_ticket_once(
-            solana.chain(),
-            solana.payer(),
-            effect_ledger.ledger(),
+    smtp: SmtpResource,
+    webhooks: WebhookResource,
+    notification_settings: NotificationSettingsResource,
+) -> dg.Output[dict[str, int]]:
+    # The Solana stack loads here, in mint runs only: other runs of this code location
+    # (payments, refunds, notifications) never import it.
+    from queue_pipelines.nft.keys import parse_address
+    from queue_pipelines.nft.tickets import holder_of, mint_ticket_once
+
+    ledger = effect_ledger.ledger()
+    chain, payer = solana.chain(), solana.payer()
+    notifier = notifier_for(
+        context,
+        smtp=smtp,
+        webhooks=webhooks,
+        settings=notification_settings,
+        ledger=ledger,
+        resend=config.resend,
+    )
+
+    def mint_and_tell(request: Request[MintPayload]) -> dict:
+        payload = request.payload
+        minted = mint_ticket_once(
+            chain,
+            payer,
+            ledger,
             metadata_store.put,
-            tenant_id=config.tenant_id,
-            idempotency_key=config.idempotency_key,
+            tenant_id=request.tenant_id,
+            idempotency_key=request.idempotency_key,
             payload=payload,
             run_id=context.run_id,
         )
-    if outcome.replayed:
-        context.log.info(f"ticket {outcome.mint} was minted by an earlier attempt; not again")
-    return dg.Output(
-        outcome,
-        metadata={
-            "mint": outcome.mint,
-            "owner": outcome.owner,
-            "token_account": outcome.token_account,
-            "uri": dg.MetadataValue.url(outcome.uri),
-            "signature": outcome.signature or "",
-            "standard": outcome.standard,
+        # The buyer is told only once the chain says the buyer holds it.
+        holder = holder_of(chain, parse_address(minted.mint, "mint address"))
+        if holder is None or str(holder.owner) != minted.owner:
+            raise PermanentError(
+                f"ticket {minted.mint} is held by {holder.owner if holder else 'nobody'}, "
+                f"not the buyer {minted.owner}",
+                code="wrong_holder",
+            )
+        summary = {
             "order_id": payload.order_id,
-            "replayed": outcome.replayed,
-            "embedded_ledger": solana.embedded,
-        },
-    )
-
-
-@dg.op(retry_policy=TRANSIENT_RETRY_POLICY)
-def verify_ticket_owner(
-    context: dg.OpExecutionContext, minted: MintOutcome, solana: SolanaResource
-) -> dg.Output[NftDelivery]:
-    """Read the holder back from the chain: the buyer is told only once it is the buyer."""
-    with classified_failures():
-        holder = holder_of(solana.chain(), parse_address(minted.mint, "mint address"))
-    if holder is None or str(holder.owner) != minted.owner:
-        raise dg.Failure(
-            description=f"ticket {minted.mint} is held by {holder.owner if holder else 'nobody'}, "
-            f"not the buyer {minted.owner}",
-            allow_retries=False,
+            "mint": minted.mint,
+            "owner": minted.owner,
+            "standard": minted.standard,
+            "uri": minted.uri,
+            "signature": minted.signature or "",
+            "minted": "earlier" if minted.replayed else "now",
+        }
+        delivery = NftDelivery(
+            tenant_id=request.tenant_id,
+            idempotency_key=request.idempotency_key,
+            order_id=payload.order_id,
+            wallet=minted.owner,
+            mint_address=minted.mint,
+            event=payload.attributes.event,
+            seat=payload.attributes.seat,
+            buyer_email=str(payload.buyer_email) if payload.buyer_email else None,
+            buyer_name=payload.buyer_name,
+            signature=minted.signature,
         )
-    context.log.info(f"ticket {minted.mint} is held by {holder.owner}")
-    request = request_of(context, "mint_ticket")
-    payload = request.parsed(MintPayload)
-    delivery = NftDelivery(
-        tenant_id=request.tenant_id,
-        idempotency_key=request.idempotency_key,
-        order_id=payload.order_id,
-        wallet=minted.owner,
-        mint_address=minted.mint,
-        event=payload.attributes.event,
-        seat=payload.attributes.seat,
-        buyer_email=str(payload.buyer_email) if payload.buyer_email else None,
-        buyer_name=payload.buyer_name,
-        signature=minted.signature,
-    )
-    return dg.Output(delivery, metadata={"holder": str(holder.owner)})
+        notice = nft_notice(delivery, notification_settings.explorer_url_template)
+        return {
+            **summary,
+            **notifier.tell(notice, f"NFT {minted.mint} was delivered to {minted.owner}"),
+        }
+
+    return run_batch(context, config, job_type="mint", intake=redis.intake(), handle=mint_and_tell)
 
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    description="Mint a ticket NFT (Token-2022 with on-chain metadata) to the buyer's wallet; "
-    "then the buyer is e-mailed and the platform told by webhook.",
+    description="Mint a batch of one tenant's ticket NFTs (Token-2022 with on-chain metadata, "
+    "or Metaplex) to the buyers' wallets, check each holder on chain; then each buyer is "
+    "e-mailed and the platform told by webhook.",
     tags={tags.JOB_TYPE: "mint"},
 )
 def mint_job():
-    delivered = verify_ticket_owner(mint_ticket())
-    email_nft_delivered(delivered)
-    webhook_nft_delivered(delivered)
-
-
-def mint_run_config(envelope: Envelope) -> dict:
-    return request_run_config("mint_ticket", envelope)
+    mint_tickets()

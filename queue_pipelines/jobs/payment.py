@@ -1,72 +1,101 @@
-"""payment_job: charge a card through Stripe, at most once per request."""
+"""payment_job: charge the cards of a batch of payment requests, each at most once, then tell
+each buyer (e-mail) and the platform (webhook). A declined card is dead-lettered with Stripe's
+reason, and the buyer gets a payment_failed e-mail through notification_job."""
 
 import dagster as dg
 
 from queue_pipelines import tags
-from queue_pipelines.intake.schema import Envelope, PaymentPayload
-from queue_pipelines.jobs.common import (
-    TRANSIENT_RETRY_POLICY,
-    IntakeRequestConfig,
-    classified_failures,
-    request_run_config,
-    run_is_live,
+from queue_pipelines.batch import ItemResult
+from queue_pipelines.intake.payloads import PaymentPayload
+from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
+from queue_pipelines.jobs.common import notifier_for, run_is_live
+from queue_pipelines.notifications.events import payment_failed_request, payment_notice
+from queue_pipelines.payments import charge_once
+from queue_pipelines.providers.stripe import CardDeclined
+from resources import (
+    EffectLedgerResource,
+    NotificationSettingsResource,
+    RedisResource,
+    SmtpResource,
+    StripeResource,
+    WebhookResource,
 )
-from queue_pipelines.jobs.notification import (
-    email_payment_confirmation,
-    webhook_payment_succeeded,
-)
-from queue_pipelines.payments import PaymentOutcome, charge_once
-from resources import EffectLedgerResource, StripeResource
 
 
-@dg.op(retry_policy=TRANSIENT_RETRY_POLICY, tags={"queue/effect": "stripe.payment_intent"})
-def charge_payment(
+@dg.op(tags={"queue/effect": "stripe.payment_intent"})
+def charge_payments(
     context: dg.OpExecutionContext,
-    config: IntakeRequestConfig,
+    config: BatchConfig,
+    redis: RedisResource,
     stripe: StripeResource,
     effect_ledger: EffectLedgerResource,
-) -> dg.Output[PaymentOutcome]:
-    payment = config.parsed(PaymentPayload)
-    with classified_failures():
+    smtp: SmtpResource,
+    webhooks: WebhookResource,
+    notification_settings: NotificationSettingsResource,
+) -> dg.Output[dict[str, int]]:
+    api, ledger, intake = stripe.api(), effect_ledger.ledger(), redis.intake()
+    notifier = notifier_for(
+        context,
+        smtp=smtp,
+        webhooks=webhooks,
+        settings=notification_settings,
+        ledger=ledger,
+        resend=config.resend,
+    )
+    is_live = run_is_live(context.instance)
+
+    def charge_and_tell(request: Request[PaymentPayload]) -> dict:
         outcome = charge_once(
-            stripe,
-            effect_ledger.ledger(),
-            tenant_id=config.tenant_id,
-            idempotency_key=config.idempotency_key,
-            payment=payment,
+            api,
+            ledger,
+            tenant_id=request.tenant_id,
+            idempotency_key=request.idempotency_key,
+            payment=request.payload,
             run_id=context.run_id,
-            run_is_live=run_is_live(context.instance),
+            run_is_live=is_live,
         )
-    if outcome.replayed:
-        context.log.info(
-            f"{outcome.payment_intent_id} was charged by an earlier attempt; not charging again"
-        )
-    return dg.Output(
-        outcome,
-        metadata={
-            "payment_intent_id": outcome.payment_intent_id,
-            "status": outcome.status,
+        summary = {
+            "order_id": request.payload.order_id,
+            "payment_intent": outcome.payment_intent_id,
+            "payment_status": outcome.status,
             "amount": outcome.amount,
             "currency": outcome.currency,
             "amount_display": outcome.display_amount,
-            "order_id": payment.order_id,
-            "replayed": outcome.replayed,
-            "sandbox": stripe.sandbox,
-        },
+            "charged": "earlier" if outcome.replayed else "now",
+        }
+        notice = payment_notice(
+            request.tenant_id, request.idempotency_key, request.payload, outcome
+        )
+        return {
+            **summary,
+            **notifier.tell(notice, f"payment {outcome.payment_intent_id} succeeded"),
+        }
+
+    def tell_the_buyer(request: Request[PaymentPayload], result: ItemResult) -> None:
+        # Only a decline is the buyer's to know and act on; other permanent failures (a key,
+        # a reconciliation) are the operators', and they see them in the dead letter.
+        if isinstance(result.error, CardDeclined):
+            envelope = payment_failed_request(
+                request.tenant_id, request.idempotency_key, request.payload, result.reason
+            )
+            intake.enqueue(envelope)
+
+    return run_batch(
+        context,
+        config,
+        job_type="payment",
+        intake=intake,
+        handle=charge_and_tell,
+        after_failure=tell_the_buyer,
     )
 
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    description="Charge a card: customer found or created, PaymentIntent created and confirmed; "
-    "then the buyer is e-mailed and the platform told by webhook.",
+    description="Charge the cards of a batch of one tenant's payment requests (customer found "
+    "or created, PaymentIntent created and confirmed); then each buyer is e-mailed and the "
+    "platform told by webhook.",
     tags={tags.JOB_TYPE: "payment"},
 )
 def payment_job():
-    payment = charge_payment()
-    email_payment_confirmation(payment)
-    webhook_payment_succeeded(payment)
-
-
-def payment_run_config(envelope: Envelope) -> dict:
-    return request_run_config("charge_payment", envelope)
+    charge_payments()

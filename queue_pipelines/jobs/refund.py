@@ -1,69 +1,115 @@
-"""refund_job: refund a PaymentIntent in full or in part, at most once per request."""
+"""refund_job: refund a batch of PaymentIntents in full or in part, each at most once, then
+tell each buyer (e-mail) and the platform (webhook)."""
 
 import dagster as dg
 
 from queue_pipelines import tags
 from queue_pipelines.currencies import format_amount
-from queue_pipelines.intake.schema import Envelope, RefundPayload
-from queue_pipelines.jobs.common import (
-    TRANSIENT_RETRY_POLICY,
-    IntakeRequestConfig,
-    classified_failures,
-    request_run_config,
-    run_is_live,
+from queue_pipelines.failures import ProviderError, TransientError
+from queue_pipelines.intake.payloads import RefundPayload
+from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
+from queue_pipelines.jobs.common import notifier_for, run_is_live
+from queue_pipelines.notifications.events import refund_notice
+from queue_pipelines.payments import refund_once
+from resources import (
+    EffectLedgerResource,
+    NotificationSettingsResource,
+    RedisResource,
+    SmtpResource,
+    StripeResource,
+    WebhookResource,
 )
-from queue_pipelines.jobs.notification import email_refund_issued, webhook_refund_issued
-from queue_pipelines.payments import RefundOutcome, refund_once
-from resources import EffectLedgerResource, StripeResource
+
+# Refunds of one PaymentIntent take turns, across every run and worker: otherwise two could
+# both pass the refundable-balance check. A refund holds the lock for a few Stripe calls.
+LOCK_SECONDS = 120
+LOCK_WAIT_SECONDS = 30
 
 
-@dg.op(retry_policy=TRANSIENT_RETRY_POLICY, tags={"queue/effect": "stripe.refund"})
-def refund_payment(
+@dg.op(tags={"queue/effect": "stripe.refund"})
+def refund_payments(
     context: dg.OpExecutionContext,
-    config: IntakeRequestConfig,
+    config: BatchConfig,
+    redis: RedisResource,
     stripe: StripeResource,
     effect_ledger: EffectLedgerResource,
-) -> dg.Output[RefundOutcome]:
-    refund = config.parsed(RefundPayload)
-    with classified_failures():
-        outcome = refund_once(
-            stripe,
-            effect_ledger.ledger(),
-            tenant_id=config.tenant_id,
-            idempotency_key=config.idempotency_key,
-            refund=refund,
-            run_id=context.run_id,
-            run_is_live=run_is_live(context.instance),
+    smtp: SmtpResource,
+    webhooks: WebhookResource,
+    notification_settings: NotificationSettingsResource,
+) -> dg.Output[dict[str, int]]:
+    api, ledger, intake = stripe.api(), effect_ledger.ledger(), redis.intake()
+    notifier = notifier_for(
+        context,
+        smtp=smtp,
+        webhooks=webhooks,
+        settings=notification_settings,
+        ledger=ledger,
+        resend=config.resend,
+    )
+    is_live = run_is_live(context.instance)
+
+    def refund_and_tell(request: Request[RefundPayload]) -> dict:
+        payment_intent = request.payload.payment_intent_id
+        lock = redis.client().lock(
+            f"{redis.key_prefix}:lock:refund:{payment_intent}",
+            timeout=LOCK_SECONDS,
+            blocking_timeout=LOCK_WAIT_SECONDS,
         )
-    if outcome.replayed:
-        context.log.info(f"{outcome.refund_id} was made by an earlier attempt; not refunding again")
-    return dg.Output(
-        outcome,
-        metadata={
-            "refund_id": outcome.refund_id,
-            "payment_intent_id": outcome.payment_intent_id,
-            "status": outcome.status,
+        if not lock.acquire():
+            raise TransientError(
+                f"another refund of {payment_intent} is still going", code="refund_in_progress"
+            )
+        try:
+            outcome = refund_once(
+                api,
+                ledger,
+                tenant_id=request.tenant_id,
+                idempotency_key=request.idempotency_key,
+                refund=request.payload,
+                run_id=context.run_id,
+                run_is_live=is_live,
+            )
+        finally:
+            lock.release()
+        summary = {
+            "order_id": request.payload.order_id,
+            "payment_intent": outcome.payment_intent_id,
+            "refund": outcome.refund_id,
+            "refund_status": outcome.status,
             "amount": outcome.amount,
             "currency": outcome.currency,
             "amount_display": format_amount(outcome.amount, outcome.currency),
             "remaining_refundable": outcome.remaining,
-            "replayed": outcome.replayed,
-            "sandbox": stripe.sandbox,
-        },
-    )
+            "refunded": "earlier" if outcome.replayed else "now",
+        }
+        effect = f"refund {outcome.refund_id} was issued"
+        try:
+            # The buyer's address lives with the Stripe customer, not in the refund request.
+            email, name = api.customer_contact(payment_intent)
+        except ProviderError as exc:
+            reason = f"looking up the buyer of {payment_intent} failed: {exc.reason}"
+            notifier.alert_operators(
+                summary=reason, details=f"{effect}, and stands", tenant_id=request.tenant_id
+            )
+            return {**summary, "notification_failed": reason}
+        notice = refund_notice(
+            request.tenant_id,
+            request.idempotency_key,
+            request.payload.order_id,
+            outcome,
+            email,
+            name,
+        )
+        return {**summary, **notifier.tell(notice, effect)}
+
+    return run_batch(context, config, job_type="refund", intake=intake, handle=refund_and_tell)
 
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    description="Refund a PaymentIntent, in full or in part; then the buyer is e-mailed and the "
-    "platform told by webhook.",
+    description="Refund a batch of one tenant's PaymentIntents, in full or in part; then each "
+    "buyer is e-mailed and the platform told by webhook.",
     tags={tags.JOB_TYPE: "refund"},
 )
 def refund_job():
-    refund = refund_payment()
-    email_refund_issued(refund)
-    webhook_refund_issued(refund)
-
-
-def refund_run_config(envelope: Envelope) -> dict:
-    return request_run_config("refund_payment", envelope)
+    refund_payments()

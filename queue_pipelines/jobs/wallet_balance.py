@@ -5,8 +5,9 @@ threshold the operators are alerted and the run fails."""
 import dagster as dg
 from pydantic import Field
 
+from queue_pipelines import tags
 from queue_pipelines.jobs.common import classified_failures
-from queue_pipelines.jobs.notification import alert_operators
+from queue_pipelines.notifications.notifier import alert_operators
 from resources import NotificationSettingsResource, SmtpResource, SolanaResource
 
 LAMPORTS_PER_SOL = 1_000_000_000
@@ -50,12 +51,13 @@ def alert_on_low_balance(
         f"payer wallet {payer} holds {sol:.9f} SOL, below the {config.threshold_sol} SOL "
         "threshold: fund it before mints start failing"
     )
+    context.log.error(message)
     alert_operators(
-        context,
-        smtp,
-        notification_settings,
+        smtp.sender(),
+        notification_settings.operator_email,
         summary="Solana payer wallet low",
         details=message,
+        run_id=context.run_id,
         tenant_id="operators",
     )
     raise dg.Failure(
@@ -65,7 +67,10 @@ def alert_on_low_balance(
     )
 
 
-@dg.job(description="Read the payer wallet's balance; alert and fail below the threshold.")
+@dg.job(
+    description="Read the payer wallet's balance; alert and fail below the threshold.",
+    tags={tags.JOB_TYPE: "wallet_balance"},
+)
 def wallet_balance_job():
     alert_on_low_balance(read_payer_balance())
 

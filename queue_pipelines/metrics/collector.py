@@ -18,7 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from queue_pipelines import tags
-from queue_pipelines.intake.schema import JOB_TYPES
+from queue_pipelines.intake.registry import JOB_TYPES
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.metrics.run_totals import RunTotals
 
@@ -103,6 +103,15 @@ class QueueMetricsCollector(Collector):
         for queue, h in sorted(t.durations.items()):
             histogram.add_metric([queue], h.cumulative(), sum_value=h.total)
         yield histogram
+        waits = HistogramMetricFamily(
+            "queue_request_wait_seconds",
+            "Seconds from a request's enqueue to the start of the run that settled it "
+            "(stage=started) and to its settlement (stage=settled), one observation per request.",
+            labels=["job_type", "stage"],
+        )
+        for key, h in sorted(t.waits.items()):
+            waits.add_metric(key.split("/"), h.cumulative(), sum_value=h.total)
+        yield waits
         yield _gauge("queue_active_jobs", "Runs starting or running, by queue.", ["queue"], active)
         yield _counter(
             "payments_processed_total",
@@ -176,8 +185,14 @@ class QueueMetricsCollector(Collector):
         )
 
 
-def build_registry(collector: QueueMetricsCollector) -> CollectorRegistry:
+def build_registry(collector: QueueMetricsCollector, system=None) -> CollectorRegistry:
+    from queue_pipelines.metrics.providers import provider_collectors
+    from queue_pipelines.metrics.system import SystemCollector, SystemUsage
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_cpu_seconds_total
+    registry.register(SystemCollector(system or SystemUsage()))
+    for provider_collector in provider_collectors():
+        registry.register(provider_collector)
     return registry

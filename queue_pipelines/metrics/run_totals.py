@@ -102,6 +102,8 @@ class Totals:
     emails: Counter = field(default_factory=Counter)  # "sent" / "failed"
     webhooks: Counter = field(default_factory=Counter)
     wallet_balances: dict[str, tuple[float, float]] = field(default_factory=dict)  # (time, SOL)
+    # "job_type/stage" -> seconds from enqueue to the run's start (started) or to settlement.
+    waits: dict[str, DurationHistogram] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         out: dict[str, Any] = {
@@ -115,6 +117,10 @@ class Totals:
             for queue, h in self.durations.items()
         }
         out["wallet_balances"] = {w: list(v) for w, v in self.wallet_balances.items()}
+        out["waits"] = {
+            key: {"buckets": list(h.buckets), "counts": h.counts, "total": h.total}
+            for key, h in self.waits.items()
+        }
         return out
 
     @classmethod
@@ -130,6 +136,11 @@ class Totals:
                 log.warning("stored duration buckets of %s differ from the code's: reset", queue)
                 continue
             totals.durations[queue] = DurationHistogram(counts=list(h["counts"]), total=h["total"])
+        for key, h in data.get("waits", {}).items():
+            if tuple(h["buckets"]) == conv.WAIT_BUCKETS:
+                totals.waits[key] = DurationHistogram(
+                    buckets=conv.WAIT_BUCKETS, counts=list(h["counts"]), total=h["total"]
+                )
         totals.wallet_balances = {
             w: (v[0], v[1]) for w, v in data.get("wallet_balances", {}).items()
         }
@@ -139,14 +150,6 @@ class Totals:
 def _value(metadata: dict[str, Any], key: str) -> Any:
     entry = metadata.get(key)
     return getattr(entry, "value", entry)
-
-
-def _payload_currency(run: dg.DagsterRun) -> str:
-    for op in (run.run_config or {}).get("ops", {}).values():
-        currency = (op.get("config") or {}).get("payload", {}).get("currency")
-        if currency:
-            return str(currency).lower()
-    return "unknown"
 
 
 def _failure_reason(failures: list) -> str:
@@ -319,73 +322,90 @@ class RunTotals:
             histogram.observe(max(end - record.start_time, 0.0))
 
         events = self.instance.get_records_for_run(run.run_id, of_type=_STEP_EVENTS).records
-        by_type: dict[dg.DagsterEventType, list] = {}
+        failures = []
         for event in events:
-            by_type.setdefault(event.event_log_entry.dagster_event.event_type, []).append(
-                event.event_log_entry
-            )
-        failures = by_type.get(dg.DagsterEventType.STEP_FAILURE, [])
-        failed = status == dg.DagsterRunStatus.FAILURE
-        if failed:
+            entry = event.event_log_entry
+            dagster_event = entry.dagster_event
+            if dagster_event.event_type == dg.DagsterEventType.STEP_OUTPUT:
+                metadata = dagster_event.step_output_data.metadata or {}
+                self._add_balance(metadata, entry.timestamp)
+            else:
+                failures.append(entry)
+                user = dagster_event.step_failure_data.user_failure_data
+                metadata = (user.metadata if user is not None else None) or {}
+            for row in _outcome_rows(metadata):
+                self._add_request(queue, row, run)
+        if status == dg.DagsterRunStatus.FAILURE:
             t.failures[(queue, _failure_reason(failures))] += 1
-
-        for entry in by_type.get(dg.DagsterEventType.STEP_OUTPUT, []):
-            metadata = entry.dagster_event.step_output_data.metadata or {}
-            self._add_output(queue, metadata, entry.timestamp)
-
-        if failed and queue == conv.PAYMENT_QUEUE:
-            t.payments[(_payload_currency(run), "failed")] += 1
-        if failed and queue == conv.REFUND_QUEUE:
-            t.refunds[("unknown", "failed")] += 1
-        if queue == conv.MINT_QUEUE:
-            t.mints[status_name] += 1
         if queue == conv.TRANSFER_QUEUE:
             t.transfers[status_name] += 1
 
-        for entry in by_type.get(dg.DagsterEventType.STEP_OUTPUT, []):
-            counts = self._message_counts(entry.step_key or "")
-            metadata = entry.dagster_event.step_output_data.metadata or {}
-            # Sent now: a delivery with its ledger key, not replayed from an earlier attempt
-            # and not skipped (no address, no endpoint configured).
-            if (
-                counts is not None
-                and _value(metadata, conv.SENT_KEY)
-                and not _value(metadata, conv.REPLAYED_KEY)
-            ):
-                counts["sent"] += 1
-        for entry in failures:
-            counts = self._message_counts(entry.step_key or "")
-            if counts is not None:
-                counts["failed"] += 1
-
-    def _message_counts(self, step_key: str):
-        if step_key.startswith(conv.EMAIL_STEP_PREFIX):
-            return self.totals.emails
-        if step_key.startswith(conv.WEBHOOK_STEP_PREFIX):
-            return self.totals.webhooks
-        return None
-
-    def _add_output(self, queue: str, metadata: dict[str, Any], timestamp: float) -> None:
-        t = self.totals
+    def _add_balance(self, metadata: dict[str, Any], timestamp: float) -> None:
         balance = _value(metadata, conv.WALLET_BALANCE_KEY)
         if balance is not None:
             wallet = str(_value(metadata, conv.WALLET_KEY) or "")
-            if wallet not in t.wallet_balances or t.wallet_balances[wallet][0] <= timestamp:
-                t.wallet_balances[wallet] = (timestamp, float(balance))
-        if queue not in (conv.PAYMENT_QUEUE, conv.REFUND_QUEUE):
-            return
-        if any(_value(metadata, key) is None for key in conv.AMOUNT_KEYS):
-            return
-        if _value(metadata, conv.REPLAYED_KEY):
-            return
-        amount = int(_value(metadata, "amount"))
-        currency = str(_value(metadata, "currency")).lower()
-        status = str(_value(metadata, "status"))
+            balances = self.totals.wallet_balances
+            if wallet not in balances or balances[wallet][0] <= timestamp:
+                balances[wallet] = (timestamp, float(balance))
+
+    def _add_request(self, queue: str, row: dict[str, Any], run: dg.DagsterRun) -> None:
+        """One request of a batch run, from its row in the run's outcomes table: counted
+        when it was done now (not an earlier effect returned again) or failed for good."""
+        t = self.totals
+        status = row.get("status")
+        for stage, column in (("started", "waited_seconds"), ("settled", "settled_after_seconds")):
+            if row.get(column) is not None:
+                histogram = t.waits.setdefault(
+                    f"{queue}/{stage}",
+                    DurationHistogram(
+                        buckets=conv.WAIT_BUCKETS, counts=[0] * (len(conv.WAIT_BUCKETS) + 1)
+                    ),
+                )
+                histogram.observe(float(row[column]))
+        done_now = status == "succeeded" and row.get(conv.DONE_KEYS.get(queue, "")) == "now"
         if queue == conv.PAYMENT_QUEUE:
-            t.payments[(currency, status)] += 1
-            if status == "succeeded":
-                t.payment_amounts[currency] += amount
-        else:
-            t.refunds[(currency, status)] += 1
-            if status in ("succeeded", "pending"):
-                t.refund_amounts[currency] += amount
+            if done_now:
+                currency, state = str(row.get("currency")).lower(), str(row.get("payment_status"))
+                t.payments[(currency, state)] += 1
+                if state == "succeeded":
+                    t.payment_amounts[currency] += int(row.get("amount") or 0)
+            elif status == "failed":
+                t.payments[(_request_currency(run, row), "failed")] += 1
+        elif queue == conv.REFUND_QUEUE:
+            if done_now:
+                currency, state = str(row.get("currency")).lower(), str(row.get("refund_status"))
+                t.refunds[(currency, state)] += 1
+                if state in ("succeeded", "pending"):
+                    t.refund_amounts[currency] += int(row.get("amount") or 0)
+            elif status == "failed":
+                t.refunds[("unknown", "failed")] += 1
+        elif queue == conv.MINT_QUEUE:
+            if done_now:
+                t.mints["success"] += 1
+            elif status == "failed":
+                t.mints["failure"] += 1
+        elif queue == conv.NOTIFICATION_QUEUE and status == "failed":
+            t.emails["failed"] += 1
+        if row.get("email") == "sent":
+            t.emails["sent"] += 1
+        if row.get("webhook") == "sent":
+            t.webhooks["sent"] += 1
+        failed_notices = str(row.get(conv.NOTIFICATION_FAILED_KEY) or "")
+        if "e-mail" in failed_notices:
+            t.emails["failed"] += 1
+        if "webhook" in failed_notices:
+            t.webhooks["failed"] += 1
+
+
+def _outcome_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    table = _value(metadata, conv.OUTCOMES_KEY)
+    return [dict(record.data) for record in getattr(table, "records", None) or []]
+
+
+def _request_currency(run: dg.DagsterRun, row: dict[str, Any]) -> str:
+    """A failed payment's currency, from its request in the run's config."""
+    for op in (run.run_config or {}).get("ops", {}).values():
+        for request in (op.get("config") or {}).get("requests", []):
+            if request.get("idempotency_key") == row.get("request"):
+                return str(request.get("payload", {}).get("currency") or "unknown").lower()
+    return "unknown"

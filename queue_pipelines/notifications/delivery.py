@@ -19,8 +19,8 @@ from typing import Any
 from queue_pipelines.failures import PermanentError, ProviderError
 from queue_pipelines.ledger import EffectLedger
 from queue_pipelines.notifications.templates import RenderedMessage
-from resources.smtp import SmtpResource
-from resources.webhooks import WebhookResource
+from queue_pipelines.providers.smtp import SmtpSender
+from queue_pipelines.providers.webhooks import WebhookSender
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _deliver_once(
 
 
 def send_email_once(
-    smtp: SmtpResource,
+    smtp: SmtpSender,
     ledger: EffectLedger,
     message: EmailMessage,
     *,
@@ -128,7 +128,7 @@ def send_email_once(
 
 
 def send_webhook_once(
-    webhooks: WebhookResource,
+    webhooks: WebhookSender,
     ledger: EffectLedger,
     *,
     url: str,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 from queue_pipelines.currencies import format_amount
-from queue_pipelines.intake.schema import PaymentPayload
+from queue_pipelines.intake.payloads import NotificationPayload, PaymentPayload
+from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.payments import PaymentOutcome, RefundOutcome
 
 
@@ -77,7 +79,9 @@ def refund_notice(
         recipient_name=buyer_name,
         context={
             "buyer_name": buyer_greeting_name(buyer_name, buyer_email),
-            "order_id": order_id or outcome.payment_intent_id,
+            # No order id: the mail names the payment, never calls a pi_... an order.
+            "order_id": order_id,
+            "payment_id": outcome.payment_intent_id,
             "amount": format_amount(outcome.amount, outcome.currency),
             "refund_id": outcome.refund_id,
         },
@@ -144,4 +148,30 @@ def nft_notice(delivery: NftDelivery, explorer_url_template: str) -> Notice:
             "signature": delivery.signature,
             "explorer_url": url,
         },
+    )
+
+
+def payment_failed_request(
+    tenant_id: str, idempotency_key: str, payment: PaymentPayload, reason: str
+) -> Envelope:
+    """The notification request that tells a buyer their card was declined: sent by
+    notification_job, once per payment request (its key is derived from the payment's)."""
+    key = f"payment-failed:{idempotency_key}"
+    if len(key) > 255:  # the envelope's limit; a digest keeps it unique
+        key = "payment-failed:" + hashlib.sha256(key.encode()).hexdigest()
+    email = str(payment.customer_email)
+    return Envelope(
+        type="notification",
+        tenant_id=tenant_id,
+        idempotency_key=key,
+        payload=NotificationPayload(
+            template="payment_failed",
+            recipient=email,
+            context={
+                "buyer_name": buyer_greeting_name(payment.customer_name, email),
+                "order_id": payment.order_id,
+                "amount": format_amount(payment.amount, payment.currency),
+                "reason": reason,
+            },
+        ),
     )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from queue_pipelines import settings
-from queue_pipelines.notifications.outbox import find_message, list_messages, parse
+from queue_pipelines.sandbox.outbox import find_message, list_messages, parse
 
 
 def add_outbox_parser(commands: argparse._SubParsersAction) -> None:

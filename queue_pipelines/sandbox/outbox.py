@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-from aiosmtpd.controller import Controller
-
 
 class OutboxHandler:
     """Accepts every message and writes it to `directory`, one file per message."""
@@ -30,8 +28,11 @@ class OutboxHandler:
         return "250 Message accepted for delivery"
 
 
-def start_sink(directory: Path, port: int, handler: OutboxHandler | None = None) -> Controller:
+def start_sink(directory: Path, port: int, handler: OutboxHandler | None = None):
     """Start the sink on 127.0.0.1:`port` in a thread of this process; `.stop()` ends it."""
+    # aiosmtpd is in the sandbox extra; reading the outbox (queue-pipelines outbox) needs none.
+    from aiosmtpd.controller import Controller
+
     controller = Controller(handler or OutboxHandler(directory), hostname="127.0.0.1", port=port)
     controller.start()
     return controller

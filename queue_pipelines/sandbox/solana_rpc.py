@@ -26,9 +26,9 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
-from queue_pipelines.embedded import refuse_taken_port, wait_for_port
-from queue_pipelines.nft.embedded import EmbeddedLedger
 from queue_pipelines.nft.keys import load_or_create_keypair
+from queue_pipelines.sandbox.servers import refuse_taken_port, wait_for_port
+from queue_pipelines.sandbox.solana_ledger import EmbeddedLedger
 
 API_VERSION = "2.1.0"
 # LiteSVM has no blocks: a blockhash stays valid until expired, so report a window ahead.
@@ -246,7 +246,7 @@ def start_embedded_solana(
         [
             sys.executable,
             "-m",
-            "queue_pipelines.nft.rpc_server",
+            "queue_pipelines.sandbox.solana_rpc",
             "--port",
             str(port),
             "--state-dir",
@@ -262,7 +262,7 @@ def start_embedded_solana(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m queue_pipelines.nft.rpc_server`: what `queue-pipelines dev` starts."""
+    """`python -m queue_pipelines.sandbox.solana_rpc`: what `queue-pipelines dev` starts."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)

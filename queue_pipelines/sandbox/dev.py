@@ -11,14 +11,15 @@ import sys
 from pathlib import Path
 
 from queue_pipelines import settings
-from queue_pipelines.embedded import (
+from queue_pipelines.sandbox import defaults
+from queue_pipelines.sandbox.servers import (
     refuse_taken_port,
     start_localstripe,
     start_redis,
     stop,
     wait_for_port,
 )
-from queue_pipelines.nft.rpc_server import start_embedded_solana
+from queue_pipelines.sandbox.solana_rpc import start_embedded_solana
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +58,7 @@ def start_gateway(port: int, home: Path, env: dict[str, str]) -> subprocess.Pope
     return process
 
 
-def run_dev(ui_port: int, gateway_port: int = settings.GATEWAY_PORT) -> int:
+def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
     # Started from a non-interactive shell, SIGINT may arrive ignored; children would inherit
     # that and outlive Ctrl-C. Catching it here gives them the default disposition instead.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -67,39 +68,39 @@ def run_dev(ui_port: int, gateway_port: int = settings.GATEWAY_PORT) -> int:
     smtp_sink = None
     try:
         if settings.smtp_is_sandbox():
-            from queue_pipelines.notifications.outbox import start_sink
+            from queue_pipelines.sandbox.outbox import start_sink
 
-            refuse_taken_port(settings.SMTP_SINK_PORT, "the local SMTP sink")
-            smtp_sink = start_sink(settings.outbox_dir(), settings.SMTP_SINK_PORT)
+            refuse_taken_port(defaults.SMTP_SINK_PORT, "the local SMTP sink")
+            smtp_sink = start_sink(settings.outbox_dir(), defaults.SMTP_SINK_PORT)
             print(
-                f"local SMTP sink: 127.0.0.1:{settings.SMTP_SINK_PORT} (mail kept in "
+                f"local SMTP sink: 127.0.0.1:{defaults.SMTP_SINK_PORT} (mail kept in "
                 f"{settings.outbox_dir()}; read it with `uv run queue-pipelines outbox`)"
             )
         if not os.environ.get("REDIS_URL"):
             children.append(
-                start_redis(settings.EMBEDDED_REDIS_PORT, home / "redis", home / "logs/redis.log")
+                start_redis(defaults.EMBEDDED_REDIS_PORT, home / "redis", home / "logs/redis.log")
             )
-            print(f"embedded Redis: {settings.EMBEDDED_REDIS_URL} (data in {home / 'redis'})")
+            print(f"embedded Redis: {defaults.EMBEDDED_REDIS_URL} (data in {home / 'redis'})")
         if settings.stripe_is_sandbox() and not os.environ.get("STRIPE_API_BASE"):
             children.append(
                 start_localstripe(
-                    settings.SANDBOX_STRIPE_PORT,
+                    defaults.SANDBOX_STRIPE_PORT,
                     home / "logs/localstripe.log",
                     state_file=home / "stripe-sandbox.pickle",
                 )
             )
-            print(f"Stripe sandbox (localstripe): {settings.SANDBOX_STRIPE_URL}")
+            print(f"Stripe sandbox (localstripe): {defaults.SANDBOX_STRIPE_URL}")
         if settings.solana_is_embedded():
             children.append(
                 start_embedded_solana(
-                    settings.EMBEDDED_SOLANA_PORT,
+                    defaults.EMBEDDED_SOLANA_PORT,
                     settings.solana_state_dir(),
                     settings.nft_metadata_dir(),
                     home / "logs/solana.log",
                 )
             )
             print(
-                f"embedded Solana ledger (LiteSVM): {settings.EMBEDDED_SOLANA_URL} "
+                f"embedded Solana ledger (LiteSVM): {defaults.EMBEDDED_SOLANA_URL} "
                 f"(accounts and dev payer in {settings.solana_state_dir()})"
             )
         children.append(start_gateway(gateway_port, home, env))

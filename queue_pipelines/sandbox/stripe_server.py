@@ -5,20 +5,22 @@ at start. That one path is shared by every localstripe on the machine: two of th
 beside `make run`) overwrite each other, and one may load the other's half-written file and
 die. Here each server keeps its own file (`--state`), written atomically, or none at all.
 
-    python -m queue_pipelines.sandbox_stripe --port 8420 [--state .dagster_home/stripe.pickle]
+    python -m queue_pipelines.sandbox.stripe_server --port 8420 [--state .dagster_home/stripe.pickle]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import pickle
-import sys
+import socket
 import tempfile
 from pathlib import Path
 
 import localstripe.resources
 import localstripe.server
+from aiohttp import web
 
 
 def keep_state_in(path: Path | None) -> None:
@@ -49,11 +51,16 @@ def main() -> None:
     if args.state is not None:
         args.state.parent.mkdir(parents=True, exist_ok=True)
     keep_state_in(args.state)
-    # localstripe parses sys.argv itself; it loads state unless told --from-scratch.
-    sys.argv = ["localstripe", "--port", str(args.port)]
-    if args.state is None:
-        sys.argv.append("--from-scratch")
-    localstripe.server.start()
+    if args.state is not None:
+        localstripe.resources.store.try_load_from_disk()
+    # localstripe.server.start() would listen on every interface ('::'): loopback only here.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    logger = logging.getLogger("aiohttp.access")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(logging.StreamHandler())
+    web.run_app(localstripe.server.app, sock=sock, access_log=logger)
 
 
 if __name__ == "__main__":

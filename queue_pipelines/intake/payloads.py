@@ -1,0 +1,202 @@
+"""One payload model per job type: the `payload` of an intake envelope (docs/intake.md).
+
+Part of the public wire format; imports nothing from Dagster so that producers load it fast.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+from queue_pipelines.currencies import STRIPE_CURRENCIES
+
+# Stripe rejects amounts with more than eight digits in the smallest currency unit.
+MAX_AMOUNT = 99_999_999
+
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+]
+Amount = Annotated[int, Field(gt=0, le=MAX_AMOUNT, strict=True)]
+Metadata = Annotated[dict[str, str], Field(max_length=20)]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PaymentPayload(WireModel):
+    """Charge a card: a Stripe PaymentIntent, created and confirmed at once."""
+
+    order_id: Identifier
+    amount: Amount = Field(description="In the currency's smallest unit (cents for usd).")
+    currency: str = Field(description="Lower-case ISO 4217 code that Stripe supports.")
+    customer_email: EmailStr
+    customer_name: str | None = Field(default=None, max_length=256)
+    payment_method: str = Field(
+        min_length=3,
+        max_length=255,
+        pattern=r"^pm_[A-Za-z0-9_]+$",
+        description="A Stripe PaymentMethod id collected by the front end (pm_...).",
+    )
+    description: str | None = Field(default=None, max_length=1000)
+    metadata: Metadata = Field(default_factory=dict)
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        code = value.lower()
+        if code not in STRIPE_CURRENCIES:
+            raise ValueError(
+                f"unknown currency {value!r}: expected an ISO 4217 code Stripe supports"
+            )
+        return code
+
+
+class RefundPayload(WireModel):
+    """Refund a PaymentIntent in full (no amount) or in part."""
+
+    payment_intent_id: str = Field(pattern=r"^pi_[A-Za-z0-9_]+$")
+    amount: Amount | None = Field(default=None, description="Omit to refund what remains.")
+    reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
+    order_id: Identifier | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class TicketAttributes(WireModel):
+    event: str = Field(min_length=1, max_length=200)
+    venue: str = Field(min_length=1, max_length=200)
+    seat: str = Field(min_length=1, max_length=64)
+    date: str = Field(min_length=1, max_length=64, description="ISO 8601 date or date-time.")
+
+
+class MintPayload(WireModel):
+    """Mint a ticket NFT to the buyer's wallet (mint_job, docs/nft.md)."""
+
+    order_id: Identifier
+    wallet: str = Field(description="The buyer's Solana address, base58.")
+    name: str = Field(min_length=1, max_length=32)
+    symbol: str = Field(min_length=1, max_length=10)
+    description: str = Field(default="", max_length=2000)
+    image: str | None = Field(default=None, max_length=200)
+    uri: str | None = Field(default=None, max_length=200)
+    attributes: TicketAttributes
+    standard: Literal["token-2022", "metaplex"] = "token-2022"
+    seller_fee_basis_points: int = Field(
+        default=0, ge=0, le=10_000, description="Royalty on resales, metaplex standard only."
+    )
+    collection: str | None = Field(
+        default=None,
+        description="Collection mint, base58, metaplex standard only (joins unverified).",
+    )
+    buyer_email: EmailStr | None = Field(
+        default=None, description="Where the 'your ticket is in your wallet' e-mail goes."
+    )
+    buyer_name: str | None = Field(default=None, max_length=256)
+
+    @field_validator("wallet", "collection")
+    @classmethod
+    def _base58_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{32,44}", value):
+            raise ValueError("not a base58 Solana address")
+        # The alphabet and length alone let through strings that decode to 31 or 33 bytes.
+        # solders loads the whole Solana binding: only mint requests pay for it.
+        from solders.pubkey import Pubkey
+
+        try:
+            Pubkey.from_string(value)
+        except ValueError:
+            raise ValueError("not a base58 Solana address: does not decode to 32 bytes") from None
+        return value
+
+    @field_validator("name", "symbol")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+# Templates a producer may ask for. Internal ones (operator_alert) are sent by the jobs
+# themselves to the operators' address and are never accepted from the intake.
+TENANT_TEMPLATES = ("payment_confirmation", "payment_failed", "refund_issued", "nft_delivered")
+INTERNAL_TEMPLATES = ("operator_alert",)
+# `context` is template data: flat values and small records, never deep trees.
+MAX_CONTEXT_DEPTH = 8
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of JSON-like data, counting no further than `limit` + 1."""
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+class NotificationPayload(WireModel):
+    """Send one templated message (notification_job)."""
+
+    template: Literal["payment_confirmation", "payment_failed", "refund_issued", "nft_delivered"]
+    recipient: EmailStr
+    context: dict[str, Any] = Field(
+        default_factory=dict, description=f"Nested at most {MAX_CONTEXT_DEPTH} levels."
+    )
+
+    @field_validator("template", mode="before")
+    @classmethod
+    def _tenant_template(cls, value: Any) -> Any:
+        if value in INTERNAL_TEMPLATES:
+            raise ValueError(
+                f"template {value!r} is internal (sent to operators by the jobs themselves); "
+                f"the intake accepts {', '.join(TENANT_TEMPLATES)}"
+            )
+        return value
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _shallow_context(cls, value: Any) -> Any:
+        if json_depth(value, MAX_CONTEXT_DEPTH) > MAX_CONTEXT_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_CONTEXT_DEPTH} levels")
+        return value
+
+
+STRIPE_EVENT_TYPES = (
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "charge.refunded",
+    "charge.dispute.created",
+)
+
+
+class StripeEventPayload(WireModel):
+    """A verified Stripe webhook event, reduced to what reconciliation reads. The gateway
+    writes these (POST /v1/webhooks/stripe); the idempotency key is the event id."""
+
+    event_id: str = Field(pattern=r"^evt_[A-Za-z0-9_]+$", max_length=255)
+    event_type: Literal[
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "charge.refunded",
+        "charge.dispute.created",
+    ]
+    created: int = Field(ge=0, description="Unix time Stripe created the event.")
+    livemode: bool = False
+    object_id: str = Field(min_length=1, max_length=255, description="pi_..., ch_... or dp_...")
+    payment_intent_id: str | None = Field(default=None, pattern=r"^pi_[A-Za-z0-9_]+$")
+    amount: int | None = Field(default=None, ge=0)
+    amount_refunded: int | None = Field(default=None, ge=0)
+    currency: str | None = Field(default=None, max_length=3)
+    status: str | None = Field(default=None, max_length=64)
+    reason: str | None = Field(
+        default=None, max_length=1000, description="Failure message or dispute reason."
+    )
+    metadata: Annotated[dict[str, str], Field(max_length=50)] = Field(default_factory=dict)

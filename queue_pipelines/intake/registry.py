@@ -1,0 +1,69 @@
+"""The job types: one table, from which the wire format, the streams, the sensors and the
+jobs are all derived. Adding a job type is one entry here plus its job module.
+
+Each entry names its job by import path, so this table (part of the wire format, loaded by
+producers) imports no Dagster and no job code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from queue_pipelines.intake.payloads import (
+    MintPayload,
+    NotificationPayload,
+    PaymentPayload,
+    RefundPayload,
+    StripeEventPayload,
+    WireModel,
+)
+
+
+@dataclass(frozen=True)
+class JobTypeSpec:
+    """One job type: its payload, the job that serves it, and how its requests are batched.
+
+    `batch_size` requests of one tenant share a run (1: one run per request); a batch smaller
+    than that waits at most `max_wait_seconds` for more before it is launched anyway.
+    `concurrency` is how many of a run's requests are worked on at once.
+    """
+
+    name: str
+    payload: type[WireModel]
+    job: str  # "module:attribute" of the Dagster job
+    op: str  # the job's op that takes the batch as config
+    batch_size: int = 100
+    max_wait_seconds: float = 0.5
+    concurrency: int = 8
+
+
+JOB_TYPE_SPECS: tuple[JobTypeSpec, ...] = (
+    JobTypeSpec(
+        "payment", PaymentPayload, "queue_pipelines.jobs.payment:payment_job", "charge_payments"
+    ),
+    JobTypeSpec(
+        "refund", RefundPayload, "queue_pipelines.jobs.refund:refund_job", "refund_payments"
+    ),
+    # A mint is a few Solana transactions each; the payer's balance is shared by all of them.
+    JobTypeSpec(
+        "mint", MintPayload, "queue_pipelines.jobs.mint:mint_job", "mint_tickets", concurrency=4
+    ),
+    JobTypeSpec(
+        "notification",
+        NotificationPayload,
+        "queue_pipelines.jobs.notification:notification_job",
+        "send_notifications",
+    ),
+    JobTypeSpec(
+        "stripe_event",
+        StripeEventPayload,
+        "queue_pipelines.jobs.stripe_event:stripe_event_job",
+        "reconcile_stripe_events",
+    ),
+)
+
+SPECS: dict[str, JobTypeSpec] = {spec.name: spec for spec in JOB_TYPE_SPECS}
+JOB_TYPES: tuple[str, ...] = tuple(SPECS)
+PAYLOAD_MODELS: dict[str, type[WireModel]] = {spec.name: spec.payload for spec in JOB_TYPE_SPECS}
+JobType = Literal[JOB_TYPES]  # type: ignore[valid-type]  # the registry's names, for pydantic

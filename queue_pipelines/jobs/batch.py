@@ -1,0 +1,254 @@
+"""What every intake job shares: a run serves a micro-batch of one tenant's requests.
+
+The run's one op parses the batch from its config, hands each request to the job's handler
+(queue_pipelines/batch.py runs them, several at once, retrying transient failures per
+request), and settles each request as soon as it ends: acked when it succeeded, dead-lettered
+with its reason when it failed for good. Requests that outlasted their retries are left to
+the intake sensor, which batches them again once this run has ended. The op's output is a
+table with one row per request, for the run page; the run's tags say at a glance whether any
+request failed (queue/failed_items).
+
+A re-execution of the run (UI or CLI) skips requests whose outcome is already recorded and
+repeats no recorded effect for the others: every effect goes through the effect ledger.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import dagster as dg
+from pydantic import BaseModel, Field, ValidationError
+
+from queue_pipelines import tags
+from queue_pipelines.batch import (
+    FAILED,
+    SUCCEEDED,
+    UNFINISHED,
+    Backoff,
+    Item,
+    ItemResult,
+    count_by_status,
+    process_items,
+)
+from queue_pipelines.intake.dispatch import Batch
+from queue_pipelines.intake.registry import SPECS
+from queue_pipelines.intake.schema import describe_validation_error
+from queue_pipelines.intake.streams import IntakeStreams
+
+PayloadT = TypeVar("PayloadT", bound=BaseModel)
+
+# Per request: four attempts, 0.5 s, 1 s, 2 s apart (± half). Past that the request waits
+# for another run, which the intake sensor starts once this one has ended.
+REQUEST_BACKOFF = Backoff(attempts=4, first_delay=0.5, max_delay=8.0, jitter=0.5)
+# The most rows the run page's table shows; the counts always cover the whole batch.
+MAX_TABLE_ROWS = 1000
+# Seconds from a request's enqueue to the start of the run that settled it, and to its
+# settlement: the metrics' queue_request_wait_seconds (docs/metrics.md).
+WAIT_COLUMNS = ("waited_seconds", "settled_after_seconds")
+
+
+class BatchRequestConfig(dg.Config):
+    """One request of the batch, as the intake sensor wrote it (or an operator, by hand)."""
+
+    idempotency_key: str
+    payload: dict[str, Any]
+    priority: int = 0
+    enqueued_at: float | None = Field(default=None, description="unix time it was enqueued")
+    attempt: int = Field(default=1, description="how many runs have had this request")
+
+
+class BatchConfig(dg.Config):
+    tenant_id: str
+    requests: list[BatchRequestConfig]
+    resend: bool = Field(
+        default=False,
+        description="Send e-mails and webhooks again even though the ledger says they were "
+        "sent (an operator's choice).",
+    )
+
+
+def batch_run_config(batch: Batch) -> dict[str, Any]:
+    """The run config of a batch's run: its requests under the job's op."""
+    return {
+        "ops": {
+            SPECS[batch.job_type].op: {
+                "config": {
+                    "tenant_id": batch.tenant_id,
+                    "requests": [item.as_config() for item in batch.items],
+                }
+            }
+        }
+    }
+
+
+@dataclass(frozen=True)
+class Request(Generic[PayloadT]):
+    """One request, parsed: what a job's handler gets."""
+
+    tenant_id: str
+    idempotency_key: str
+    payload: PayloadT
+    request_key: str
+
+
+def request_key_of(job_type: str, tenant_id: str, idempotency_key: str) -> str:
+    return f"{job_type}:{tenant_id}:{idempotency_key}"
+
+
+def _cell(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def outcome_table(
+    job_type: str, results: list[ItemResult], waits: dict[str, tuple[float, float]] | None = None
+) -> dg.TableMetadataValue:
+    """One row per request: what a person needs to find it and see what became of it, and
+    how long it waited from enqueue to this run's start and to its settlement (`waits`:
+    request key -> those two, in seconds)."""
+    waits = waits or {}
+    extra: list[str] = []
+    for result in results:
+        extra += [key for key in result.summary if key not in extra]
+    columns = ["request", "status", *extra, "reason", "attempts", *WAIT_COLUMNS]
+    rows = [
+        dg.TableRecord(
+            {
+                "request": result.request_key.split(":", 2)[2],
+                "status": result.status,
+                **{key: _cell(result.summary.get(key)) for key in extra},
+                "reason": result.reason,
+                "attempts": result.attempts,
+                **dict(zip(WAIT_COLUMNS, waits.get(result.request_key, (None, None)), strict=True)),
+            }
+        )
+        for result in results[:MAX_TABLE_ROWS]
+    ]
+    kinds = {"attempts": "int", **dict.fromkeys(WAIT_COLUMNS, "float")}
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, kinds.get(name, "string")) for name in columns]
+    )
+    return dg.MetadataValue.table(records=rows, schema=schema)
+
+
+def run_batch(
+    context: dg.OpExecutionContext,
+    config: BatchConfig,
+    *,
+    job_type: str,
+    intake: IntakeStreams,
+    handle: Callable[[Request], dict[str, Any]],
+    after_failure: Callable[[Request, ItemResult], None] = lambda _request, _result: None,
+) -> dg.Output[dict[str, int]]:
+    """Work through the batch in `config` with `handle`, settling each request as it ends.
+    `after_failure` runs for each request that failed for good, before it is dead-lettered."""
+    spec = SPECS[job_type]
+    started = time.time()
+    requests: dict[str, Request] = {}
+    results: dict[str, ItemResult] = {}
+    for entry in config.requests:
+        key = request_key_of(job_type, config.tenant_id, entry.idempotency_key)
+        try:
+            payload = spec.payload.model_validate(entry.payload)
+        except ValidationError as exc:
+            reason = f"invalid payload: {describe_validation_error(exc, prefix='payload')}"
+            results[key] = ItemResult(key, FAILED, reason=reason, code="invalid_payload")
+            intake.request_failed(job_type, key, reason, context.run_id)
+            continue
+        requests[key] = Request(config.tenant_id, entry.idempotency_key, payload, key)
+
+    for key, recorded in intake.outcomes(list(requests)).items():
+        # Settled by an earlier run of this batch (a re-execution): not again. With resend,
+        # the requests that succeeded are worked through again for their notices (their
+        # effects replay from the ledger); those that failed stay failed (dlq replay).
+        if config.resend and recorded.succeeded:
+            continue
+        status = SUCCEEDED if recorded.succeeded else FAILED
+        results[key] = ItemResult(key, status, summary={"note": "settled earlier"})
+        del requests[key]
+
+    def settle(result: ItemResult) -> None:
+        if result.status == SUCCEEDED:
+            intake.request_succeeded(job_type, result.request_key, context.run_id)
+        elif result.status == FAILED:
+            # First what follows the failure (e.g. the buyer's notice): should recording fail
+            # after it, the request runs again and the follow-up, idempotent, is not repeated.
+            after_failure(requests[result.request_key], result)
+            intake.request_failed(job_type, result.request_key, result.reason, context.run_id)
+            context.log.warning(f"{result.request_key} failed for good: {result.reason}")
+
+    step = max(1, len(requests) // 10)
+
+    def progress(done: int, total: int) -> None:
+        if done % step == 0 or done == total:
+            context.log.info(f"{done} of {total} {job_type} requests done")
+
+    enqueued = {
+        request_key_of(job_type, config.tenant_id, e.idempotency_key): e.enqueued_at
+        for e in config.requests
+        if e.enqueued_at is not None
+    }
+    waits = [max(started - at, 0.0) for at in enqueued.values()]
+    for result in process_items(
+        [Item(key, request) for key, request in requests.items()],
+        handle,
+        concurrency=spec.concurrency,
+        backoff=REQUEST_BACKOFF,
+        on_result=settle,
+        on_progress=progress,
+    ):
+        results[result.request_key] = result
+
+    ordered = [
+        results[key]
+        for key in (
+            request_key_of(job_type, config.tenant_id, e.idempotency_key) for e in config.requests
+        )
+    ]
+    counts = count_by_status(ordered)
+    notification_failures = sum("notification_failed" in r.summary for r in ordered)
+    run_tags = {}
+    if counts[FAILED]:
+        run_tags[tags.FAILED_ITEMS] = str(counts[FAILED])
+    if notification_failures:
+        run_tags[tags.NOTIFICATION_FAILED] = str(notification_failures)
+    if run_tags:
+        context.instance.add_run_tags(context.run_id, run_tags)
+    metadata = {
+        "requests": len(ordered),
+        **counts,
+        "notification_failed": notification_failures,
+        "seconds": round(time.time() - started, 3),
+        "wait_p50_seconds": round(statistics.median(waits), 3) if waits else 0.0,
+        "wait_max_seconds": round(max(waits), 3) if waits else 0.0,
+        "outcomes": outcome_table(
+            job_type,
+            ordered,
+            {
+                r.request_key: (
+                    round(max(started - enqueued[r.request_key], 0.0), 3),
+                    round(max(r.ended_at - enqueued[r.request_key], 0.0), 3),
+                )
+                for r in ordered
+                if r.request_key in enqueued and r.status != UNFINISHED and r.attempts
+            },
+        ),
+    }
+    if counts[UNFINISHED]:
+        unfinished = [r for r in ordered if r.status == UNFINISHED]
+        raise dg.Failure(
+            description=(
+                f"{counts[UNFINISHED]} of {len(ordered)} {job_type} requests did not finish "
+                f"(transient failures outlasted {REQUEST_BACKOFF.attempts} attempts; first: "
+                f"{unfinished[0].reason}). The intake sensor runs them again once this run "
+                "has ended; the others are settled."
+            ),
+            metadata={**metadata, "failure_class": "transient"},
+            allow_retries=False,
+        )
+    return dg.Output(counts, metadata=metadata)

@@ -1,0 +1,248 @@
+"""Stripe, through the official SDK: the calls this project makes, with errors classified.
+
+The sandbox is the same SDK pointed at localstripe (`api_base`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+
+from queue_pipelines.failures import PermanentError, ProviderError, TransientError
+from queue_pipelines.metrics.providers import observe_provider_call
+
+
+class CardDeclined(PermanentError):
+    """The card was declined: the one failure the buyer is told about (payment_failed)."""
+
+
+def classify_stripe_error(exc: stripe.StripeError) -> ProviderError:
+    """Map an SDK error to a transient or permanent ProviderError with a readable reason."""
+    status = exc.http_status
+    code = getattr(exc, "code", None)
+    message = exc.user_message or str(exc) or type(exc).__name__
+    if isinstance(exc, stripe.CardError):
+        decline = (exc.json_body or {}).get("error", {}).get("decline_code") or code
+        return CardDeclined(f"card declined: {message} ({decline})", code=decline)
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        # Stripe's message can quote part of the key; say only where to look.
+        return PermanentError(
+            f"Stripe refused the API key (HTTP {status}): check STRIPE_SECRET_KEY", code=code
+        )
+    if isinstance(exc, stripe.IdempotencyError):
+        return PermanentError(f"idempotency key reused with other parameters: {message}", code=code)
+    if isinstance(exc, stripe.APIConnectionError):
+        return TransientError(f"could not reach Stripe: {message}", code="connection")
+    if isinstance(exc, stripe.RateLimitError) or status == 429:
+        return TransientError(f"Stripe rate limit (HTTP 429): {message}", code=code or "rate_limit")
+    if status is None or status >= 500:
+        return TransientError(f"Stripe server error (HTTP {status}): {message}", code=code)
+    if status == 409:  # another request with the same idempotency key is still in flight
+        return TransientError(f"Stripe request conflict (HTTP 409): {message}", code=code)
+    return PermanentError(f"Stripe rejected the request (HTTP {status}): {message}", code=code)
+
+
+@dataclass(frozen=True)
+class PaymentIntentSummary:
+    id: str
+    status: str
+    amount: int
+    currency: str
+    customer_id: str | None
+
+
+@dataclass(frozen=True)
+class RefundableBalance:
+    payment_intent_id: str
+    currency: str
+    captured: int
+    refunded: int
+
+    @property
+    def remaining(self) -> int:
+        return max(self.captured - self.refunded, 0)
+
+
+@dataclass(frozen=True)
+class RefundSummary:
+    id: str
+    status: str
+    amount: int
+    currency: str
+    payment_intent_id: str
+
+    @classmethod
+    def of(cls, refund: Any, payment_intent_id: str) -> RefundSummary:
+        return cls(
+            id=refund.id,
+            status=refund.status,
+            amount=refund.amount,
+            currency=refund.currency,
+            payment_intent_id=payment_intent_id,
+        )
+
+
+def _id_of(value: Any) -> str | None:
+    # Expanded fields arrive as objects, unexpanded ones as ids.
+    if value is None or isinstance(value, str):
+        return value
+    return value.id
+
+
+def _metadata_of(obj: Any) -> dict[str, str]:
+    metadata = getattr(obj, "metadata", None)
+    return metadata.to_dict() if metadata is not None else {}
+
+
+class StripeApi:
+    """Card payments and refunds on Stripe, one SDK client per instance."""
+
+    def __init__(
+        self,
+        secret_key: str,
+        *,
+        api_base: str | None = None,
+        max_network_retries: int = 2,
+        timeout_seconds: float = 30.0,
+    ):
+        self.api_base = api_base
+        self._client = stripe.StripeClient(
+            secret_key,
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=max_network_retries,
+            http_client=stripe.HTTPXClient(timeout=timeout_seconds, allow_sync_methods=True),
+        )
+
+    @property
+    def sandbox(self) -> bool:
+        return self.api_base is not None
+
+    def client(self) -> stripe.StripeClient:
+        return self._client
+
+    def _call(self, fn, *args, **kwargs):
+        operation = f"{type(getattr(fn, '__self__', None)).__name__}.{fn.__name__}"
+        try:
+            with observe_provider_call("stripe", operation):
+                return fn(*args, **kwargs)
+        except stripe.StripeError as exc:
+            raise classify_stripe_error(exc) from exc
+
+    def find_or_create_customer(
+        self, *, tenant_id: str, email: str, name: str | None, idempotency_key: str
+    ) -> str:
+        """The tenant's customer with this e-mail, created on first use."""
+        customers = self.client().v1.customers
+        listing = self._call(customers.list, params={"email": email, "limit": 100})
+        for customer in listing.auto_paging_iter():
+            if _metadata_of(customer).get("tenant_id") == tenant_id:
+                return customer.id
+        params: dict[str, Any] = {"email": email, "metadata": {"tenant_id": tenant_id}}
+        if name:
+            params["name"] = name
+        created = self._call(
+            customers.create, params=params, options={"idempotency_key": idempotency_key}
+        )
+        return created.id
+
+    def create_payment_intent(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        customer_id: str,
+        payment_method: str,
+        description: str | None,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> PaymentIntentSummary:
+        """Create and confirm a PaymentIntent in one call."""
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency,
+            "customer": customer_id,
+            "payment_method": payment_method,
+            "confirm": True,
+            "metadata": metadata,
+        }
+        if description:
+            params["description"] = description
+        intent = self._call(
+            self.client().v1.payment_intents.create,
+            params=params,
+            options={"idempotency_key": idempotency_key},
+        )
+        return PaymentIntentSummary(
+            id=intent.id,
+            status=intent.status,
+            amount=intent.amount,
+            currency=intent.currency,
+            customer_id=_id_of(intent.customer),
+        )
+
+    def refundable_balance(self, payment_intent_id: str) -> RefundableBalance:
+        intent = self._call(
+            self.client().v1.payment_intents.retrieve,
+            payment_intent_id,
+            params={"expand": ["latest_charge"]},
+        )
+        charge = intent.latest_charge
+        if intent.status != "succeeded" or charge is None:
+            raise PermanentError(
+                f"{payment_intent_id} has status {intent.status!r}: only a succeeded payment "
+                "can be refunded",
+                code="not_refundable",
+            )
+        # localstripe omits amount_captured; a captured charge's amount is the same figure.
+        captured = getattr(charge, "amount_captured", None) or charge.amount
+        return RefundableBalance(
+            payment_intent_id=payment_intent_id,
+            currency=intent.currency,
+            captured=captured,
+            refunded=getattr(charge, "amount_refunded", None) or 0,
+        )
+
+    def find_refund(self, payment_intent_id: str, idempotency_key: str) -> RefundSummary | None:
+        """The refund of this PaymentIntent made for `idempotency_key`, if one exists."""
+        listing = self._call(
+            self.client().v1.refunds.list,
+            params={"payment_intent": payment_intent_id, "limit": 100},
+        )
+        for refund in listing.auto_paging_iter():
+            if _metadata_of(refund).get("idempotency_key") == idempotency_key:
+                return RefundSummary.of(refund, payment_intent_id)
+        return None
+
+    def create_refund(
+        self,
+        *,
+        payment_intent_id: str,
+        amount: int,
+        reason: str | None,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> RefundSummary:
+        params: dict[str, Any] = {
+            "payment_intent": payment_intent_id,
+            "amount": amount,
+            "metadata": metadata,
+        }
+        if reason:
+            params["reason"] = reason
+        refund = self._call(
+            self.client().v1.refunds.create,
+            params=params,
+            options={"idempotency_key": idempotency_key},
+        )
+        return RefundSummary.of(refund, payment_intent_id)
+
+    def customer_contact(self, payment_intent_id: str) -> tuple[str | None, str | None]:
+        """The e-mail and name of the customer a PaymentIntent belongs to (for notices)."""
+        intent = self._call(self.client().v1.payment_intents.retrieve, payment_intent_id)
+        customer_id = _id_of(intent.customer)
+        if customer_id is None:
+            return None, None
+        customer = self._call(self.client().v1.customers.retrieve, customer_id)
+        return getattr(customer, "email", None), getattr(customer, "name", None)
