@@ -293,11 +293,13 @@ def test_dashboard_uses_only_exported_metric_names(instance, intake):
 
 
 def test_run_totals_count_the_requests_of_real_batch_runs_incrementally(
-    instance, resources, tenant, mail_sink
+    resources, tenant, mail_sink
 ):
     """One reader, refreshed between runs: new runs are added once, old ones not again; the
     requests of real payment_job and notification_job runs are counted from their outcomes
     tables (docs/metrics.md), replays not twice."""
+    import dagster as dg
+
     from queue_pipelines.intake.dispatch import Batch
     from queue_pipelines.jobs.batch import batch_run_config
     from queue_pipelines.jobs.notification import notification_job
@@ -306,39 +308,40 @@ def test_run_totals_count_the_requests_of_real_batch_runs_incrementally(
     from tests.test_notifications_jobs import notification
     from tests.test_payment_flow import payment as payment_envelope
 
-    def run(job, envelopes):
-        return job.execute_in_process(
-            run_config=batch_run_config(Batch.of(envelopes)),
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-        )
+    with dg.instance_for_test() as instance:  # this test's runs only
 
-    totals = RunTotals(instance)
-    before = totals.refresh()
-    assert sum(before.payments.values()) == 0
-    run(
-        payment_job,
-        [
-            payment_envelope(tenant, "m1", amount=1200),
-            payment_envelope(tenant, "m2", payment_method="pm_card_chargeCustomerFail"),
-        ],
-    )
-    first = totals.refresh()
-    assert dict(first.payments) == {("usd", "succeeded"): 1, ("usd", "failed"): 1}
-    assert dict(first.payment_amounts) == {"usd": 1200}
-    assert first.emails["sent"] == 1
-    # A re-run of the same requests replays the charge and the e-mail: counted once.
-    run(payment_job, [payment_envelope(tenant, "m1", amount=1200)])
-    again = totals.refresh()
-    assert dict(again.payments) == dict(first.payments)
-    assert again.emails["sent"] == 1
-    assert again.runs[("payment", "success")] == first.runs[("payment", "success")] + 1
-    broken = {"buyer_name": "Ada", "order_id": "1", "amount": "$1.00"}  # no 'reason'
-    run(
-        notification_job,
-        [notification(tenant, "n1", "payment_failed", broken, f"{tenant}@example.com")],
-    )
-    later = totals.refresh()
-    assert later.emails["failed"] == 1
-    assert later.durations["payment"].count == 2
+        def run(job, envelopes):
+            return job.execute_in_process(
+                run_config=batch_run_config(Batch.of(envelopes)),
+                instance=instance,
+                resources=resources,
+                raise_on_error=False,
+            )
+
+        totals = RunTotals(instance)
+        assert sum(totals.refresh().payments.values()) == 0
+        run(
+            payment_job,
+            [
+                payment_envelope(tenant, "m1", amount=1200),
+                payment_envelope(tenant, "m2", payment_method="pm_card_chargeCustomerFail"),
+            ],
+        )
+        first = totals.refresh()
+        assert dict(first.payments) == {("usd", "succeeded"): 1, ("usd", "failed"): 1}
+        assert dict(first.payment_amounts) == {"usd": 1200}
+        assert first.emails["sent"] == 1
+        # A re-run of the same request replays the charge and the e-mail: counted once.
+        run(payment_job, [payment_envelope(tenant, "m1", amount=1200)])
+        again = totals.refresh()
+        assert dict(again.payments) == dict(first.payments)
+        assert again.emails["sent"] == 1
+        assert again.runs[("payment", "success")] == 2
+        broken = {"buyer_name": "Ada", "order_id": "1", "amount": "$1.00"}  # no 'reason'
+        run(
+            notification_job,
+            [notification(tenant, "n1", "payment_failed", broken, f"{tenant}@example.com")],
+        )
+        later = totals.refresh()
+        assert later.emails["failed"] == 1
+        assert later.durations["payment"].count == 2
