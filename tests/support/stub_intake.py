@@ -141,7 +141,11 @@ class StubIntakeStreams:
     ) -> tuple[str, list[IntakeEntry]]:
         self.calls.append("reclaim")
         stream, pending = self._stream(job_type), self.pending[job_type]
-        scan = [i for i in sorted(pending, key=entry_id_key) if entry_id_key(i) >= entry_id_key(start_id)]
+        scan = [
+            i
+            for i in sorted(pending, key=entry_id_key)
+            if entry_id_key(i) >= entry_id_key(start_id)
+        ]
         claimed: list[str] = []
         examined = 0
         for entry_id in scan[:count]:
