@@ -37,13 +37,22 @@ def pytest_collection_modifyitems(items):
     offenders = []
     for item in items:
         if UNIT_DIR in Path(str(item.fspath)).parents:
-            wanted = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            wanted = [name for name in getattr(item, "fixturenames", ()) if _serves(item, name)]
             if wanted:
                 offenders.append(f"{item.nodeid} asks for {', '.join(sorted(wanted))}")
     if offenders:
         raise pytest.UsageError(
             "unit tests take no server fixtures (move them to tests/):\n" + "\n".join(offenders)
         )
+
+
+def _serves(item, name: str) -> bool:
+    """Whether `name`, as this test resolves it, is an integration fixture that needs a server
+    (a unit test's own fixture of the same name is fine)."""
+    if name not in SERVER_FIXTURES:
+        return False
+    definitions = item._fixtureinfo.name2fixturedefs.get(name)
+    return bool(definitions) and UNIT_DIR not in Path(definitions[-1].func.__code__.co_filename).parents
 
 
 class ServerUsed(AssertionError):
