@@ -52,7 +52,10 @@ def _serves(item, name: str) -> bool:
     if name not in SERVER_FIXTURES:
         return False
     definitions = item._fixtureinfo.name2fixturedefs.get(name)
-    return bool(definitions) and UNIT_DIR not in Path(definitions[-1].func.__code__.co_filename).parents
+    return (
+        bool(definitions)
+        and UNIT_DIR not in Path(definitions[-1].func.__code__.co_filename).parents
+    )
 
 
 class ServerUsed(AssertionError):
