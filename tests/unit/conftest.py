@@ -21,6 +21,7 @@ SERVER_FIXTURES = {
     "intake",
     "localstripe_url",
     "stripe_resource",
+    "postgres_server_url",
     "postgres_url",
     "instance",
     "ledger_resource",
