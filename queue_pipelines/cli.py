@@ -16,6 +16,7 @@ from queue_pipelines.intake.cli import (
     run_enqueue,
     run_queue,
 )
+from queue_pipelines.intake.request_cli import add_request_parser, run_request
 from queue_pipelines.sandbox import defaults
 from queue_pipelines.sandbox.outbox_cli import add_outbox_parser, run_outbox
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_enqueue_parser(commands)
     add_queue_parser(commands)
+    add_request_parser(commands)
     commands.add_parser("schema", help="print the intake envelope's JSON Schema")
     add_outbox_parser(commands)
     dev = commands.add_parser(
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
     try:
         if args.command == "enqueue":
             return run_enqueue(intake, args, out, err)
+        if args.command == "request":
+            return run_request(intake, args, out)
         return run_queue(intake, args, out)
     except redis.ConnectionError as exc:
         where = without_password(args.redis_url or settings.redis_url())

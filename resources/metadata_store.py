@@ -11,7 +11,6 @@ import dagster as dg
 from pydantic import Field
 
 from queue_pipelines.failures import PermanentError
-from queue_pipelines.nft.arweave import ArweaveGateway, ArweaveWallet
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}\.json")
 
@@ -36,6 +35,8 @@ class MetadataStoreResource(dg.ConfigurableResource):
             raise PermanentError(f"invalid metadata document name {name!r}")
         body = json.dumps(document, indent=2, sort_keys=True)
         if self.backend == "arweave":
+            from queue_pipelines.nft.arweave import ArweaveGateway, ArweaveWallet
+
             if not self.arweave_wallet:
                 raise PermanentError("the arweave metadata store needs ARWEAVE_WALLET_JWK")
             gateway = ArweaveGateway(self.arweave_url, ArweaveWallet(self.arweave_wallet))

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
-from solders.keypair import Keypair
-from solders.pubkey import Pubkey
 
 from queue_pipelines.failures import PermanentError
-from queue_pipelines.nft.chain import Chain
-from queue_pipelines.nft.keys import load_or_create_keypair, parse_keypair
-from queue_pipelines.nft.rpc_chain import RpcChain
+
+if TYPE_CHECKING:  # the Solana stack loads on first use: only mint and transfer runs need it
+    from solders.keypair import Keypair
+    from solders.pubkey import Pubkey
+
+    from queue_pipelines.nft.chain import Chain
 
 
 class SolanaResource(dg.ConfigurableResource):
@@ -40,7 +42,7 @@ class SolanaResource(dg.ConfigurableResource):
     embedded_ledger: str = "default"
     embedded_state_dir: str | None = None
 
-    _payer: Keypair | None = PrivateAttr(default=None)
+    _payer: Any = PrivateAttr(default=None)  # Keypair, once loaded
 
     @property
     def embedded(self) -> bool:
@@ -48,6 +50,8 @@ class SolanaResource(dg.ConfigurableResource):
 
     def chain(self) -> Chain:
         if self.rpc_url:
+            from queue_pipelines.nft.rpc_chain import RpcChain
+
             return RpcChain(self.rpc_url, self.commitment, self.timeout_seconds)
         # The in-process ledger is a sandbox: loaded only when no RPC URL is configured.
         from queue_pipelines.sandbox.solana_ledger import EmbeddedChain, shared_ledger
@@ -56,6 +60,8 @@ class SolanaResource(dg.ConfigurableResource):
         return EmbeddedChain(shared_ledger(self.embedded_ledger, state_dir))
 
     def payer(self) -> Keypair:
+        from queue_pipelines.nft.keys import load_or_create_keypair, parse_keypair
+
         if self._payer is None:
             if self.payer_keypair:
                 payer = parse_keypair(self.payer_keypair)
@@ -72,6 +78,8 @@ class SolanaResource(dg.ConfigurableResource):
         return self._payer
 
     def custodial(self) -> dict[Pubkey, Keypair]:
+        from queue_pipelines.nft.keys import parse_keypair
+
         wallets = [self.payer()]
         if self.custodial_keypairs:
             wallets += [

@@ -3,7 +3,7 @@
 A tick evaluates the intake sensor with the cursor of the last successful tick; each run it
 requests is executed in process on the test instance, with the run key tag the daemon would
 add. What is under test (the sensor body, the jobs, the resources) is the code `make run`
-loads; the daemon itself is exercised by tests/test_daemon.py against a real dagster-daemon.
+loads; the daemon itself is exercised against a real dagster-daemon by the stack tests.
 """
 
 from __future__ import annotations

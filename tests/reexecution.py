@@ -3,12 +3,11 @@ config (ReexecutionOptions), built from a reconstructable job bound to the test 
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from queue_pipelines.jobs.payment import payment_job
 from queue_pipelines.jobs.refund import refund_job
+from tests.conftest import TEST_WEBHOOK_SECRET
 from tests.harness import outcome_rows
 
 JOBS = {job.name: job for job in (payment_job, refund_job)}
@@ -23,26 +22,27 @@ def _job_with_test_resources(name: str) -> dg.JobDefinition:
         StripeResource,
         WebhookResource,
     )
-    from tests.conftest import TEST_WEBHOOK_SECRET
 
+    # EnvVar, read when the run starts: Dagster caches a reconstructable job per process, so
+    # values read here would stay those of the first test that re-executed.
     resources = {
         "stripe": StripeResource(
             secret_key="sk_test_queue_pipelines",
-            api_base=os.environ["QP_TEST_STRIPE_URL"],
+            api_base=dg.EnvVar("QP_TEST_STRIPE_URL"),
             max_network_retries=0,
         ),
-        "effect_ledger": EffectLedgerResource(database_url=os.environ["QP_TEST_LEDGER_URL"]),
+        "effect_ledger": EffectLedgerResource(database_url=dg.EnvVar("QP_TEST_LEDGER_URL")),
         "redis": RedisResource(
-            url=os.environ["QP_TEST_REDIS_URL"], key_prefix=os.environ["QP_TEST_REDIS_PREFIX"]
+            url=dg.EnvVar("QP_TEST_REDIS_URL"), key_prefix=dg.EnvVar("QP_TEST_REDIS_PREFIX")
         ),
         "smtp": SmtpResource(
-            host="127.0.0.1", port=int(os.environ["QP_TEST_SMTP_PORT"]), security="none"
+            host="127.0.0.1", port=dg.EnvVar.int("QP_TEST_SMTP_PORT"), security="none"
         ),
-        # Webhooks go where the test's receiver listens, when it has one.
+        # Webhooks go where the test's receiver listens, when it has one ("": none).
         "webhooks": WebhookResource(
-            secret=os.environ.get("QP_TEST_WEBHOOK_SECRET") or TEST_WEBHOOK_SECRET,
-            payment_url=os.environ.get("QP_TEST_WEBHOOK_URL"),
-            refund_url=os.environ.get("QP_TEST_WEBHOOK_URL"),
+            secret=dg.EnvVar("QP_TEST_WEBHOOK_SECRET"),
+            payment_url=dg.EnvVar("QP_TEST_WEBHOOK_URL"),
+            refund_url=dg.EnvVar("QP_TEST_WEBHOOK_URL"),
         ),
         "notification_settings": NotificationSettingsResource(),
     }
@@ -67,9 +67,10 @@ def reexecute_all(instance, resources: dict, parent_run_id: str, monkeypatch, re
     monkeypatch.setenv("QP_TEST_REDIS_URL", resources["redis"].url)
     monkeypatch.setenv("QP_TEST_REDIS_PREFIX", resources["redis"].key_prefix)
     monkeypatch.setenv("QP_TEST_SMTP_PORT", str(resources["smtp"].port))
-    if receiver is not None:
-        monkeypatch.setenv("QP_TEST_WEBHOOK_URL", receiver.url)
-        monkeypatch.setenv("QP_TEST_WEBHOOK_SECRET", receiver.secret)
+    monkeypatch.setenv("QP_TEST_WEBHOOK_URL", receiver.url if receiver else "")
+    monkeypatch.setenv(
+        "QP_TEST_WEBHOOK_SECRET", receiver.secret if receiver else TEST_WEBHOOK_SECRET
+    )
     parent = instance.get_run_by_id(parent_run_id)
     with dg.execute_job(
         dg.reconstructable(RECONSTRUCTABLE[parent.job_name]),

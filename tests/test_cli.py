@@ -109,3 +109,36 @@ def test_a_password_in_the_redis_url_is_not_printed():
     assert code == 1
     assert "s3cret-pw" not in err.getvalue()
     assert "redis://app:***@127.0.0.1:1/0" in err.getvalue()
+
+
+def test_request_show_follows_a_request_from_the_intake_to_its_outcome(
+    redis_url, key_prefix, instance, resources, intake, tenant
+):
+    from tests.harness import IntakeHarness
+    from tests.test_payment_flow import payment
+
+    intake.enqueue(payment(tenant, "shown"))
+    intake.enqueue(payment(tenant, "refused", payment_method="pm_card_chargeCustomerFail"))
+    key, refused = f"payment:{tenant}:shown", f"payment:{tenant}:refused"
+
+    code, out, _ = run(redis_url, key_prefix, "request", "show", key)
+    assert code == 0 and "entries on the intake:" in out and "outcome" not in out
+
+    harness = IntakeHarness(instance, resources, "payment")
+    [batch] = harness.tick()
+    code, out, _ = run(redis_url, key_prefix, "request", "show", key, "--json")
+    assert json.loads(out)["in_flight"] == {"batch": batch.run_key, "attempt": 1}
+    harness.launch(batch)
+    harness.drain()
+    [run_id] = [r.run_id for r in harness.results]
+
+    code, out, _ = run(redis_url, key_prefix, "request", "show", key)
+    assert code == 0 and f"outcome: succeeded in run {run_id}" in out
+    code, out, _ = run(redis_url, key_prefix, "request", "show", refused, "--json")
+    report = json.loads(out)
+    assert (
+        report["outcome"]["status"] == "failed" and "card declined" in report["outcome"]["reason"]
+    )
+    assert [letter["run_id"] for letter in report["dead_letters"]] == [run_id]
+    code, out, _ = run(redis_url, key_prefix, "request", "show", f"payment:{tenant}:never")
+    assert code == 1 and "not known here" in out

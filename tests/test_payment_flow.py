@@ -143,3 +143,22 @@ def test_reexecution_after_the_outcomes_expired_replays_the_ledger_and_charges_n
         key: (intent, "earlier") for key, intent in first.items()
     }
     assert len(payment_intents_of(stripe_resource, tenant)) == 2
+
+
+def test_a_key_reused_for_a_different_payment_is_dead_lettered_not_run(
+    instance, resources, intake, tenant, stripe_resource
+):
+    first = intake.enqueue(payment(tenant, "reused", amount=1000))
+    intake.enqueue(payment(tenant, "reused", amount=1000))  # the same request again
+    other = intake.enqueue(payment(tenant, "reused", amount=9999))  # not the same request
+    harness = IntakeHarness(instance, resources, "payment")
+
+    assert harness.drain() == 1
+
+    [intent] = payment_intents_of(stripe_resource, tenant)
+    assert intent.amount == 1000
+    [letter] = intake.dead_letters()
+    assert letter["entry_id"] == other
+    assert "'reused' was first used for a different payment request" in letter["reason"]
+    assert f"(entry {first})" in letter["reason"]
+    assert intake.client.xlen(intake.stream_key("payment")) == 0

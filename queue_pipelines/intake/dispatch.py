@@ -31,7 +31,12 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from queue_pipelines.intake.schema import Envelope, EnvelopeError, parse_envelope
-from queue_pipelines.intake.streams import IntakeEntry, IntakeStreams, entry_id_key
+from queue_pipelines.intake.streams import (
+    IntakeEntry,
+    IntakeStreams,
+    entry_id_key,
+    request_digest,
+)
 
 
 class RunState(Enum):
@@ -292,6 +297,35 @@ def form_batches(
     return batches, held
 
 
+def _same_request(
+    streams: IntakeStreams,
+    job_type: str,
+    request_key: str,
+    group: list[tuple[str, Envelope]],
+    outcome: TickOutcome,
+) -> tuple[Envelope, list[str]] | None:
+    """The entries of `group` that carry the request first written under its key, with its
+    envelope. An idempotency key reused for a different payload is not a duplicate: such
+    entries are dead-lettered with that reason (the gateway answers them 409)."""
+    first_id, first_envelope = group[0]
+    first = streams.remember_request(request_key, request_digest(first_envelope), first_id)
+    same: list[tuple[str, Envelope]] = []
+    for entry_id, envelope in group:
+        if first.conflicts_with(request_digest(envelope)):
+            reason = (
+                f"rejected: idempotency key {envelope.idempotency_key!r} was first used for a "
+                f"different {job_type} request (entry {first.entry_id}); a new request needs "
+                "a new key"
+            )
+            streams.dead_letter(job_type, [entry_id], reason)
+            outcome.dead_lettered.append((entry_id, reason))
+        else:
+            same.append((entry_id, envelope))
+    if not same:
+        return None
+    return same[0][1], [entry_id for entry_id, _ in same]
+
+
 def run_intake_tick(
     streams: IntakeStreams,
     job_type: str,
@@ -314,7 +348,7 @@ def run_intake_tick(
     again = settle_ended_batches(streams, job_type, lookup_runs, policy, outcome)
 
     # Oldest first, so that of several entries for one request the first one written is run.
-    by_request: dict[str, tuple[Envelope, list[str]]] = {}
+    grouped: dict[str, list[tuple[str, Envelope]]] = {}
     for entry in sorted(entries.values(), key=lambda e: entry_id_key(e.entry_id)):
         try:
             envelope = envelope_of(entry, job_type)
@@ -322,8 +356,12 @@ def run_intake_tick(
             streams.dead_letter(job_type, [entry.entry_id], f"rejected: {exc.reason}")
             outcome.dead_lettered.append((entry.entry_id, exc.reason))
             continue
-        _, ids = by_request.setdefault(envelope.request_key, (envelope, []))
-        ids.append(entry.entry_id)
+        grouped.setdefault(envelope.request_key, []).append((entry.entry_id, envelope))
+    by_request = {
+        key: same
+        for key, group in grouped.items()
+        if (same := _same_request(streams, job_type, key, group, outcome))
+    }
 
     keys = list(by_request)
     recorded = streams.outcomes(keys) if keys else {}

@@ -318,6 +318,31 @@ class IntakeStreams:
         if ids:
             self.client.sadd(self._waiting_key(request_key), *ids)
 
+    def waiting_entries(self, request_key: str, scan_limit: int = 10_000) -> list[str]:
+        """The entries that carry a request and are still on the intake: those a sensor tick
+        has seen, and those not yet read (found by scanning up to `scan_limit` entries)."""
+        found = set(self.client.smembers(self._waiting_key(request_key)))
+        job_type, tenant_id, idempotency_key = request_key.split(":", 2)
+        if job_type in JOB_TYPES:
+            start, seen = "-", 0
+            while seen < scan_limit:
+                batch = self.client.xrange(self.stream_key(job_type), start, "+", count=1000)
+                for entry_id, fields in batch:
+                    try:
+                        envelope = json.loads(fields.get(ENVELOPE_FIELD) or "{}")
+                    except ValueError:
+                        continue
+                    if isinstance(envelope, dict) and (
+                        envelope.get("tenant_id"),
+                        envelope.get("idempotency_key"),
+                    ) == (tenant_id, idempotency_key):
+                        found.add(entry_id)
+                seen += len(batch)
+                if len(batch) < 1000:
+                    break
+                start = "(" + batch[-1][0]
+        return sorted(found, key=entry_id_key)
+
     def settle(self, job_type: str, request_key: str) -> int:
         """The request's run succeeded: ack and delete every entry that carried it."""
         return int(

@@ -46,6 +46,9 @@ PayloadT = TypeVar("PayloadT", bound=BaseModel)
 REQUEST_BACKOFF = Backoff(attempts=4, first_delay=0.5, max_delay=8.0, jitter=0.5)
 # The most rows the run page's table shows; the counts always cover the whole batch.
 MAX_TABLE_ROWS = 1000
+# Seconds from a request's enqueue to the start of the run that settled it, and to its
+# settlement: the metrics' queue_request_wait_seconds (docs/metrics.md).
+WAIT_COLUMNS = ("waited_seconds", "settled_after_seconds")
 
 
 class BatchRequestConfig(dg.Config):
@@ -102,12 +105,17 @@ def _cell(value: Any) -> str | int | float | bool | None:
     return str(value)
 
 
-def outcome_table(job_type: str, results: list[ItemResult]) -> dg.TableMetadataValue:
-    """One row per request: what a person needs to find it and see what became of it."""
+def outcome_table(
+    job_type: str, results: list[ItemResult], waits: dict[str, tuple[float, float]] | None = None
+) -> dg.TableMetadataValue:
+    """One row per request: what a person needs to find it and see what became of it, and
+    how long it waited from enqueue to this run's start and to its settlement (`waits`:
+    request key -> those two, in seconds)."""
+    waits = waits or {}
     extra: list[str] = []
     for result in results:
         extra += [key for key in result.summary if key not in extra]
-    columns = ["request", "status", *extra, "reason", "attempts"]
+    columns = ["request", "status", *extra, "reason", "attempts", *WAIT_COLUMNS]
     rows = [
         dg.TableRecord(
             {
@@ -116,14 +124,14 @@ def outcome_table(job_type: str, results: list[ItemResult]) -> dg.TableMetadataV
                 **{key: _cell(result.summary.get(key)) for key in extra},
                 "reason": result.reason,
                 "attempts": result.attempts,
+                **dict(zip(WAIT_COLUMNS, waits.get(result.request_key, (None, None)), strict=True)),
             }
         )
         for result in results[:MAX_TABLE_ROWS]
     ]
+    kinds = {"attempts": "int", **dict.fromkeys(WAIT_COLUMNS, "float")}
     schema = dg.TableSchema(
-        columns=[
-            dg.TableColumn(name, "int" if name == "attempts" else "string") for name in columns
-        ]
+        columns=[dg.TableColumn(name, kinds.get(name, "string")) for name in columns]
     )
     return dg.MetadataValue.table(records=rows, schema=schema)
 
@@ -138,7 +146,7 @@ def run_batch(
     after_failure: Callable[[Request, ItemResult], None] = lambda _request, _result: None,
 ) -> dg.Output[dict[str, int]]:
     """Work through the batch in `config` with `handle`, settling each request as it ends.
-    `after_failure` runs for each request that failed for good, after it was dead-lettered."""
+    `after_failure` runs for each request that failed for good, before it is dead-lettered."""
     spec = SPECS[job_type]
     started = time.time()
     requests: dict[str, Request] = {}
@@ -154,10 +162,12 @@ def run_batch(
             continue
         requests[key] = Request(config.tenant_id, entry.idempotency_key, payload, key)
 
-    settled = {} if config.resend else intake.outcomes(list(requests))
-    for key, recorded in settled.items():
-        # Settled by an earlier run of this batch (a re-execution): not again, unless an
-        # operator asked for the notices to be sent again (resend).
+    for key, recorded in intake.outcomes(list(requests)).items():
+        # Settled by an earlier run of this batch (a re-execution): not again. With resend,
+        # the requests that succeeded are worked through again for their notices (their
+        # effects replay from the ledger); those that failed stay failed (dlq replay).
+        if config.resend and recorded.succeeded:
+            continue
         status = SUCCEEDED if recorded.succeeded else FAILED
         results[key] = ItemResult(key, status, summary={"note": "settled earlier"})
         del requests[key]
@@ -166,9 +176,11 @@ def run_batch(
         if result.status == SUCCEEDED:
             intake.request_succeeded(job_type, result.request_key, context.run_id)
         elif result.status == FAILED:
+            # First what follows the failure (e.g. the buyer's notice): should recording fail
+            # after it, the request runs again and the follow-up, idempotent, is not repeated.
+            after_failure(requests[result.request_key], result)
             intake.request_failed(job_type, result.request_key, result.reason, context.run_id)
             context.log.warning(f"{result.request_key} failed for good: {result.reason}")
-            after_failure(requests[result.request_key], result)
 
     step = max(1, len(requests) // 10)
 
@@ -176,9 +188,12 @@ def run_batch(
         if done % step == 0 or done == total:
             context.log.info(f"{done} of {total} {job_type} requests done")
 
-    waits = [
-        started - entry.enqueued_at for entry in config.requests if entry.enqueued_at is not None
-    ]
+    enqueued = {
+        request_key_of(job_type, config.tenant_id, e.idempotency_key): e.enqueued_at
+        for e in config.requests
+        if e.enqueued_at is not None
+    }
+    waits = [max(started - at, 0.0) for at in enqueued.values()]
     for result in process_items(
         [Item(key, request) for key, request in requests.items()],
         handle,
@@ -211,7 +226,18 @@ def run_batch(
         "seconds": round(time.time() - started, 3),
         "wait_p50_seconds": round(statistics.median(waits), 3) if waits else 0.0,
         "wait_max_seconds": round(max(waits), 3) if waits else 0.0,
-        "outcomes": outcome_table(job_type, ordered),
+        "outcomes": outcome_table(
+            job_type,
+            ordered,
+            {
+                r.request_key: (
+                    round(max(started - enqueued[r.request_key], 0.0), 3),
+                    round(max(r.ended_at - enqueued[r.request_key], 0.0), 3),
+                )
+                for r in ordered
+                if r.request_key in enqueued and r.status != UNFINISHED and r.attempts
+            },
+        ),
     }
     if counts[UNFINISHED]:
         unfinished = [r for r in ordered if r.status == UNFINISHED]
@@ -222,7 +248,7 @@ def run_batch(
                 f"{unfinished[0].reason}). The intake sensor runs them again once this run "
                 "has ended; the others are settled."
             ),
-            metadata=metadata,
+            metadata={**metadata, "failure_class": "transient"},
             allow_retries=False,
         )
     return dg.Output(counts, metadata=metadata)

@@ -5,7 +5,6 @@ from pydantic import Field
 
 from queue_pipelines import tags
 from queue_pipelines.jobs.common import TRANSIENT_RETRY_POLICY, classified_failures
-from queue_pipelines.nft.tickets import TransferOutcome, transfer_ticket_once
 from resources import EffectLedgerResource, SolanaResource
 
 
@@ -25,7 +24,10 @@ def transfer_ticket(
     config: TransferConfig,
     solana: SolanaResource,
     effect_ledger: EffectLedgerResource,
-) -> dg.Output[TransferOutcome]:
+) -> dg.Output:
+    # The Solana stack loads in transfer runs only (as in mint runs).
+    from queue_pipelines.nft.tickets import transfer_ticket_once
+
     with classified_failures():
         outcome = transfer_ticket_once(
             solana.chain(),

@@ -25,6 +25,9 @@ from queue_pipelines.metrics.run_totals import RunTotals
 log = logging.getLogger("queue_pipelines.metrics")
 
 IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+# Pages of run-end events one scrape counts: a backlog (a first start, a long outage) is
+# caught up by RunTotals.warm_up in the background while scrapes answer in time.
+SCRAPE_PAGES = 5
 
 
 def _counter(name: str, doc: str, labels: list[str], samples) -> CounterMetricFamily:
@@ -68,7 +71,7 @@ class QueueMetricsCollector(Collector):
 
     def _from_runs(self, up: dict[str, int]) -> Iterator[Metric]:
         try:
-            t = self.run_totals.refresh()
+            t = self.run_totals.refresh(max_pages=SCRAPE_PAGES)
             active = {
                 queue: self.instance.get_runs_count(
                     dg.RunsFilter(statuses=IN_PROGRESS, tags={tags.JOB_TYPE: queue})
@@ -100,6 +103,15 @@ class QueueMetricsCollector(Collector):
         for queue, h in sorted(t.durations.items()):
             histogram.add_metric([queue], h.cumulative(), sum_value=h.total)
         yield histogram
+        waits = HistogramMetricFamily(
+            "queue_request_wait_seconds",
+            "Seconds from a request's enqueue to the start of the run that settled it "
+            "(stage=started) and to its settlement (stage=settled), one observation per request.",
+            labels=["job_type", "stage"],
+        )
+        for key, h in sorted(t.waits.items()):
+            waits.add_metric(key.split("/"), h.cumulative(), sum_value=h.total)
+        yield waits
         yield _gauge("queue_active_jobs", "Runs starting or running, by queue.", ["queue"], active)
         yield _counter(
             "payments_processed_total",

@@ -1,27 +1,52 @@
-"""Totals over the finished runs in the Dagster instance, read incrementally.
+"""Totals over the finished runs in the Dagster instance, kept incrementally in storage.
 
-A finished run never changes, so each is read once: every refresh asks the run storage for
-runs that reached a terminal state since the last one (with an overlap, for clocks of other
-writers), reads their step events, and adds them in. A new process starts from nothing and
-reads the whole history once, so the totals are the same after a restart.
+A finished run never changes, so each is counted once. The runs to count are found through
+their run-end events (RUN_SUCCESS, RUN_FAILURE, RUN_CANCELED), whose storage ids grow with
+every write: the totals and a cursor over those ids are saved together, as one JSON value, in
+the instance's own key-value store (the `kvs` table of the run storage, PostgreSQL in
+production). A process that starts loads that value with one query and reads only the runs
+that ended since, so its start-up does not grow with the run history; a run purged from
+storage stays counted.
+
+The cursor is a watermark plus the ids just above it that are already counted: an event is
+only put under the watermark once it is older than `overlap`, because a writer that took an
+id first may commit after one that took a later id. Every saved value is consistent on its
+own (its totals are exactly the events under its cursor), so two gateway replicas writing in
+turn can only move the stored cursor back, never count a run twice.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
+import json
+import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
+from dagster._core.event_api import RunStatusChangeRecordsFilter
 
 from queue_pipelines import tags
 from queue_pipelines.metrics import conventions as conv
 
+log = logging.getLogger("queue_pipelines.metrics")
+
 TERMINAL = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+RUN_END_EVENTS = {
+    dg.DagsterEventType.RUN_SUCCESS: dg.DagsterRunStatus.SUCCESS,
+    dg.DagsterEventType.RUN_FAILURE: dg.DagsterRunStatus.FAILURE,
+    dg.DagsterEventType.RUN_CANCELED: dg.DagsterRunStatus.CANCELED,
+}
 _STEP_EVENTS = {dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_FAILURE}
+# The key in the instance's key-value store; bump the suffix if the stored shape changes.
+STATE_KEY = "queue_pipelines/metrics/run_totals/v1"
+# Run-end events read per query: also the most a scrape reads while a backlog is caught up.
+PAGE_SIZE = 200
 
 
 @dataclass
@@ -46,6 +71,20 @@ class DurationHistogram:
         return sum(self.counts)
 
 
+_COUNTERS = (
+    "runs",
+    "failures",
+    "payments",
+    "payment_amounts",
+    "refunds",
+    "refund_amounts",
+    "mints",
+    "transfers",
+    "emails",
+    "webhooks",
+)
+
+
 @dataclass
 class Totals:
     runs: Counter = field(default_factory=Counter)  # (queue, status)
@@ -60,19 +99,54 @@ class Totals:
     emails: Counter = field(default_factory=Counter)  # "sent" / "failed"
     webhooks: Counter = field(default_factory=Counter)
     wallet_balances: dict[str, tuple[float, float]] = field(default_factory=dict)  # (time, SOL)
+    # "job_type/stage" -> seconds from enqueue to the run's start (started) or to settlement.
+    waits: dict[str, DurationHistogram] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        out: dict[str, Any] = {
+            name: [
+                [list(k) if isinstance(k, tuple) else k, v] for k, v in getattr(self, name).items()
+            ]
+            for name in _COUNTERS
+        }
+        out["durations"] = {
+            queue: {"buckets": list(h.buckets), "counts": h.counts, "total": h.total}
+            for queue, h in self.durations.items()
+        }
+        out["wallet_balances"] = {w: list(v) for w, v in self.wallet_balances.items()}
+        out["waits"] = {
+            key: {"buckets": list(h.buckets), "counts": h.counts, "total": h.total}
+            for key, h in self.waits.items()
+        }
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> Totals:
+        totals = cls()
+        for name in _COUNTERS:
+            counter = getattr(totals, name)
+            for key, value in data.get(name, []):
+                counter[tuple(key) if isinstance(key, list) else key] = value
+        for queue, h in data.get("durations", {}).items():
+            if tuple(h["buckets"]) != conv.DURATION_BUCKETS:
+                # Buckets changed in code: the stored counts cannot be re-binned.
+                log.warning("stored duration buckets of %s differ from the code's: reset", queue)
+                continue
+            totals.durations[queue] = DurationHistogram(counts=list(h["counts"]), total=h["total"])
+        for key, h in data.get("waits", {}).items():
+            if tuple(h["buckets"]) == conv.WAIT_BUCKETS:
+                totals.waits[key] = DurationHistogram(
+                    buckets=conv.WAIT_BUCKETS, counts=list(h["counts"]), total=h["total"]
+                )
+        totals.wallet_balances = {
+            w: (v[0], v[1]) for w, v in data.get("wallet_balances", {}).items()
+        }
+        return totals
 
 
 def _value(metadata: dict[str, Any], key: str) -> Any:
     entry = metadata.get(key)
     return getattr(entry, "value", entry)
-
-
-def _payload_currency(run: dg.DagsterRun) -> str:
-    for op in (run.run_config or {}).get("ops", {}).values():
-        currency = (op.get("config") or {}).get("payload", {}).get("currency")
-        if currency:
-            return str(currency).lower()
-    return "unknown"
 
 
 def _failure_reason(failures: list) -> str:
@@ -86,116 +160,243 @@ def _failure_reason(failures: list) -> str:
     return "transient"
 
 
+@dataclass
+class Cursor:
+    """Every run-end event with a storage id up to `floor`, and those in `recent`, is counted.
+    `recent` maps a storage id to its event's timestamp and run id."""
+
+    floor: int = 0
+    recent: dict[int, tuple[float, str]] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"floor": self.floor, "recent": [[i, ts, r] for i, (ts, r) in self.recent.items()]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Cursor:
+        return cls(data["floor"], {i: (ts, r) for i, ts, r in data["recent"]})
+
+    def settle(self, cutoff: float) -> bool:
+        """Move the floor up to the newest counted event older than `cutoff`; True if moved."""
+        old = [i for i, (ts, _) in self.recent.items() if ts < cutoff]
+        if not old:
+            return False
+        self.floor = max(self.floor, *old)
+        self.recent = {i: v for i, v in self.recent.items() if i > self.floor}
+        return True
+
+
 class RunTotals:
-    def __init__(self, instance: dg.DagsterInstance, overlap: timedelta = timedelta(minutes=5)):
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        overlap: timedelta = timedelta(minutes=5),
+        page_size: int = PAGE_SIZE,
+    ):
         self.instance = instance
         self.overlap = overlap
+        self.page_size = page_size
         self.totals = Totals()
-        self._seen: set[str] = set()
-        self._since: datetime | None = None
+        self.cursor = Cursor()
         self._lock = threading.Lock()
-        self.warm = False  # the whole history has been read once
+        self.warm = False  # the stored totals have been loaded: scrapes can be answered
+        self.caught_up = False  # every run that ended before the last refresh is counted
+
+    # -- start-up ------------------------------------------------------------------------
+    def load(self) -> None:
+        """Read the stored totals and cursor: one key-value query, whatever the history."""
+        with self._lock:
+            self._load_locked()
+
+    def _load_locked(self) -> None:
+        if self.warm:
+            return
+        stored = self.instance.daemon_cursor_storage.get_cursor_values({STATE_KEY}).get(STATE_KEY)
+        if stored:
+            data = json.loads(stored)
+            self.totals = Totals.from_json(data["totals"])
+            self.cursor = Cursor.from_json(data["cursor"])
+        self.warm = True
 
     def warm_up(self) -> None:
-        """Read the history now (about 10 ms a run on PostgreSQL here), so that the first
-        scrape does not; until it is done, scrapes wait for it rather than report part."""
-        threading.Thread(target=self.refresh, name="metrics-warm-up", daemon=True).start()
+        """Load the stored totals, then count the runs that ended since they were saved, in
+        the background and a page at a time (so a scrape meanwhile waits for one page at most,
+        and a restart during a long catch-up resumes from the last page)."""
+        threading.Thread(target=self._catch_up, name="metrics-warm-up", daemon=True).start()
 
-    def refresh(self) -> Totals:
+    def _catch_up(self) -> None:
+        try:
+            self.load()
+            while not self._refresh_pages(max_pages=1):
+                pass
+        except Exception:  # noqa: BLE001 - the next scrape retries; probes report the storage
+            log.exception("could not catch up with the run history")
+
+    # -- reading -------------------------------------------------------------------------
+    def refresh(self, max_pages: int | None = None) -> Totals:
+        """Count the runs that ended since the last refresh (at most `max_pages` pages of
+        them) and return a copy of the totals."""
+        self._refresh_pages(max_pages)
         with self._lock:
-            filters = dg.RunsFilter(
-                statuses=TERMINAL,
-                updated_after=None if self._since is None else self._since - self.overlap,
-            )
-            for record in self.instance.get_run_records(filters=filters):
-                if self._since is None or record.update_timestamp > self._since:
-                    self._since = record.update_timestamp
-                if record.dagster_run.run_id in self._seen:
-                    continue
-                self._add(record)
-                self._seen.add(record.dagster_run.run_id)
-            self.warm = True
-            return self.totals
+            return copy.deepcopy(self.totals)
 
-    def _add(self, record) -> None:
+    def _refresh_pages(self, max_pages: int | None) -> bool:
+        """True when no run-end event is left to count."""
+        with self._lock:
+            self._load_locked()
+            pages = 0
+            while max_pages is None or pages < max_pages:
+                pages += 1
+                changed, more = self._count_page()
+                if changed:
+                    self._save()
+                if not more:
+                    self.caught_up = True
+                    return True
+            return False
+
+    def _count_page(self) -> tuple[int, bool]:
+        """Count one page of run-end events not counted yet; returns whether the totals or
+        the cursor changed and whether more events may be waiting."""
+        limit = len(self.cursor.recent) + self.page_size
+        found = []
+        for event_type in RUN_END_EVENTS:
+            result = self.instance.fetch_run_status_changes(
+                RunStatusChangeRecordsFilter(event_type, after_storage_id=self.cursor.floor),
+                limit=limit,
+                ascending=True,
+            )
+            found.extend(result.records)
+        # The `limit` smallest ids over the three types are complete: each type's query
+        # returned all of its own ids up to its `limit`-th one.
+        found.sort(key=lambda r: r.storage_id)
+        # A type that filled its `limit` may have more beyond it.
+        more = len(found) >= limit
+        page = [r for r in found[:limit] if r.storage_id not in self.cursor.recent]
+        if page:
+            run_ids = list({r.run_id for r in page})
+            runs = {
+                record.dagster_run.run_id: record
+                for record in self.instance.get_run_records(dg.RunsFilter(run_ids=run_ids))
+            }
+            seen_runs = {run_id for _, run_id in self.cursor.recent.values()}
+            for event in page:
+                # A run has one end event; a second (e.g. canceled after failed) is ignored
+                # while the first is in `recent`.
+                record = runs.get(event.run_id)
+                if record is not None and event.run_id not in seen_runs:
+                    status = RUN_END_EVENTS[event.event_log_entry.dagster_event.event_type]
+                    self._add(record, status, event.timestamp)
+                seen_runs.add(event.run_id)
+                self.cursor.recent[event.storage_id] = (event.timestamp, event.run_id)
+        settled = self.cursor.settle(time.time() - self.overlap.total_seconds())
+        return bool(page) or settled, more
+
+    def _save(self) -> None:
+        value = json.dumps({"totals": self.totals.as_json(), "cursor": self.cursor.as_json()})
+        try:
+            self.instance.daemon_cursor_storage.set_cursor_values({STATE_KEY: value})
+        except Exception:  # noqa: BLE001 - counted in memory; saved again on the next refresh
+            log.exception("could not save the run totals")
+
+    # -- counting ------------------------------------------------------------------------
+    def _add(self, record, status: dg.DagsterRunStatus, ended_at: float) -> None:
         run: dg.DagsterRun = record.dagster_run
         queue = run.tags.get(tags.JOB_TYPE)
         if not queue:
             return
         t = self.totals
-        status = run.status.value.lower()
-        t.runs[(queue, status)] += 1
-        if record.start_time and record.end_time:
+        status_name = status.value.lower()
+        t.runs[(queue, status_name)] += 1
+        if record.start_time:
             histogram = t.durations.setdefault(queue, DurationHistogram())
-            histogram.observe(max(record.end_time - record.start_time, 0.0))
+            end = record.end_time or ended_at
+            histogram.observe(max(end - record.start_time, 0.0))
 
         events = self.instance.get_records_for_run(run.run_id, of_type=_STEP_EVENTS).records
-        by_type: dict[dg.DagsterEventType, list] = {}
+        failures = []
         for event in events:
-            by_type.setdefault(event.event_log_entry.dagster_event.event_type, []).append(
-                event.event_log_entry
-            )
-        failures = by_type.get(dg.DagsterEventType.STEP_FAILURE, [])
-        if run.status == dg.DagsterRunStatus.FAILURE:
+            entry = event.event_log_entry
+            dagster_event = entry.dagster_event
+            if dagster_event.event_type == dg.DagsterEventType.STEP_OUTPUT:
+                metadata = dagster_event.step_output_data.metadata or {}
+                self._add_balance(metadata, entry.timestamp)
+            else:
+                failures.append(entry)
+                user = dagster_event.step_failure_data.user_failure_data
+                metadata = (user.metadata if user is not None else None) or {}
+            for row in _outcome_rows(metadata):
+                self._add_request(queue, row, run)
+        if status == dg.DagsterRunStatus.FAILURE:
             t.failures[(queue, _failure_reason(failures))] += 1
-
-        for entry in by_type.get(dg.DagsterEventType.STEP_OUTPUT, []):
-            metadata = entry.dagster_event.step_output_data.metadata or {}
-            self._add_output(queue, metadata, entry.timestamp)
-
-        if run.status == dg.DagsterRunStatus.FAILURE and queue == conv.PAYMENT_QUEUE:
-            t.payments[(_payload_currency(run), "failed")] += 1
-        if run.status == dg.DagsterRunStatus.FAILURE and queue == conv.REFUND_QUEUE:
-            t.refunds[("unknown", "failed")] += 1
-        if queue == conv.MINT_QUEUE:
-            t.mints[status] += 1
         if queue == conv.TRANSFER_QUEUE:
-            t.transfers[status] += 1
+            t.transfers[status_name] += 1
 
-        for entry in by_type.get(dg.DagsterEventType.STEP_OUTPUT, []):
-            counts = self._message_counts(entry.step_key or "")
-            metadata = entry.dagster_event.step_output_data.metadata or {}
-            # Sent now: a delivery with its ledger key, not replayed from an earlier attempt
-            # and not skipped (no address, no endpoint configured).
-            if (
-                counts is not None
-                and _value(metadata, conv.SENT_KEY)
-                and not _value(metadata, conv.REPLAYED_KEY)
-            ):
-                counts["sent"] += 1
-        for entry in failures:
-            counts = self._message_counts(entry.step_key or "")
-            if counts is not None:
-                counts["failed"] += 1
-
-    def _message_counts(self, step_key: str):
-        if step_key.startswith(conv.EMAIL_STEP_PREFIX):
-            return self.totals.emails
-        if step_key.startswith(conv.WEBHOOK_STEP_PREFIX):
-            return self.totals.webhooks
-        return None
-
-    def _add_output(self, queue: str, metadata: dict[str, Any], timestamp: float) -> None:
-        t = self.totals
+    def _add_balance(self, metadata: dict[str, Any], timestamp: float) -> None:
         balance = _value(metadata, conv.WALLET_BALANCE_KEY)
         if balance is not None:
             wallet = str(_value(metadata, conv.WALLET_KEY) or "")
-            if wallet not in t.wallet_balances or t.wallet_balances[wallet][0] <= timestamp:
-                t.wallet_balances[wallet] = (timestamp, float(balance))
-        if queue not in (conv.PAYMENT_QUEUE, conv.REFUND_QUEUE):
-            return
-        if any(_value(metadata, key) is None for key in conv.AMOUNT_KEYS):
-            return
-        if _value(metadata, conv.REPLAYED_KEY):
-            return
-        amount = int(_value(metadata, "amount"))
-        currency = str(_value(metadata, "currency")).lower()
-        status = str(_value(metadata, "status"))
+            balances = self.totals.wallet_balances
+            if wallet not in balances or balances[wallet][0] <= timestamp:
+                balances[wallet] = (timestamp, float(balance))
+
+    def _add_request(self, queue: str, row: dict[str, Any], run: dg.DagsterRun) -> None:
+        """One request of a batch run, from its row in the run's outcomes table: counted
+        when it was done now (not an earlier effect returned again) or failed for good."""
+        t = self.totals
+        status = row.get("status")
+        for stage, column in (("started", "waited_seconds"), ("settled", "settled_after_seconds")):
+            if row.get(column) is not None:
+                histogram = t.waits.setdefault(
+                    f"{queue}/{stage}",
+                    DurationHistogram(
+                        buckets=conv.WAIT_BUCKETS, counts=[0] * (len(conv.WAIT_BUCKETS) + 1)
+                    ),
+                )
+                histogram.observe(float(row[column]))
+        done_now = status == "succeeded" and row.get(conv.DONE_KEYS.get(queue, "")) == "now"
         if queue == conv.PAYMENT_QUEUE:
-            t.payments[(currency, status)] += 1
-            if status == "succeeded":
-                t.payment_amounts[currency] += amount
-        else:
-            t.refunds[(currency, status)] += 1
-            if status in ("succeeded", "pending"):
-                t.refund_amounts[currency] += amount
+            if done_now:
+                currency, state = str(row.get("currency")).lower(), str(row.get("payment_status"))
+                t.payments[(currency, state)] += 1
+                if state == "succeeded":
+                    t.payment_amounts[currency] += int(row.get("amount") or 0)
+            elif status == "failed":
+                t.payments[(_request_currency(run, row), "failed")] += 1
+        elif queue == conv.REFUND_QUEUE:
+            if done_now:
+                currency, state = str(row.get("currency")).lower(), str(row.get("refund_status"))
+                t.refunds[(currency, state)] += 1
+                if state in ("succeeded", "pending"):
+                    t.refund_amounts[currency] += int(row.get("amount") or 0)
+            elif status == "failed":
+                t.refunds[("unknown", "failed")] += 1
+        elif queue == conv.MINT_QUEUE:
+            if done_now:
+                t.mints["success"] += 1
+            elif status == "failed":
+                t.mints["failure"] += 1
+        elif queue == conv.NOTIFICATION_QUEUE and status == "failed":
+            t.emails["failed"] += 1
+        if row.get("email") == "sent":
+            t.emails["sent"] += 1
+        if row.get("webhook") == "sent":
+            t.webhooks["sent"] += 1
+        failed_notices = str(row.get(conv.NOTIFICATION_FAILED_KEY) or "")
+        if "e-mail" in failed_notices:
+            t.emails["failed"] += 1
+        if "webhook" in failed_notices:
+            t.webhooks["failed"] += 1
+
+
+def _outcome_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    table = _value(metadata, conv.OUTCOMES_KEY)
+    return [dict(record.data) for record in getattr(table, "records", None) or []]
+
+
+def _request_currency(run: dg.DagsterRun, row: dict[str, Any]) -> str:
+    """A failed payment's currency, from its request in the run's config."""
+    for op in (run.run_config or {}).get("ops", {}).values():
+        for request in (op.get("config") or {}).get("requests", []):
+            if request.get("idempotency_key") == row.get("request"):
+                return str(request.get("payload", {}).get("currency") or "unknown").lower()
+    return "unknown"

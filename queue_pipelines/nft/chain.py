@@ -73,7 +73,7 @@ def classify_transaction_error(error: str, logs: Sequence[str], payer: Pubkey) -
     if _NO_FUNDS.search(text):
         return PermanentError(
             f"the payer wallet {payer} has too little SOL to pay for this transaction "
-            f"({error}); fund it, then re-execute the run",
+            f"({error}); fund it, then replay the dead letter (queue-pipelines dlq replay)",
             code="insufficient_funds",
         )
     if _NO_PROGRAM.search(text):
@@ -94,6 +94,6 @@ def require_funds(chain: Chain, payer: Pubkey, needed: int) -> None:
     if balance < needed:
         raise PermanentError(
             f"the payer wallet {payer} holds {balance / 1e9:.9f} SOL, less than the "
-            f"{needed / 1e9:.9f} SOL this mint needs: fund it, then re-execute the run",
+            f"{needed / 1e9:.9f} SOL this mint needs: fund it, then replay the dead letter (queue-pipelines dlq replay)",
             code="insufficient_funds",
         )

@@ -26,7 +26,7 @@ from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.payloads import MintPayload
-from queue_pipelines.ledger import EffectLedger
+from queue_pipelines.ledger import EffectLedger, effect_key
 from queue_pipelines.nft import metaplex, token2022
 from queue_pipelines.nft.chain import AlreadyProcessed, Chain, require_funds
 from queue_pipelines.nft.keys import derived_mint_keypair, parse_address
@@ -37,10 +37,6 @@ MAX_NAME_LENGTH, MAX_SYMBOL_LENGTH, MAX_URI_LENGTH = 32, 10, 200
 # Signature fees of one mint transaction (2 signatures at 5000 lamports) with headroom.
 FEE_HEADROOM = 50_000
 TOKEN_2022_ACCOUNT_SIZE = 170  # base 165 + account type + ImmutableOwner (an ATA's extension)
-
-
-def effect_key(kind: str, tenant_id: str, idempotency_key: str) -> str:
-    return f"{kind}:{tenant_id}:{idempotency_key}"
 
 
 def ticket_attributes(payload: MintPayload) -> dict[str, str]:

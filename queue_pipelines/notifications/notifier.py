@@ -85,18 +85,22 @@ class Notifier:
         """E-mail and webhook after `effect` (e.g. "payment pi_123 succeeded"), which stands
         whatever happens here. A failure for good alerts the operators and is reported."""
         told: dict[str, Any] = {}
-        for what, send in (("e-mail", self.email), ("webhook", self.webhook)):
+        for what, send in (
+            (f"e-mail {notice.template}", self.email),
+            (f"webhook {notice.event_type}", self.webhook),
+        ):
             try:
                 told.update(send(notice))
             except ProviderError as exc:
-                reason = f"{what} {notice.event_type or notice.template} failed: {exc.reason}"
+                reason = f"{what} failed: {exc.reason}"
                 told.setdefault("notification_failed", [])
                 told["notification_failed"].append(reason)
                 self.alert_operators(
                     summary=f"{reason}; {effect}, and stands",
                     details=(
                         f"{effect}, and stands: it is not undone or repeated. Fix the cause, "
-                        f"then re-execute run {self.run_id} (what was sent is not sent again)."
+                        f"then re-execute run {self.run_id} with resend: true in its op "
+                        "config (the effect is not repeated; the notices are sent)."
                     ),
                     tenant_id=notice.tenant_id,
                 )
