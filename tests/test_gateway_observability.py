@@ -54,6 +54,7 @@ def test_metrics_behind_a_bearer_token_while_probes_stay_open(client, instance, 
     assert wrong.status_code == 401
     assert {path: r.status_code for path, r in allowed.items()} == dict.fromkeys(METRICS, 200)
     assert "service_memory_usage_bytes" in allowed["/metrics"].text
+    assert "provider_call_duration_seconds" in allowed["/metrics"].text
     assert live.status_code == 200
 
 
