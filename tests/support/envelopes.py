@@ -27,7 +27,7 @@ def notification(tenant: str, key: str) -> Envelope:
         type="notification",
         tenant_id=tenant,
         idempotency_key=key,
-        payload=NotificationPayload(template="operator_alert", recipient="ops@example.com"),
+        payload=NotificationPayload(template="payment_failed", recipient="ops@example.com"),
     )
 
 

@@ -33,6 +33,7 @@ from queue_pipelines.intake.streams import (
     FAILED,
     SUCCEEDED,
     Assignment,
+    FirstRequest,
     IntakeEntry,
     Outcome,
     entry_id_key,
@@ -60,6 +61,7 @@ class StubIntakeStreams:
         self.batches: dict[str, str] = {}
         self.inflight: dict[str, set[str]] = {}
         self.recorded: dict[str, Outcome] = {}
+        self.first_requests: dict[str, FirstRequest] = {}
         self.calls: list[str] = []
         self._last_id = (0, 0)
 
@@ -243,6 +245,12 @@ class StubIntakeStreams:
         return self.dead_letter(job_type, ids, reason, run_id=run_id, request_key=request_key)
 
     # batches
+    def remember_request(
+        self, request_key: str, digest: str, entry_id: str, ttl_seconds: int = 0
+    ) -> FirstRequest:
+        self.calls.append("remember_request")
+        return self.first_requests.setdefault(request_key, FirstRequest(entry_id, digest))
+
     def assign_batch(
         self, job_type: str, batch_key: str, batch: dict, attempts: dict[str, int]
     ) -> None:

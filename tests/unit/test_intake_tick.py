@@ -234,14 +234,29 @@ def test_a_duplicate_of_an_in_flight_request_waits_tracked_and_launches_nothing(
 
 def test_two_entries_for_one_request_in_one_tick_make_one_batch_item(streams):
     first = streams.enqueue(payment("ta", "k1", amount=100))
-    second = streams.enqueue(payment("ta", "k1", amount=999))
+    second = streams.enqueue(payment("ta", "k1", amount=100))
     s = sensor(streams)
 
     [batch] = s.tick().launches
 
     [item] = batch.items
-    assert item.payload["amount"] == 100  # the first one written
+    assert item.payload["amount"] == 100
     assert streams.waiting["payment:ta:k1"] == {first, second}
+
+
+def test_a_key_reused_for_a_different_payload_is_dead_lettered_not_batched(streams):
+    first = streams.enqueue(payment("ta", "k1", amount=100))
+    other = streams.enqueue(payment("ta", "k1", amount=999))
+    s = sensor(streams)
+
+    outcome = s.tick()
+
+    [batch] = outcome.launches
+    assert [item.payload["amount"] for item in batch.items] == [100]
+    [(entry_id, reason)] = outcome.dead_lettered
+    assert entry_id == other
+    assert f"'k1' was first used for a different payment request (entry {first})" in reason
+    assert streams.waiting["payment:ta:k1"] == {first}
 
 
 def test_a_late_duplicate_of_a_succeeded_request_is_acked_on_sight(streams):
