@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 
 import pytest
 from solders.keypair import Keypair
@@ -15,6 +16,7 @@ from queue_pipelines.cli import main
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.intake.streams import ENVELOPE_FIELD
+from queue_pipelines.metrics import RunTotals
 from queue_pipelines.nft.tickets import holder_of, require_minted_for
 from tests.harness import IntakeHarness, outcome_rows
 from tests.solana_fixtures import mint_envelope
@@ -54,6 +56,8 @@ def holder(nft_resources, mint: str) -> Pubkey | None:
 def test_a_resale_moves_the_ticket_once_and_only_for_the_tenant_it_was_minted_for(
     instance, nft_resources, intake, tenant, redis_url, key_prefix
 ):
+    totals = RunTotals(instance)
+    before = totals.refresh()
     mint, payer = mint_to_payer(instance, nft_resources, intake, tenant)
     buyer = Keypair().pubkey()
     transfers = IntakeHarness(instance, nft_resources, "transfer")
@@ -96,6 +100,11 @@ def test_a_resale_moves_the_ticket_once_and_only_for_the_tenant_it_was_minted_fo
     assert again["signature"] == moved["signature"]
     assert holder(nft_resources, mint) == buyer
     assert len(intake.dead_letters()) == 1  # only the intruder's
+
+    # Metrics count requests from the outcomes rows: the replay is not a second transfer.
+    after = totals.refresh()
+    assert after.transfers - before.transfers == Counter({"success": 1, "failure": 1})
+    assert after.runs[("transfer", "success")] - before.runs[("transfer", "success")] == 3
 
 
 def test_bad_transfer_requests_are_dead_lettered_with_a_reason(
