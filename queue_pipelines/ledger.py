@@ -46,6 +46,11 @@ effects = sa.Table(
 )
 
 
+def effect_key(kind: str, tenant_id: str, idempotency_key: str) -> str:
+    """The ledger key of one effect of one request: `<kind>:<tenant>:<idempotency key>`."""
+    return f"{kind}:{tenant_id}:{idempotency_key}"
+
+
 @dataclass(frozen=True)
 class Claim:
     """The state of a key after claiming it."""

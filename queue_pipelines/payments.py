@@ -10,16 +10,12 @@ from datetime import UTC, datetime, timedelta
 from queue_pipelines.currencies import format_amount
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.payloads import PaymentPayload, RefundPayload
-from queue_pipelines.ledger import Claim, EffectLedger
+from queue_pipelines.ledger import Claim, EffectLedger, effect_key
 from queue_pipelines.providers.stripe import RefundableBalance, RefundSummary, StripeApi
 
 # Stripe keeps an idempotency key for at least 24 hours; past that a replayed request could
 # act again, so an attempt that never recorded its outcome is not resumed blindly.
 STRIPE_IDEMPOTENCY_WINDOW = timedelta(hours=23)
-
-
-def effect_key(kind: str, tenant_id: str, idempotency_key: str) -> str:
-    return f"{kind}:{tenant_id}:{idempotency_key}"
 
 
 def stripe_idempotency_key(key: str) -> str:

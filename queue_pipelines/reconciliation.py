@@ -28,8 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from queue_pipelines.intake.payloads import StripeEventPayload
-from queue_pipelines.ledger import DONE, EffectLedger, effects
-from queue_pipelines.payments import effect_key
+from queue_pipelines.ledger import DONE, EffectLedger, effect_key, effects
 
 _metadata = sa.MetaData()
 stripe_events = sa.Table(

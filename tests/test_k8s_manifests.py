@@ -138,7 +138,19 @@ def test_service_monitor_scrapes_the_gateway_service(objects):
     assert selector.items() <= service["metadata"]["labels"].items()
     port_names = {p["name"] for p in service["spec"]["ports"]}
     for endpoint in monitor["spec"]["endpoints"]:
-        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
+        assert set(endpoint) <= {
+            "port",
+            "path",
+            "interval",
+            "scrapeTimeout",
+            "scheme",
+            "authorization",
+        }
+        # /metrics is closed without GATEWAY_METRICS_TOKEN: the monitor sends it.
+        credentials = endpoint["authorization"]["credentials"]
+        assert endpoint["authorization"]["type"] == "Bearer"
+        assert credentials == {"name": SECRET, "key": "GATEWAY_METRICS_TOKEN"}
+        assert credentials["key"] in load_all(K8S / "secrets.example.yaml")[0]["stringData"]
         assert endpoint["port"] in port_names
         assert endpoint["path"] == "/metrics"
         seconds = {k: int(endpoint[k].rstrip("s")) for k in ("interval", "scrapeTimeout")}
@@ -173,6 +185,20 @@ def test_gateway_deployment_replicas_probes_spread_and_hardening(objects):
     env_from = {next(iter(v.values()))["name"] for v in container["envFrom"]}
     assert env_from == {SECRET, CONFIG}
     assert_no_inline_secret(container)
+
+
+def test_every_workload_in_the_render_is_hardened(objects):
+    templates = [o["spec"]["template"] for o in objects if o["kind"] == "Deployment"]
+    templates += [
+        o["spec"]["jobTemplate"]["spec"]["template"] for o in objects if o["kind"] == "CronJob"
+    ]
+    assert len(templates) == 2
+    for template in templates:
+        assert template["spec"]["automountServiceAccountToken"] is False
+        assert_hardened_pod(template["spec"])
+        for container in template["spec"]["containers"]:
+            assert container["resources"]["limits"]["memory"]
+            assert_no_inline_secret(container)
 
 
 def assert_hardened_pod(pod: dict) -> None:
@@ -310,19 +336,15 @@ def test_deploy_dagster_yaml_launcher_is_hardened_like_the_helm_values():
 
 
 def variables_read_by_code() -> set[str]:
-    """Environment variable names the code reads: os.environ / os.getenv / dg.EnvVar /
-    env.get with a literal name, and the f-string family WEBHOOK_URL_<KIND>."""
-    pattern = re.compile(
-        r"""(?:environ(?:\.get)?|getenv|EnvVar|env\.get|_env_or_none)\s*[\[(]\s*["']([A-Z][A-Z0-9_]+)["']"""
-    )
-    names: set[str] = set()
-    for folder in ("queue_pipelines", "resources", "sensors"):
-        for path in (ROOT / folder).rglob("*.py"):
-            text = path.read_text()
-            names |= set(pattern.findall(text))
-            names |= set(re.findall(r'\("[a-z_]+",\s*"([A-Z][A-Z0-9_]+)"\)', text))
-            if 'f"WEBHOOK_URL_{kind.upper()}"' in text:
-                names |= {"WEBHOOK_URL_PAYMENT", "WEBHOOK_URL_REFUND", "WEBHOOK_URL_NFT"}
+    """The variables of the code's own list (queue_pipelines/env_vars.py, which
+    tests/test_env_vars.py keeps in step with the code), and those the deploy scripts read."""
+    from queue_pipelines.env_vars import VARIABLES
+
+    names = {v.name for v in VARIABLES}
+    for path in (ROOT / "deploy" / "k8s").glob("*.py"):
+        names |= set(
+            re.findall(r"""environ\.get\(\s*["']([A-Z][A-Z0-9_]+)["']""", path.read_text())
+        )
     return names
 
 
@@ -346,18 +368,31 @@ def test_secret_and_configmap_keys_are_variables_the_code_reads():
     assert secret_keys & config_keys == set()
 
 
-def test_every_secret_the_code_reads_through_envvar_is_in_the_secret():
-    """A credential the code reads with dg.EnvVar (or the gateway's key) that the example
-    Secret does not name would be set nowhere in production."""
+def test_the_secret_holds_exactly_the_secrets_of_the_codes_variable_list():
+    """queue_pipelines/env_vars.py lists every variable and whether it is a secret: the
+    example Secret holds those marked secret, the ConfigMap only the others."""
+    from queue_pipelines.env_vars import VARIABLES
+
+    secrets = {v.name for v in VARIABLES if v.secret}
+    plain = {v.name for v in VARIABLES if not v.secret}
+    assert keys_with_commented(K8S / "secrets.example.yaml", "stringData") == secrets
+    deploy_only = {"RUN_RETENTION_DAYS"}  # read by deploy/k8s/purge_runs.py
+    assert keys_with_commented(K8S / "configmap.yaml", "data") <= plain | deploy_only
+
+
+def test_every_variable_the_code_reads_through_envvar_has_a_place():
+    """A setting the code reads with dg.EnvVar (or the gateway's keys) that neither the
+    example Secret nor the ConfigMap names would be set nowhere in production."""
     through_envvar = set()
     for folder in ("queue_pipelines", "resources", "sensors"):
         for path in (ROOT / folder).rglob("*.py"):
             through_envvar |= set(
                 re.findall(r"""EnvVar\(\s*["']([A-Z][A-Z0-9_]+)["']""", path.read_text())
             )
-    through_envvar |= {"GATEWAY_JWT_SECRET", "GATEWAY_JWT_PUBLIC_KEY"}
+    through_envvar |= {"GATEWAY_JWT_SECRET", "GATEWAY_METRICS_TOKEN"}
     secret_keys = keys_with_commented(K8S / "secrets.example.yaml", "stringData")
-    assert through_envvar - secret_keys == set()
+    config_keys = keys_with_commented(K8S / "configmap.yaml", "data")
+    assert through_envvar - (secret_keys | config_keys) == set()
 
 
 def test_every_secret_key_reference_names_a_key_of_the_secret(objects):

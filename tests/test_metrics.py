@@ -22,8 +22,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from queue_pipelines.ledger import EffectLedger
-from queue_pipelines.payments import effect_key
+from queue_pipelines.ledger import EffectLedger, effect_key
 from queue_pipelines.sandbox.servers import free_port
 from tests.conftest import POSTGRES_SERVER_URL
 
@@ -132,7 +131,11 @@ def scrape(url: str) -> dict[str, dict[tuple, float]]:
 
 
 def request(key: str, payload: dict) -> dict:
-    return {"idempotency_key": key, "payload": {"order_id": key, **payload}}
+    return {
+        "idempotency_key": key,
+        "payload": {"order_id": key, **payload},
+        "enqueued_at": time.time(),
+    }
 
 
 def payments(tenant: str, *requests: dict) -> tuple[str, dict]:
@@ -206,6 +209,11 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
         (("currency", c),): float(total) for c, total in stripe_sums.items()
     }
     assert before["queue_job_processing_duration_seconds_count"] == {(("queue", "payment"),): 2}
+    # Each of the four requests waited from its enqueue to its run's start and settlement.
+    assert before["queue_request_wait_seconds_count"] == {
+        (("job_type", "payment"), ("stage", "started")): 4,
+        (("job_type", "payment"), ("stage", "settled")): 4,
+    }
     assert before["queue_job_processing_duration_seconds_sum"][(("queue", "payment"),)] > 0
     # Three payment confirmations mailed; no webhook endpoint is configured, so none sent.
     assert before["emails_sent_total"] == {(): 3.0}
@@ -243,7 +251,7 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
         "payment_amount_total_cents",
         "queue_jobs_failed_total",
     ):
-        assert after[name] == before[name], name
+        assert after.get(name) == before.get(name), name
     assert after["queue_jobs_processed_total"] == {
         **processed,
         (("queue", "refund"), ("status", "success")): 1,
@@ -285,11 +293,13 @@ def test_dashboard_uses_only_exported_metric_names(instance, intake):
 
 
 def test_run_totals_count_the_requests_of_real_batch_runs_incrementally(
-    instance, resources, tenant, mail_sink
+    resources, tenant, mail_sink
 ):
     """One reader, refreshed between runs: new runs are added once, old ones not again; the
     requests of real payment_job and notification_job runs are counted from their outcomes
     tables (docs/metrics.md), replays not twice."""
+    import dagster as dg
+
     from queue_pipelines.intake.dispatch import Batch
     from queue_pipelines.jobs.batch import batch_run_config
     from queue_pipelines.jobs.notification import notification_job
@@ -298,39 +308,40 @@ def test_run_totals_count_the_requests_of_real_batch_runs_incrementally(
     from tests.test_notifications_jobs import notification
     from tests.test_payment_flow import payment as payment_envelope
 
-    def run(job, envelopes):
-        return job.execute_in_process(
-            run_config=batch_run_config(Batch.of(envelopes)),
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-        )
+    with dg.instance_for_test() as instance:  # this test's runs only
 
-    totals = RunTotals(instance)
-    before = totals.refresh()
-    assert sum(before.payments.values()) == 0
-    run(
-        payment_job,
-        [
-            payment_envelope(tenant, "m1", amount=1200),
-            payment_envelope(tenant, "m2", payment_method="pm_card_chargeCustomerFail"),
-        ],
-    )
-    first = totals.refresh()
-    assert dict(first.payments) == {("usd", "succeeded"): 1, ("usd", "failed"): 1}
-    assert dict(first.payment_amounts) == {"usd": 1200}
-    assert first.emails["sent"] == 1
-    # A re-run of the same requests replays the charge and the e-mail: counted once.
-    run(payment_job, [payment_envelope(tenant, "m1", amount=1200)])
-    again = totals.refresh()
-    assert dict(again.payments) == dict(first.payments)
-    assert again.emails["sent"] == 1
-    assert again.runs[("payment", "success")] == first.runs[("payment", "success")] + 1
-    broken = {"buyer_name": "Ada", "order_id": "1", "amount": "$1.00"}  # no 'reason'
-    run(
-        notification_job,
-        [notification(tenant, "n1", "payment_failed", broken, f"{tenant}@example.com")],
-    )
-    later = totals.refresh()
-    assert later.emails["failed"] == 1
-    assert later.durations["payment"].count == 2
+        def run(job, envelopes):
+            return job.execute_in_process(
+                run_config=batch_run_config(Batch.of(envelopes)),
+                instance=instance,
+                resources=resources,
+                raise_on_error=False,
+            )
+
+        totals = RunTotals(instance)
+        assert sum(totals.refresh().payments.values()) == 0
+        run(
+            payment_job,
+            [
+                payment_envelope(tenant, "m1", amount=1200),
+                payment_envelope(tenant, "m2", payment_method="pm_card_chargeCustomerFail"),
+            ],
+        )
+        first = totals.refresh()
+        assert dict(first.payments) == {("usd", "succeeded"): 1, ("usd", "failed"): 1}
+        assert dict(first.payment_amounts) == {"usd": 1200}
+        assert first.emails["sent"] == 1
+        # A re-run of the same request replays the charge and the e-mail: counted once.
+        run(payment_job, [payment_envelope(tenant, "m1", amount=1200)])
+        again = totals.refresh()
+        assert dict(again.payments) == dict(first.payments)
+        assert again.emails["sent"] == 1
+        assert again.runs[("payment", "success")] == 2
+        broken = {"buyer_name": "Ada", "order_id": "1", "amount": "$1.00"}  # no 'reason'
+        run(
+            notification_job,
+            [notification(tenant, "n1", "payment_failed", broken, f"{tenant}@example.com")],
+        )
+        later = totals.refresh()
+        assert later.emails["failed"] == 1
+        assert later.durations["payment"].count == 2

@@ -146,6 +146,18 @@ def test_the_cursor_stays_small_as_runs_settle(fresh_instance):
     assert settled.refresh().runs[("payment", "success")] == 4
 
 
+def test_a_burst_within_the_overlap_keeps_the_cursor_bounded(fresh_instance):
+    instance = fresh_instance
+    for i in range(5):
+        pay(instance, i + 1)
+    totals = RunTotals(instance, recent_cap=2)  # all five ended within the 5-minute overlap
+    assert totals.refresh().runs[("payment", "success")] == 5
+    assert len(totals.cursor.recent) == 2
+    assert totals.cursor.floor < min(totals.cursor.recent)
+    pay(instance, 6)
+    assert RunTotals(instance, recent_cap=2).refresh().runs[("payment", "success")] == 6
+
+
 def test_a_backlog_is_read_a_page_at_a_time(fresh_instance):
     instance = fresh_instance
     for i in range(5):

@@ -5,7 +5,6 @@ arlocal checks each transaction's signature, so these uploads are signed as for 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +20,14 @@ from queue_pipelines.nft.tickets import mint_ticket_once
 from queue_pipelines.sandbox.servers import free_port, stop, wait_for_port
 from resources import MetadataStoreResource
 from tests.solana_fixtures import ticket_payload
+from tests.support.requirements import node_and_npm
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "arlocal"
 
 
 @pytest.fixture(scope="session")
 def arlocal_url(tmp_path_factory) -> Iterator[str]:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    assert node and npm, "Node.js and npm are needed to run arlocal"
+    node, npm = node_and_npm("to run arlocal, the local Arweave gateway")
     if not (TOOL / "node_modules" / "arlocal").exists():
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"], cwd=TOOL, check=True, capture_output=True,

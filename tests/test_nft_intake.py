@@ -13,6 +13,7 @@ from solders.keypair import Keypair
 from queue_pipelines.intake.streams import ENVELOPE_FIELD
 from queue_pipelines.jobs.mint import mint_job
 from queue_pipelines.jobs.wallet_balance import wallet_balance_job
+from queue_pipelines.metrics import RunTotals
 from queue_pipelines.nft.tickets import holds
 from queue_pipelines.providers.webhook_signing import new_secret
 from resources import NotificationSettingsResource, WebhookResource
@@ -252,6 +253,8 @@ def test_wallet_balance_check_alerts_and_fails_below_the_threshold(
     ]
     recorded = output.step_output_data.metadata
     assert (recorded["wallet"].value, recorded["wallet_balance_sol"].value) == (payer, 100.0)
+    # solana_wallet_balance_sol: the metrics read it from this real job's run.
+    assert RunTotals(instance).refresh().wallet_balances[payer][1] == 100.0
     if succeeds:
         assert mail_sink.to(operators) == []
     else:

@@ -6,7 +6,6 @@ program itself is not available here, so these bytes are never executed."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,14 +13,14 @@ import pytest
 from solders.pubkey import Pubkey
 
 from queue_pipelines.nft import metaplex
+from tests.support.requirements import node_and_npm
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "metaplex-vectors"
 
 
 @pytest.fixture(scope="session")
 def metaplex_serialize():
-    node, npm = shutil.which("node"), shutil.which("npm")
-    assert node and npm, "Node.js and npm are needed to run Metaplex's serializer"
+    node, npm = node_and_npm("to run Metaplex's serializer")
     if not (TOOL / "node_modules" / "@metaplex-foundation" / "mpl-token-metadata").exists():
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"], cwd=TOOL, check=True, capture_output=True,

@@ -7,7 +7,8 @@ import pytest
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.payloads import PaymentPayload, RefundPayload
 from queue_pipelines.intake.schema import Envelope
-from queue_pipelines.payments import charge_once, effect_key
+from queue_pipelines.ledger import effect_key
+from queue_pipelines.payments import charge_once
 from resources import StripeResource
 from tests.fault_proxy import LOSE_REPLY, FaultProxy
 from tests.harness import IntakeHarness, outcome_rows

@@ -46,6 +46,9 @@ PayloadT = TypeVar("PayloadT", bound=BaseModel)
 REQUEST_BACKOFF = Backoff(attempts=4, first_delay=0.5, max_delay=8.0, jitter=0.5)
 # The most rows the run page's table shows; the counts always cover the whole batch.
 MAX_TABLE_ROWS = 1000
+# Seconds from a request's enqueue to the start of the run that settled it, and to its
+# settlement: the metrics' queue_request_wait_seconds (docs/metrics.md).
+WAIT_COLUMNS = ("waited_seconds", "settled_after_seconds")
 
 
 class BatchRequestConfig(dg.Config):
@@ -102,12 +105,17 @@ def _cell(value: Any) -> str | int | float | bool | None:
     return str(value)
 
 
-def outcome_table(job_type: str, results: list[ItemResult]) -> dg.TableMetadataValue:
-    """One row per request: what a person needs to find it and see what became of it."""
+def outcome_table(
+    job_type: str, results: list[ItemResult], waits: dict[str, tuple[float, float]] | None = None
+) -> dg.TableMetadataValue:
+    """One row per request: what a person needs to find it and see what became of it, and
+    how long it waited from enqueue to this run's start and to its settlement (`waits`:
+    request key -> those two, in seconds)."""
+    waits = waits or {}
     extra: list[str] = []
     for result in results:
         extra += [key for key in result.summary if key not in extra]
-    columns = ["request", "status", *extra, "reason", "attempts"]
+    columns = ["request", "status", *extra, "reason", "attempts", *WAIT_COLUMNS]
     rows = [
         dg.TableRecord(
             {
@@ -116,14 +124,14 @@ def outcome_table(job_type: str, results: list[ItemResult]) -> dg.TableMetadataV
                 **{key: _cell(result.summary.get(key)) for key in extra},
                 "reason": result.reason,
                 "attempts": result.attempts,
+                **dict(zip(WAIT_COLUMNS, waits.get(result.request_key, (None, None)), strict=True)),
             }
         )
         for result in results[:MAX_TABLE_ROWS]
     ]
+    kinds = {"attempts": "int", **dict.fromkeys(WAIT_COLUMNS, "float")}
     schema = dg.TableSchema(
-        columns=[
-            dg.TableColumn(name, "int" if name == "attempts" else "string") for name in columns
-        ]
+        columns=[dg.TableColumn(name, kinds.get(name, "string")) for name in columns]
     )
     return dg.MetadataValue.table(records=rows, schema=schema)
 
@@ -180,9 +188,12 @@ def run_batch(
         if done % step == 0 or done == total:
             context.log.info(f"{done} of {total} {job_type} requests done")
 
-    waits = [
-        started - entry.enqueued_at for entry in config.requests if entry.enqueued_at is not None
-    ]
+    enqueued = {
+        request_key_of(job_type, config.tenant_id, e.idempotency_key): e.enqueued_at
+        for e in config.requests
+        if e.enqueued_at is not None
+    }
+    waits = [max(started - at, 0.0) for at in enqueued.values()]
     for result in process_items(
         [Item(key, request) for key, request in requests.items()],
         handle,
@@ -215,7 +226,18 @@ def run_batch(
         "seconds": round(time.time() - started, 3),
         "wait_p50_seconds": round(statistics.median(waits), 3) if waits else 0.0,
         "wait_max_seconds": round(max(waits), 3) if waits else 0.0,
-        "outcomes": outcome_table(job_type, ordered),
+        "outcomes": outcome_table(
+            job_type,
+            ordered,
+            {
+                r.request_key: (
+                    round(max(started - enqueued[r.request_key], 0.0), 3),
+                    round(max(r.ended_at - enqueued[r.request_key], 0.0), 3),
+                )
+                for r in ordered
+                if r.request_key in enqueued and r.status != UNFINISHED and r.attempts
+            },
+        ),
     }
     if counts[UNFINISHED]:
         unfinished = [r for r in ordered if r.status == UNFINISHED]

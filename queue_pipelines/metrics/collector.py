@@ -103,6 +103,15 @@ class QueueMetricsCollector(Collector):
         for queue, h in sorted(t.durations.items()):
             histogram.add_metric([queue], h.cumulative(), sum_value=h.total)
         yield histogram
+        waits = HistogramMetricFamily(
+            "queue_request_wait_seconds",
+            "Seconds from a request's enqueue to the start of the run that settled it "
+            "(stage=started) and to its settlement (stage=settled), one observation per request.",
+            labels=["job_type", "stage"],
+        )
+        for key, h in sorted(t.waits.items()):
+            waits.add_metric(key.split("/"), h.cumulative(), sum_value=h.total)
+        yield waits
         yield _gauge("queue_active_jobs", "Runs starting or running, by queue.", ["queue"], active)
         yield _counter(
             "payments_processed_total",

@@ -15,6 +15,9 @@ metric by following the convention, with no change here.
 - E-mails and webhooks: a row's `email` / `webhook` is `sent` when sent by this run;
   `notification_failed` names the notice (`e-mail ...`, `webhook ...`) that failed for good.
   A failed `notification` row is a failed e-mail.
+- Waiting: a row's `waited_seconds` (enqueue to the start of the run that settled it) and
+  `settled_after_seconds` (enqueue to its settlement), as queue_request_wait_seconds with
+  `stage` started / settled.
 - Wallet balance: the newest step output metadata `wallet_balance_sol` (a float), labelled
   by the output's `wallet` metadata.
 """
@@ -40,5 +43,8 @@ WALLET_KEY = "wallet"
 # Written by classified_failures() into dg.Failure metadata.
 FAILURE_CLASS_KEY = "failure_class"
 
+# Seconds a request waits, enqueue to its run's start and to settlement: from a fraction of
+# a second on an idle queue to hours behind a provider outage.
+WAIT_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0)
 # Seconds: runs here take from under a second (a charge) to minutes (a congested mint).
 DURATION_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)

@@ -47,6 +47,9 @@ _STEP_EVENTS = {dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_FAILUR
 STATE_KEY = "queue_pipelines/metrics/run_totals/v1"
 # Run-end events read per query: also the most a scrape reads while a backlog is caught up.
 PAGE_SIZE = 200
+# Ids kept above the watermark at most; past it the oldest fold in early. Dagster reads at
+# most 10,000 event records a query, and the query reads these again each time.
+RECENT_CAP = 5000
 
 
 @dataclass
@@ -99,6 +102,8 @@ class Totals:
     emails: Counter = field(default_factory=Counter)  # "sent" / "failed"
     webhooks: Counter = field(default_factory=Counter)
     wallet_balances: dict[str, tuple[float, float]] = field(default_factory=dict)  # (time, SOL)
+    # "job_type/stage" -> seconds from enqueue to the run's start (started) or to settlement.
+    waits: dict[str, DurationHistogram] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         out: dict[str, Any] = {
@@ -112,6 +117,10 @@ class Totals:
             for queue, h in self.durations.items()
         }
         out["wallet_balances"] = {w: list(v) for w, v in self.wallet_balances.items()}
+        out["waits"] = {
+            key: {"buckets": list(h.buckets), "counts": h.counts, "total": h.total}
+            for key, h in self.waits.items()
+        }
         return out
 
     @classmethod
@@ -127,6 +136,11 @@ class Totals:
                 log.warning("stored duration buckets of %s differ from the code's: reset", queue)
                 continue
             totals.durations[queue] = DurationHistogram(counts=list(h["counts"]), total=h["total"])
+        for key, h in data.get("waits", {}).items():
+            if tuple(h["buckets"]) == conv.WAIT_BUCKETS:
+                totals.waits[key] = DurationHistogram(
+                    buckets=conv.WAIT_BUCKETS, counts=list(h["counts"]), total=h["total"]
+                )
         totals.wallet_balances = {
             w: (v[0], v[1]) for w, v in data.get("wallet_balances", {}).items()
         }
@@ -164,9 +178,13 @@ class Cursor:
     def from_json(cls, data: dict) -> Cursor:
         return cls(data["floor"], {i: (ts, r) for i, ts, r in data["recent"]})
 
-    def settle(self, cutoff: float) -> bool:
-        """Move the floor up to the newest counted event older than `cutoff`; True if moved."""
+    def settle(self, cutoff: float, cap: int = RECENT_CAP) -> bool:
+        """Move the floor up to the newest counted event older than `cutoff`, and further if
+        more than `cap` ids would stay above it (a burst of runs ending within the overlap);
+        True if it moved."""
         old = [i for i, (ts, _) in self.recent.items() if ts < cutoff]
+        if len(self.recent) - len(old) > cap:
+            old.append(sorted(self.recent)[len(self.recent) - cap - 1])
         if not old:
             return False
         self.floor = max(self.floor, *old)
@@ -180,10 +198,12 @@ class RunTotals:
         instance: dg.DagsterInstance,
         overlap: timedelta = timedelta(minutes=5),
         page_size: int = PAGE_SIZE,
+        recent_cap: int = RECENT_CAP,
     ):
         self.instance = instance
         self.overlap = overlap
         self.page_size = page_size
+        self.recent_cap = recent_cap
         self.totals = Totals()
         self.cursor = Cursor()
         self._lock = threading.Lock()
@@ -277,7 +297,7 @@ class RunTotals:
                     self._add(record, status, event.timestamp)
                 seen_runs.add(event.run_id)
                 self.cursor.recent[event.storage_id] = (event.timestamp, event.run_id)
-        settled = self.cursor.settle(time.time() - self.overlap.total_seconds())
+        settled = self.cursor.settle(time.time() - self.overlap.total_seconds(), self.recent_cap)
         return bool(page) or settled, more
 
     def _save(self) -> None:
@@ -331,6 +351,15 @@ class RunTotals:
         when it was done now (not an earlier effect returned again) or failed for good."""
         t = self.totals
         status = row.get("status")
+        for stage, column in (("started", "waited_seconds"), ("settled", "settled_after_seconds")):
+            if row.get(column) is not None:
+                histogram = t.waits.setdefault(
+                    f"{queue}/{stage}",
+                    DurationHistogram(
+                        buckets=conv.WAIT_BUCKETS, counts=[0] * (len(conv.WAIT_BUCKETS) + 1)
+                    ),
+                )
+                histogram.observe(float(row[column]))
         done_now = status == "succeeded" and row.get(conv.DONE_KEYS.get(queue, "")) == "now"
         if queue == conv.PAYMENT_QUEUE:
             if done_now:

@@ -27,7 +27,7 @@ from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.payloads import MintPayload
-from queue_pipelines.ledger import DONE, EffectLedger
+from queue_pipelines.ledger import DONE, EffectLedger, effect_key
 from queue_pipelines.nft import metaplex, token2022
 from queue_pipelines.nft.chain import AlreadyProcessed, Chain, require_funds
 from queue_pipelines.nft.keys import derived_mint_keypair, parse_address
@@ -40,10 +40,6 @@ FEE_HEADROOM = 50_000
 TOKEN_2022_ACCOUNT_SIZE = 170  # base 165 + account type + ImmutableOwner (an ATA's extension)
 # Ledger rows mint address -> the tenant it was minted for (written with the mint's record).
 MINT_ADDRESS_KIND = "mint-address"
-
-
-def effect_key(kind: str, tenant_id: str, idempotency_key: str) -> str:
-    return f"{kind}:{tenant_id}:{idempotency_key}"
 
 
 def ticket_attributes(payload: MintPayload) -> dict[str, str]:

@@ -1,0 +1,177 @@
+"""Working through one batch's requests (queue_pipelines.batch): each request retried alone
+with backoff while its failure is transient, results in the items' order, `on_result` once
+per request. Sleeping is injected and counted, never done."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from queue_pipelines.batch import (
+    FAILED,
+    SUCCEEDED,
+    UNFINISHED,
+    Backoff,
+    Item,
+    count_by_status,
+    handle_one,
+    process_items,
+)
+from queue_pipelines.failures import PermanentError, TransientError
+
+NO_JITTER = Backoff(attempts=4, first_delay=0.5, max_delay=8.0, jitter=0.0)
+
+
+class Script:
+    """A handler that raises the given errors in turn, then returns a summary."""
+
+    def __init__(self, *errors: BaseException):
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self, request):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return {"request": request}
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def test_a_request_that_succeeds_at_once_sleeps_never():
+    sleeps = Sleeps()
+    result = handle_one(Item("k1", "r1"), Script(), NO_JITTER, sleep=sleeps)
+
+    assert (result.status, result.attempts, result.summary) == (SUCCEEDED, 1, {"request": "r1"})
+    assert result.succeeded and result.error is None and sleeps == []
+
+
+def test_transient_failures_are_retried_with_doubling_delays_until_it_succeeds():
+    handler = Script(TransientError("503"), TransientError("503"))
+    sleeps = Sleeps()
+
+    result = handle_one(Item("k1", "r1"), handler, NO_JITTER, sleep=sleeps)
+
+    assert (result.status, result.attempts, handler.calls) == (SUCCEEDED, 3, 3)
+    assert sleeps == [0.5, 1.0]
+
+
+def test_transient_failures_outlasting_the_attempts_leave_the_request_unfinished():
+    last = TransientError("Stripe rate limit", code="rate_limit")
+    handler = Script(TransientError("1"), TransientError("2"), TransientError("3"), last)
+    sleeps = Sleeps()
+
+    result = handle_one(Item("k1", "r1"), handler, NO_JITTER, sleep=sleeps)
+
+    assert (result.status, result.attempts, handler.calls) == (UNFINISHED, 4, 4)
+    assert (result.reason, result.code, result.error) == ("Stripe rate limit", "rate_limit", last)
+    assert sleeps == [0.5, 1.0, 2.0]  # none after the last attempt
+
+
+def test_a_permanent_failure_fails_at_once():
+    handler = Script(PermanentError("card declined", code="card_declined"))
+    sleeps = Sleeps()
+
+    result = handle_one(Item("k1", "r1"), handler, NO_JITTER, sleep=sleeps)
+
+    assert (result.status, result.attempts, result.reason, result.code) == (
+        FAILED,
+        1,
+        "card declined",
+        "card_declined",
+    )
+    assert handler.calls == 1 and sleeps == []
+
+
+def test_a_bug_fails_at_once_it_will_not_fix_itself_on_retry():
+    sleeps = Sleeps()
+    result = handle_one(Item("k1", "r1"), Script(KeyError("amount")), NO_JITTER, sleep=sleeps)
+    assert (result.status, result.attempts, result.code) == (FAILED, 1, "unexpected")
+    assert result.reason == "unexpected KeyError: 'amount'" and sleeps == []
+
+
+def test_a_transient_then_permanent_failure_stops_at_the_permanent_one():
+    sleeps = Sleeps()
+    handler = Script(ConnectionResetError("reset"), PermanentError("invalid"))
+    result = handle_one(Item("k1", "r1"), handler, NO_JITTER, sleep=sleeps)
+    assert (result.status, result.attempts, sleeps) == (FAILED, 2, [0.5])
+
+
+def test_backoff_delays_double_up_to_the_cap():
+    backoff = Backoff(first_delay=0.5, max_delay=3.0, jitter=0.0)
+    assert [backoff.delay(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize("attempt", [1, 3, 6])
+def test_backoff_jitter_stays_within_its_bounds(attempt):
+    backoff = Backoff(first_delay=0.5, max_delay=8.0, jitter=0.5)
+    base = min(0.5 * 2 ** (attempt - 1), 8.0)
+    delays = {backoff.delay(attempt) for _ in range(200)}
+    assert all(base * 0.5 <= d <= base * 1.5 for d in delays)
+    assert len(delays) > 1  # jittered, so requests that failed together spread out
+
+
+IMMEDIATE = Backoff(attempts=3, first_delay=0.0, max_delay=0.0, jitter=0.0)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_each_request_is_handled_alone_and_results_keep_the_items_order(concurrency):
+    failures = {"k1": [PermanentError("declined")], "k3": [TransientError("503")] * 5}
+
+    def handle(request_key):
+        if failures.get(request_key):
+            raise failures[request_key].pop(0)
+        return {"done": request_key}
+
+    seen, progress = [], []
+    items = [Item(f"k{i}", f"k{i}") for i in range(5)]
+
+    results = process_items(
+        items,
+        handle,
+        concurrency=concurrency,
+        backoff=IMMEDIATE,
+        on_result=seen.append,
+        on_progress=lambda done, total: progress.append((done, total)),
+    )
+
+    assert [r.request_key for r in results] == ["k0", "k1", "k2", "k3", "k4"]
+    assert [r.status for r in results] == [SUCCEEDED, FAILED, SUCCEEDED, UNFINISHED, SUCCEEDED]
+    assert results[3].attempts == 3
+    assert sorted(seen, key=lambda r: r.request_key) == results  # once per request
+    assert sorted(progress) == [(n, 5) for n in range(1, 6)]
+    assert count_by_status(results) == {SUCCEEDED: 3, FAILED: 1, UNFINISHED: 1}
+
+
+def test_results_keep_the_items_order_when_they_end_in_reverse():
+    items = [Item(f"k{i}", i) for i in range(4)]
+    finished = [threading.Event() for _ in items]
+
+    def handle(i):
+        if i + 1 < len(items):  # each waits for the next one: the last ends first
+            assert finished[i + 1].wait(timeout=30), "the requests did not run at once"
+        return {"i": i}
+
+    ended = []
+
+    def on_result(result):
+        ended.append(result.request_key)
+        finished[int(result.request_key[1:])].set()
+
+    results = process_items(
+        items, handle, concurrency=len(items), backoff=IMMEDIATE, on_result=on_result
+    )
+
+    assert ended == ["k3", "k2", "k1", "k0"]
+    assert [r.request_key for r in results] == ["k0", "k1", "k2", "k3"]
+    assert [r.summary for r in results] == [{"i": i} for i in range(4)]
+
+
+def test_no_items_no_calls():
+    calls = []
+    assert process_items([], calls.append, concurrency=8, backoff=IMMEDIATE) == []
+    assert calls == []

@@ -1,0 +1,483 @@
+"""run_intake_tick, branch by branch, on StubIntakeStreams and a dict of runs: what a tick
+launches, acks, dead-letters, holds and waits on, and what it leaves for the next tick."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from queue_pipelines.intake.dispatch import (
+    Batch,
+    BatchPolicy,
+    BatchRun,
+    RunState,
+    TickCursor,
+    TickOutcome,
+    entry_before,
+    run_intake_tick,
+)
+from queue_pipelines.intake.streams import entry_id_key
+from tests.support.envelopes import notification, payment
+from tests.support.stub_intake import StubIntakeStreams
+
+JOB = "payment"
+
+
+class Sensor:
+    """What the Dagster sensor keeps between ticks (its cursor), and the runs that exist,
+    by batch key: a tick's state, with the clock on the stub."""
+
+    def __init__(self, streams: StubIntakeStreams, policy: BatchPolicy, max_entries: int = 1000):
+        self.streams = streams
+        self.policy = policy
+        self.max_entries = max_entries
+        self.cursor = TickCursor()
+        self.runs: dict[str, BatchRun] = {}
+        self.lookups: list[list[str]] = []
+
+    def lookup(self, batch_keys: Sequence[str]) -> Mapping[str, BatchRun]:
+        self.lookups.append(list(batch_keys))
+        return {key: self.runs[key] for key in batch_keys if key in self.runs}
+
+    def tick(self, *, reclaim_after: float = 60.0) -> TickOutcome:
+        outcome = run_intake_tick(
+            self.streams,
+            JOB,
+            self.cursor,
+            self.lookup,
+            policy=self.policy,
+            max_entries=self.max_entries,
+            reclaim_after_seconds=reclaim_after,
+            now=self.streams.clock,
+        )
+        self.cursor = outcome.cursor  # kept: the tick succeeded
+        return outcome
+
+    def start(self, batch: Batch) -> str:
+        run_id = f"run-{len(self.runs) + 1}"
+        self.runs[batch.key] = BatchRun(RunState.IN_PROGRESS, run_id)
+        return run_id
+
+    def end(self, batch: Batch, failure: str = "") -> None:
+        self.runs[batch.key] = BatchRun(RunState.ENDED, self.runs[batch.key].run_id, failure)
+
+
+@pytest.fixture
+def streams() -> StubIntakeStreams:
+    return StubIntakeStreams()
+
+
+def sensor(streams, size=100, max_wait=0.0, max_attempts=3, **kw) -> Sensor:
+    return Sensor(streams, BatchPolicy(size, max_wait, max_attempts), **kw)
+
+
+def keys_of(batch: Batch) -> list[str]:
+    return [item.request_key for item in batch.items]
+
+
+# invalid entries
+
+
+def test_an_invalid_entry_is_dead_lettered_with_the_reason_and_the_rest_are_batched(streams):
+    good = streams.enqueue(payment("t1", "k1"))
+    no_envelope = streams.add_raw(JOB, {"body": "{}"})
+    bad_json = streams.add_raw(JOB, {"envelope": "{not json"})
+    wrong_stream = streams.add_raw(JOB, {"envelope": notification("t1", "n1").to_wire()})
+    s = sensor(streams)
+
+    outcome = s.tick()
+
+    [batch] = outcome.launches
+    assert keys_of(batch) == ["payment:t1:k1"]
+    assert [what for what, _ in outcome.dead_lettered] == [no_envelope, bad_json, wrong_stream]
+    letters = {letter["entry_id"]: letter for letter in streams.dead_letters()}
+    assert (
+        letters[no_envelope]["reason"] == "rejected: entry has no 'envelope' field (fields: body)"
+    )
+    assert letters[no_envelope]["fields"] == {"body": "{}"}
+    assert letters[bad_json]["reason"].startswith("rejected: invalid JSON")
+    assert letters[wrong_stream]["reason"] == (
+        "rejected: job type 'notification' does not belong on the payment stream"
+    )
+    assert streams.stream_ids(JOB) == streams.pending_ids(JOB) == [good]
+    assert outcome.cursor.last_id == wrong_stream
+
+
+# new requests
+
+
+def test_new_requests_are_batched_per_tenant_never_mixing_tenants(streams):
+    for i in range(3):
+        streams.enqueue(payment("ta", f"a{i}"))
+        streams.enqueue(payment("tb", f"b{i}"))
+    s = sensor(streams)
+
+    outcome = s.tick()
+
+    assert sorted((b.tenant_id, len(b.items)) for b in outcome.launches) == [("ta", 3), ("tb", 3)]
+    for batch in outcome.launches:
+        assert {key.split(":")[1] for key in keys_of(batch)} == {batch.tenant_id}
+        assert batch.key.startswith(f"payment:{batch.tenant_id}:")
+        # recorded before its run is requested, each request assigned to it at attempt 1
+        assert json.loads(streams.batches[batch.key]) == batch.to_json()
+        assert all(
+            streams.assigned[k] == {"batch": batch.key, "attempt": "1"} for k in keys_of(batch)
+        )
+    assert streams.inflight_batches(JOB) == sorted(b.key for b in outcome.launches)
+    # nothing is acked before a run settles it
+    assert len(streams.pending_ids(JOB)) == 6 and outcome.acked == 0
+
+
+def test_a_batch_is_in_priority_order_then_oldest_first_and_batches_by_priority(streams):
+    streams.enqueue(payment("ta", "low-old", priority=0))
+    streams.advance(0.01)
+    streams.enqueue(payment("ta", "high", priority=10))
+    streams.advance(0.01)
+    streams.enqueue(payment("ta", "low-young", priority=0))
+    streams.enqueue(payment("tb", "urgent", priority=50))
+    s = sensor(streams)
+
+    outcome = s.tick()
+
+    assert [b.tenant_id for b in outcome.launches] == ["tb", "ta"]  # the higher priority first
+    assert keys_of(outcome.launches[1]) == [
+        "payment:ta:high",
+        "payment:ta:low-old",
+        "payment:ta:low-young",
+    ]
+    assert outcome.launches[1].priority == 10
+
+
+def test_a_batch_holds_at_most_size_requests(streams):
+    for i in range(7):
+        streams.enqueue(payment("ta", f"k{i}"))
+    s = sensor(streams, size=3)
+
+    outcome = s.tick()
+
+    assert [len(b.items) for b in outcome.launches] == [3, 3, 1]
+    launched = [k for b in outcome.launches for k in keys_of(b)]
+    assert launched == [f"payment:ta:k{i}" for i in range(7)]
+
+
+def test_a_partial_batch_is_held_while_young_and_read_again_until_it_fills(streams):
+    first = streams.enqueue(payment("ta", "k1"))
+    streams.enqueue(payment("ta", "k2"))
+    s = sensor(streams, size=3, max_wait=5.0)
+
+    held = s.tick()
+
+    assert held.launches == [] and held.held == 2
+    assert s.cursor.last_id == entry_before(first)  # moved back: the next tick reads them again
+    assert entry_id_key(s.cursor.last_id) < entry_id_key(first)
+    assert len(streams.pending_ids(JOB)) == 2 and streams.assigned == {}
+
+    streams.advance(1.0)
+    streams.enqueue(payment("ta", "k3"))
+    full = s.tick()
+
+    [batch] = full.launches
+    assert keys_of(batch) == ["payment:ta:k1", "payment:ta:k2", "payment:ta:k3"]
+    assert full.held == 0
+
+
+def test_a_held_partial_batch_is_launched_once_its_oldest_request_is_old_enough(streams):
+    streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams, size=10, max_wait=5.0)
+    assert s.tick().held == 1
+
+    streams.advance(4.9)
+    assert s.tick().launches == []
+
+    streams.advance(0.2)
+    outcome = s.tick()
+
+    [batch] = outcome.launches
+    assert keys_of(batch) == ["payment:ta:k1"] and outcome.held == 0
+    # once launched, the cursor is past it: the next tick does not read it again
+    s.start(batch)
+    assert s.tick().launches == [] and s.cursor.last_id == streams.stream_ids(JOB)[0]
+
+
+def test_the_cursor_moved_back_to_a_millisecond_boundary_still_reads_the_entry(streams):
+    entry = streams.enqueue(payment("ta", "k1"))
+    assert entry.endswith("-0")
+    s = sensor(streams, size=2, max_wait=5.0)
+    s.tick()
+    assert s.cursor.last_id == f"{int(entry.split('-')[0]) - 1}-18446744073709551615"
+
+    streams.advance(6)
+    [batch] = s.tick().launches
+    assert keys_of(batch) == ["payment:ta:k1"]
+
+
+# duplicates and outcomes
+
+
+def test_a_duplicate_of_an_in_flight_request_waits_tracked_and_launches_nothing(streams):
+    first = streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams)
+    [batch] = s.tick().launches
+    s.start(batch)
+
+    duplicate = streams.enqueue(payment("ta", "k1"))
+    outcome = s.tick()
+
+    assert outcome.launches == [] and outcome.waiting == 1
+    assert streams.waiting["payment:ta:k1"] == {first, duplicate}
+    # the run's success settles both entries
+    streams.request_succeeded(JOB, "payment:ta:k1", "run-1")
+    assert streams.stream_ids(JOB) == [] and streams.pending_ids(JOB) == []
+
+
+def test_two_entries_for_one_request_in_one_tick_make_one_batch_item(streams):
+    first = streams.enqueue(payment("ta", "k1", amount=100))
+    second = streams.enqueue(payment("ta", "k1", amount=999))
+    s = sensor(streams)
+
+    [batch] = s.tick().launches
+
+    [item] = batch.items
+    assert item.payload["amount"] == 100  # the first one written
+    assert streams.waiting["payment:ta:k1"] == {first, second}
+
+
+def test_a_late_duplicate_of_a_succeeded_request_is_acked_on_sight(streams):
+    streams.request_succeeded(JOB, "payment:ta:k1", "run-9")
+    duplicate = streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams)
+
+    outcome = s.tick()
+
+    assert outcome.launches == [] and outcome.acked == 1
+    assert duplicate not in streams.stream_ids(JOB) and streams.pending_ids(JOB) == []
+    assert streams.dead_letters() == []
+
+
+def test_a_late_duplicate_of_a_failed_request_is_dead_lettered_with_the_runs_reason(streams):
+    streams.request_failed(JOB, "payment:ta:k1", "card declined", "run-9")
+    duplicate = streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams)
+
+    outcome = s.tick()
+
+    assert outcome.launches == [] and outcome.dead_lettered == [(duplicate, "card declined")]
+    [letter] = streams.dead_letters()
+    assert (letter["entry_id"], letter["reason"], letter["run_id"], letter["request_key"]) == (
+        duplicate,
+        "card declined",
+        "run-9",
+        "payment:ta:k1",
+    )
+    assert streams.stream_ids(JOB) == []
+
+
+# ended batches: the settle rule
+
+
+def test_an_ended_batch_settles_recorded_outcomes_and_batches_the_rest_again(streams):
+    for key in ("ok", "bad", "lost"):
+        streams.enqueue(payment("ta", key))
+    s = sensor(streams)
+    [batch] = s.tick().launches
+    run_id = s.start(batch)
+    # The run records two outcomes and crashes before the third.
+    streams.request_succeeded(JOB, "payment:ta:ok", run_id)
+    streams.request_failed(JOB, "payment:ta:bad", "card declined", run_id)
+    s.end(batch, failure="run-1 failed: process killed")
+
+    outcome = s.tick()
+
+    [again] = outcome.launches
+    assert again.key != batch.key
+    assert [(i.request_key, i.attempt) for i in again.items] == [("payment:ta:lost", 2)]
+    assert outcome.relaunched == 1
+    assert streams.inflight_batches(JOB) == [again.key]
+    assert batch.key not in streams.batches
+    assert streams.assigned == {"payment:ta:lost": {"batch": again.key, "attempt": "2"}}
+    [lost] = streams.stream_ids(JOB)
+    assert streams.waiting["payment:ta:lost"] == {lost}
+    assert [letter["request_key"] for letter in streams.dead_letters()] == ["payment:ta:bad"]
+
+
+def test_a_request_is_dead_lettered_with_the_runs_failure_after_max_attempts(streams):
+    entry = streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams, max_attempts=2)
+    [first] = s.tick().launches
+    s.start(first)
+    s.end(first, failure="step charge_payments failed: OOM")
+    [second] = s.tick().launches
+    assert second.items[0].attempt == 2
+    s.start(second)
+    s.end(second, failure="step charge_payments failed: OOM")
+
+    outcome = s.tick()
+
+    reason = "step charge_payments failed: OOM; the request was not settled after 2 runs"
+    assert outcome.launches == [] and outcome.dead_lettered == [("payment:ta:k1", reason)]
+    [letter] = streams.dead_letters()
+    assert (letter["entry_id"], letter["reason"], letter["run_id"]) == (entry, reason, "run-2")
+    assert streams.recorded["payment:ta:k1"].reason == reason
+    assert streams.inflight_batches(JOB) == [] and streams.assigned == {}
+    # a later duplicate is dead-lettered on sight, with the same reason
+    streams.enqueue(payment("ta", "k1"))
+    assert s.tick().dead_lettered[0][1] == reason
+
+
+def test_a_run_that_ended_without_a_failure_message_is_named_in_the_reason(streams):
+    streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams, max_attempts=1)
+    [batch] = s.tick().launches
+    s.start(batch)
+    s.end(batch)
+
+    outcome = s.tick()
+
+    assert outcome.dead_lettered == [
+        ("payment:ta:k1", "run run-1 ended; the request was not settled after 1 runs")
+    ]
+
+
+def test_a_duplicate_read_while_its_request_is_batched_again_waits(streams):
+    streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams)
+    [batch] = s.tick().launches
+    s.start(batch)
+    s.end(batch)
+    duplicate = streams.enqueue(payment("ta", "k1"))
+
+    outcome = s.tick()
+
+    [again] = outcome.launches
+    assert [(i.request_key, i.attempt) for i in again.items] == [("payment:ta:k1", 2)]
+    assert outcome.waiting == 1
+    assert duplicate in streams.waiting["payment:ta:k1"]
+
+
+def test_a_request_batched_again_goes_at_once_though_its_batch_is_small(streams):
+    streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams, size=10, max_wait=0.0)
+    [batch] = s.tick().launches
+    s.start(batch)
+    s.end(batch)
+    s.policy = BatchPolicy(size=10, max_wait_seconds=3600, max_attempts=3)
+
+    [again] = s.tick().launches
+
+    assert keys_of(again) == ["payment:ta:k1"]
+
+
+def test_an_in_flight_batch_without_a_run_is_requested_again_under_the_same_key(streams):
+    streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams)
+    [batch] = s.tick().launches
+    # the run request was lost (the tick's result never reached the daemon)
+
+    outcome = s.tick()
+
+    [same] = outcome.launches
+    assert same.key == batch.key and same.to_json() == batch.to_json()
+    assert streams.inflight_batches(JOB) == [batch.key]
+    assert outcome.relaunched == 0
+
+
+def test_a_batch_whose_run_is_in_progress_waits(streams):
+    streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams)
+    [batch] = s.tick().launches
+    s.start(batch)
+
+    outcome = s.tick()
+
+    assert outcome.launches == [] and outcome.idle
+    assert s.lookups[-1] == [batch.key]
+    assert streams.inflight_batches(JOB) == [batch.key]
+    assert streams.assigned["payment:ta:k1"]["batch"] == batch.key
+
+
+def test_a_batch_finished_by_a_tick_that_failed_later_is_forgotten(streams):
+    streams.inflight.setdefault(JOB, set()).add("payment:ta:gone")
+    s = sensor(streams)
+
+    outcome = s.tick()
+
+    assert outcome.launches == [] and streams.inflight_batches(JOB) == []
+
+
+def test_a_succeeded_batch_acks_what_was_tracked_after_its_run_settled(streams):
+    streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams)
+    [batch] = s.tick().launches
+    run_id = s.start(batch)
+    streams.request_succeeded(JOB, "payment:ta:k1", run_id)
+    # a duplicate read while the run was finishing, tracked after its settle
+    late = streams.add_raw(JOB, {"envelope": payment("ta", "k1").to_wire()})
+    streams.track(JOB, "payment:ta:k1", [late])
+    s.end(batch)
+
+    outcome = s.tick()
+
+    assert outcome.launches == []
+    assert streams.stream_ids(JOB) == [] and streams.pending_ids(JOB) == []
+    assert streams.assigned == {} and streams.inflight_batches(JOB) == []
+
+
+# reading
+
+
+def test_entries_left_pending_by_a_failed_tick_are_read_again_from_the_unchanged_cursor(
+    streams, monkeypatch
+):
+    streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams)
+
+    class TickFailed(Exception):
+        pass
+
+    def broken(*_args, **_kwargs):
+        raise TickFailed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(streams, "assign_batch", broken)
+        with pytest.raises(TickFailed):
+            s.tick()
+    assert s.cursor == TickCursor()  # the sensor keeps a cursor only from a tick that succeeded
+
+    [batch] = s.tick().launches
+
+    assert keys_of(batch) == ["payment:ta:k1"]
+
+
+def test_a_tick_reads_at_most_max_entries_and_the_next_tick_goes_on(streams):
+    for i in range(5):
+        streams.enqueue(payment("ta", f"k{i}"))
+    s = sensor(streams, max_entries=2)
+
+    batches = []
+    for _ in range(3):
+        batches.append(s.tick().launches)
+        for batch in batches[-1]:
+            s.start(batch)
+
+    assert [[keys_of(b) for b in launched] for launched in batches] == [
+        [["payment:ta:k0", "payment:ta:k1"]],
+        [["payment:ta:k2", "payment:ta:k3"]],
+        [["payment:ta:k4"]],
+    ]
+
+
+def test_an_entry_stale_in_the_pending_list_is_reclaimed_and_batched(streams):
+    streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams)
+    # Delivered by a tick whose cursor was lost: pending, and behind the cursor.
+    streams.read(JOB, ">", 10)
+    s.cursor = TickCursor(last_id=streams.stream_ids(JOB)[-1])
+    streams.advance(30)
+    assert s.tick(reclaim_after=60).launches == []
+
+    streams.advance(31)
+    [batch] = s.tick(reclaim_after=60).launches
+
+    assert keys_of(batch) == ["payment:ta:k1"]
