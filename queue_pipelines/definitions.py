@@ -14,7 +14,6 @@ from queue_pipelines import settings
 from queue_pipelines.deployment import all_resources, batch_policy, sandbox_tags
 from queue_pipelines.env_vars import refuse_sandbox_secrets
 from queue_pipelines.intake.registry import JOB_TYPE_SPECS, JobTypeSpec
-from queue_pipelines.jobs.nft_transfer import nft_transfer_job
 from queue_pipelines.jobs.wallet_balance import build_wallet_balance_schedule, wallet_balance_job
 from queue_pipelines.logs import configure_logging
 from sensors.intake import build_intake_sensor
@@ -31,7 +30,7 @@ def build_definitions() -> dg.Definitions:
     extra_tags = sandbox_tags()
     intake_jobs = {spec.name: intake_job(spec) for spec in JOB_TYPE_SPECS}
     return dg.Definitions(
-        jobs=[*intake_jobs.values(), nft_transfer_job, wallet_balance_job],
+        jobs=[*intake_jobs.values(), wallet_balance_job],
         schedules=[build_wallet_balance_schedule(settings.payer_balance_threshold_sol())],
         sensors=[
             build_intake_sensor(

@@ -170,14 +170,67 @@ class EffectLedger:
             result=json.loads(row.result) if row.result else None,
         )
 
-    def record(self, effect_key: str, result: dict[str, Any]) -> None:
-        """The effect happened: keep its result for every later attempt."""
+    def record(
+        self,
+        effect_key: str,
+        result: dict[str, Any],
+        index: tuple[str, str, dict[str, Any]] | None = None,
+    ) -> None:
+        """The effect happened: keep its result for every later attempt.
+
+        `index` (key, kind, result) is a second row, done, written in the same transaction:
+        the effect found by another key (a mint by its address). An index row already there
+        is kept: it was written for the same effect."""
+        now = _now()
         with self.engine.begin() as conn:
             conn.execute(
                 effects.update()
                 .where(effects.c.effect_key == effect_key)
-                .values(status=DONE, result=json.dumps(result, sort_keys=True), updated_at=_now())
+                .values(status=DONE, result=json.dumps(result, sort_keys=True), updated_at=now)
             )
+            if index is not None:
+                index_key, index_kind, index_result = index
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            effects.insert().values(
+                                effect_key=index_key,
+                                kind=index_kind,
+                                status=DONE,
+                                attempts=1,
+                                run_id=self._run_of(conn, effect_key),
+                                result=json.dumps(index_result, sort_keys=True),
+                                created_at=now,
+                                updated_at=now,
+                            )
+                        )
+                except IntegrityError:
+                    pass
+
+    @staticmethod
+    def _run_of(conn: sa.Connection, effect_key: str) -> str:
+        return (
+            conn.execute(
+                sa.select(effects.c.run_id).where(effects.c.effect_key == effect_key)
+            ).scalar_one_or_none()
+            or ""
+        )
+
+    def find_done(
+        self, kind: str, key_prefix: str, result_field: str, value: str
+    ) -> list[dict[str, Any]]:
+        """The done effects of `kind` whose key starts with `key_prefix` and whose result has
+        `result_field` equal to `value`: a scan of those keys (an index row is the fast way)."""
+        needle = f"{json.dumps(result_field)}: {json.dumps(value)}"  # as record() writes it
+        query = sa.select(effects).where(
+            effects.c.kind == kind,
+            effects.c.status == DONE,
+            effects.c.effect_key.startswith(key_prefix, autoescape=True),
+            effects.c.result.contains(needle, autoescape=True),
+        )
+        with self.engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+        return [row for row in rows if json.loads(row["result"]).get(result_field) == value]
 
     def release(self, effect_key: str) -> None:
         """The provider refused the first and only attempt outright, so nothing happened: a

@@ -14,6 +14,7 @@ import dagster as dg
 
 from queue_pipelines.definitions import defs
 from queue_pipelines.intake.dispatch import BatchPolicy
+from queue_pipelines.intake.registry import SPECS
 from sensors.intake import build_intake_sensor
 
 RUN_KEY_TAG = "dagster/run_key"
@@ -32,7 +33,7 @@ class IntakeHarness:
 
     @property
     def job(self) -> dg.JobDefinition:
-        return defs.resolve_job_def(f"{self.job_type}_job")
+        return defs.resolve_job_def(SPECS[self.job_type].job.split(":")[1])
 
     @property
     def sensor(self) -> dg.SensorDefinition:

@@ -120,3 +120,15 @@ def test_sandbox_mode_is_tagged(monkeypatch):
     monkeypatch.delenv("SMTP_HOST", raising=False)
     monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
     assert deployment.sandbox_tags() == {"queue/sandbox": "stripe,redis,smtp,solana"}
+
+
+def test_transfer_batch_run_config_validates_against_nft_transfer_job():
+    from queue_pipelines.jobs.nft_transfer import nft_transfer_job
+
+    envelope = Envelope(
+        type="transfer", tenant_id="acme", idempotency_key="resale-1",
+        payload={"mint": "So11111111111111111111111111111111111111112",
+                 "to_wallet": "11111111111111111111111111111111"},
+    )  # fmt: skip
+    assert dg.validate_run_config(nft_transfer_job, batch_run_config(Batch.of([envelope])))
+    assert nft_transfer_job.tags["queue/job_type"] == "transfer"

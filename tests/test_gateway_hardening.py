@@ -15,6 +15,7 @@ import redis
 
 from queue_pipelines.gateway.app import build_app
 from queue_pipelines.gateway.config import GatewayConfigError, GatewaySettings, JWTSettings
+from queue_pipelines.intake.registry import JOB_TYPES
 from queue_pipelines.intake.schema import MAX_ENVELOPE_BYTES
 from tests.gateway_server import serve
 from tests.test_gateway_jobs import SECRET, claims, hs256, payment_envelope, post
@@ -45,10 +46,7 @@ def gateway(client, instance, key_prefix):
 
 
 def stream_lengths(client, key_prefix: str) -> int:
-    return sum(
-        client.xlen(f"{key_prefix}:intake:{t}")
-        for t in ("payment", "refund", "mint", "notification", "stripe_event")
-    )
+    return sum(client.xlen(f"{key_prefix}:intake:{t}") for t in JOB_TYPES)
 
 
 # --- security ---------------------------------------------------------------------------

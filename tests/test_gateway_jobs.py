@@ -250,3 +250,38 @@ def test_scopes_per_job_type(client, instance, key_prefix, tenant):
         )
     assert (unscoped.status_code, refund_only.status_code, payment.status_code) == (403, 403, 202)
     assert stream_length(client, key_prefix) == 1
+
+
+def test_a_tenant_token_scoped_for_transfers_enqueues_a_transfer(
+    client, instance, key_prefix, tenant
+):
+    from solders.keypair import Keypair
+
+    transfer = {
+        "type": "transfer",
+        "version": 1,
+        "tenant_id": tenant,
+        "idempotency_key": "resale-7",
+        "payload": {
+            "mint": str(Keypair().pubkey()),
+            "to_wallet": str(Keypair().pubkey()),
+            "order_id": "r-7",
+        },
+    }
+    settings = gateway_settings(
+        key_prefix, JWTSettings(algorithm="HS256", key=SECRET, require_scope=True)
+    )
+    with serve(build_app(settings, client, instance)) as url:
+        mint_only = post(url, transfer, hs256(claims(tenant, scope="jobs:write:mint")))
+        scoped = post(url, transfer, hs256(claims(tenant, scope="jobs:write:transfer")))
+        bad_mint = post(
+            url,
+            {**transfer, "payload": {**transfer["payload"], "mint": "not-an-address"}},
+            hs256(claims(tenant, scope="jobs:write:transfer")),
+        )
+
+    assert (mint_only.status_code, scoped.status_code, bad_mint.status_code) == (403, 202, 400)
+    assert scoped.json()["request_key"] == f"transfer:{tenant}:resale-7"
+    [(entry_id, fields)] = client.xrange(f"{key_prefix}:intake:transfer")
+    assert entry_id == scoped.json()["entry_id"]
+    assert json.loads(fields["envelope"])["payload"]["order_id"] == "r-7"

@@ -90,3 +90,35 @@ def test_claim_of_a_finished_run_is_taken_over_and_counted(any_ledger):
 
     assert taken.resumed and taken.attempts == 2
     assert any_ledger.get(key)["run_id"] == "second-run"
+
+
+def test_an_index_row_is_written_with_the_record_and_find_done_matches_exactly(any_ledger):
+    run = uuid.uuid4().hex
+    key, other = f"mint:t_{run}:a", f"mint:t{run[:1]}{run}:b"
+    any_ledger.claim(key, "mint", "run-1")
+    any_ledger.record(
+        key, {"mint": "M1"}, index=(f"mint-address:M1-{run}", "mint-address", {"t": 1})
+    )
+    # A second record of the same index (a replayed mint) keeps the first row.
+    any_ledger.record(
+        key, {"mint": "M1"}, index=(f"mint-address:M1-{run}", "mint-address", {"t": 2})
+    )
+    any_ledger.claim(other, "mint", "run-1")
+    any_ledger.record(other, {"mint": "M1"})
+
+    indexed = any_ledger.get(f"mint-address:M1-{run}")
+    assert (indexed["status"], indexed["kind"], indexed["run_id"]) == (
+        "done",
+        "mint-address",
+        "run-1",
+    )
+    assert indexed["result"] == '{"t": 1}'
+    assert [
+        r["effect_key"] for r in any_ledger.find_done("mint", f"mint:t_{run}:", "mint", "M1")
+    ] == [key]
+    # `_` in the prefix is no wildcard: `t_` does not match `tX` of the other key.
+    assert [
+        r["effect_key"]
+        for r in any_ledger.find_done("mint", f"mint:t{run[:1]}{run}:", "mint", "M1")
+    ] == [other]
+    assert any_ledger.find_done("mint", f"mint:t_{run}:", "mint", "M") == []  # no substring

@@ -25,6 +25,7 @@ from queue_pipelines.nft.tickets import (
 )
 from queue_pipelines.sandbox.solana_rpc import LedgerRpcServer
 from resources import MetadataStoreResource, SolanaResource
+from tests.harness import outcome_rows
 from tests.solana_fixtures import ledger_of, ticket_payload, token_2022_mints
 
 
@@ -291,9 +292,10 @@ def test_the_dev_ledger_keeps_its_payer_and_tickets_across_restarts(tmp_path, le
         stop(process)
 
 
-def test_nft_transfer_job_moves_a_custodial_ticket_and_refuses_a_self_custodied_one(
-    instance, embedded_solana, metadata_store, ledger_resource, ledger, tenant
+def test_nft_transfer_job_by_hand_moves_a_custodial_ticket_and_refuses_a_self_custodied_one(
+    instance, embedded_solana, metadata_store, ledger_resource, ledger, tenant, redis_resource
 ):
+    """An operator's launch with a batch in the run config (docs/nft.md), no intake entry."""
     from queue_pipelines.jobs.nft_transfer import nft_transfer_job
 
     custody = Keypair()
@@ -303,31 +305,28 @@ def test_nft_transfer_job_moves_a_custodial_ticket_and_refuses_a_self_custodied_
         custodial_keypairs=json.dumps([keygen_json(custody)]),
     )
     held = mint(solana, metadata_store, ledger, tenant, "a", ticket_payload(custody.pubkey()))
-    elsewhere = mint(
-        solana, metadata_store, ledger, tenant, "b", ticket_payload(Keypair().pubkey())
-    )
+    self_custodied = Keypair().pubkey()
+    elsewhere = mint(solana, metadata_store, ledger, tenant, "b", ticket_payload(self_custodied))
     buyer = Keypair().pubkey()
+    requests = [
+        {"idempotency_key": key, "payload": {"mint": minted.mint, "to_wallet": str(buyer)}}
+        for key, minted in (("resale-a", held), ("resale-b", elsewhere))
+    ]
 
-    def run(minted, key):
-        config = {"tenant_id": tenant, "idempotency_key": key, "mint": minted.mint,
-                  "to_wallet": str(buyer)}  # fmt: skip
-        return nft_transfer_job.execute_in_process(
-            run_config={"ops": {"transfer_ticket": {"config": config}}},
-            resources={"solana": solana, "effect_ledger": ledger_resource},
-            instance=instance,
-            raise_on_error=False,
-        )
+    result = nft_transfer_job.execute_in_process(
+        run_config={
+            "ops": {"transfer_tickets": {"config": {"tenant_id": tenant, "requests": requests}}}
+        },
+        resources={"solana": solana, "effect_ledger": ledger_resource, "redis": redis_resource},
+        instance=instance,
+        raise_on_error=False,
+    )
 
-    moved, refused = run(held, "resale-a"), run(elsewhere, "resale-b")
-
-    assert moved.success
+    assert result.success  # a request that failed for good is dead-lettered, not the run
+    assert result.dagster_run.tags["queue/job_type"] == "transfer"
     assert holds(solana.chain(), Pubkey.from_string(held.mint), buyer)
-    assert not refused.success
-    [failure] = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert (
-        "needs the signature of its holder"
-        in failure.step_failure_data.user_failure_data.description
-    )
-    assert holds(
-        solana.chain(), Pubkey.from_string(elsewhere.mint), Pubkey.from_string(elsewhere.owner)
-    )
+    assert holds(solana.chain(), Pubkey.from_string(elsewhere.mint), self_custodied)
+    rows = {row["request"]: row for row in outcome_rows(result)}
+    assert rows["resale-a"]["status"] == "succeeded"
+    assert rows["resale-b"]["status"] == "failed"
+    assert "needs the signature of its holder" in rows["resale-b"]["reason"]

@@ -55,6 +55,12 @@ VALID = {
         "symbol": "TIX",
         "attributes": {"event": "Gig", "venue": "Hall", "seat": "A1", "date": "2026-12-01"},
     },
+    "transfer": {
+        "mint": "So11111111111111111111111111111111111111112",
+        "to_wallet": "11111111111111111111111111111111",
+        "from_wallet": "SysvarRent111111111111111111111111111111111",
+        "order_id": "r-1",
+    },
     "notification": {
         "template": "payment_confirmation",
         "recipient": "ada@example.com",

@@ -51,6 +51,12 @@ def add_enqueue_parser(commands: argparse._SubParsersAction) -> None:
     group.add_argument(
         "--reason", choices=["duplicate", "fraudulent", "requested_by_customer"], help="(refund)"
     )
+    group = enqueue.add_argument_group("transfer fields (and --order-id)")
+    group.add_argument("--mint", help="the ticket's mint address, base58")
+    group.add_argument("--to-wallet", help="the new owner's wallet, base58")
+    group.add_argument(
+        "--from-wallet", help="the seller's wallet, base58: refused if someone else holds it"
+    )
     enqueue.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -77,6 +83,9 @@ _FIELD_FLAGS = (
     "description",
     "payment_intent_id",
     "reason",
+    "mint",
+    "to_wallet",
+    "from_wallet",
 )
 
 
@@ -128,7 +137,7 @@ def run_enqueue(intake: IntakeStreams, args: argparse.Namespace, out, err) -> in
             return 2
         return enqueue_file(intake, args.file, out, err)
     if not args.type:
-        print("error: give a job TYPE (payment, refund, mint, notification) or --file", file=err)
+        print(f"error: give a job TYPE ({', '.join(JOB_TYPES)}) or --file", file=err)
         return 2
     try:
         envelope = envelope_from_dict(

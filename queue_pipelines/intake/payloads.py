@@ -26,6 +26,23 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def solana_address(value: str | None) -> str | None:
+    """`value` if it is a Solana address (base58 of 32 bytes); None stays None."""
+    if value is None:
+        return None
+    if not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{32,44}", value):
+        raise ValueError("not a base58 Solana address")
+    # The alphabet and length alone let through strings that decode to 31 or 33 bytes.
+    # solders loads the whole Solana binding: only NFT requests pay for it.
+    from solders.pubkey import Pubkey
+
+    try:
+        Pubkey.from_string(value)
+    except ValueError:
+        raise ValueError("not a base58 Solana address: does not decode to 32 bytes") from None
+    return value
+
+
 class PaymentPayload(WireModel):
     """Charge a card: a Stripe PaymentIntent, created and confirmed at once."""
 
@@ -98,19 +115,7 @@ class MintPayload(WireModel):
     @field_validator("wallet", "collection")
     @classmethod
     def _base58_address(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{32,44}", value):
-            raise ValueError("not a base58 Solana address")
-        # The alphabet and length alone let through strings that decode to 31 or 33 bytes.
-        # solders loads the whole Solana binding: only mint requests pay for it.
-        from solders.pubkey import Pubkey
-
-        try:
-            Pubkey.from_string(value)
-        except ValueError:
-            raise ValueError("not a base58 Solana address: does not decode to 32 bytes") from None
-        return value
+        return solana_address(value)
 
     @field_validator("name", "symbol")
     @classmethod
@@ -118,6 +123,31 @@ class MintPayload(WireModel):
         if not value.strip():
             raise ValueError("must not be blank")
         return value
+
+
+class TransferPayload(WireModel):
+    """Move a ticket NFT to a new owner after a resale (nft_transfer_job, docs/nft.md).
+
+    Only a ticket this service minted for the same tenant, held by a wallet the service
+    holds the key to (custodial), can be moved."""
+
+    mint: str = Field(description="The ticket's mint address, base58 (a mint's `mint`).")
+    to_wallet: str = Field(description="The new owner's Solana address, base58.")
+    from_wallet: str | None = Field(
+        default=None,
+        description="The seller's address, base58: the transfer is refused if someone else "
+        "holds the ticket.",
+    )
+    order_id: Identifier | None = Field(default=None, description="The resale's order.")
+    metadata: Metadata = Field(
+        default_factory=dict,
+        description="The platform's own notes, at most 20 string values; never on chain.",
+    )
+
+    @field_validator("mint", "to_wallet", "from_wallet")
+    @classmethod
+    def _base58_address(cls, value: str | None) -> str | None:
+        return solana_address(value)
 
 
 # Templates a producer may ask for. Internal ones (operator_alert) are sent by the jobs

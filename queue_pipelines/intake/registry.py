@@ -16,6 +16,7 @@ from queue_pipelines.intake.payloads import (
     PaymentPayload,
     RefundPayload,
     StripeEventPayload,
+    TransferPayload,
     WireModel,
 )
 
@@ -48,6 +49,14 @@ JOB_TYPE_SPECS: tuple[JobTypeSpec, ...] = (
     # A mint is a few Solana transactions each; the payer's balance is shared by all of them.
     JobTypeSpec(
         "mint", MintPayload, "queue_pipelines.jobs.mint:mint_job", "mint_tickets", concurrency=4
+    ),
+    # A resale: one transaction each, signed by the custodial holder, within the tenant's mints.
+    JobTypeSpec(
+        "transfer",
+        TransferPayload,
+        "queue_pipelines.jobs.nft_transfer:nft_transfer_job",
+        "transfer_tickets",
+        concurrency=4,
     ),
     JobTypeSpec(
         "notification",

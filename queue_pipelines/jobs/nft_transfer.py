@@ -1,62 +1,61 @@
-"""nft_transfer_job: move a ticket to its new owner after a resale, at most once."""
+"""nft_transfer_job: move a batch of one tenant's tickets to their new owners after resales,
+each at most once, and only tickets this service minted for that tenant; each new holder is
+read back from the chain."""
 
 import dagster as dg
-from pydantic import Field
 
 from queue_pipelines import tags
-from queue_pipelines.jobs.common import TRANSIENT_RETRY_POLICY, classified_failures
-from resources import EffectLedgerResource, SolanaResource
+from queue_pipelines.intake.payloads import TransferPayload
+from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
+from resources import EffectLedgerResource, RedisResource, SolanaResource
 
 
-class TransferConfig(dg.Config):
-    tenant_id: str
-    idempotency_key: str = Field(description="One transfer per key, however often it runs.")
-    mint: str = Field(description="The ticket's mint address.")
-    to_wallet: str = Field(description="The buyer's wallet, base58.")
-    from_wallet: str | None = Field(
-        default=None, description="The seller; the transfer is refused if someone else holds it."
-    )
-
-
-@dg.op(retry_policy=TRANSIENT_RETRY_POLICY, tags={"queue/effect": "solana.transfer"})
-def transfer_ticket(
+@dg.op(tags={"queue/effect": "solana.transfer"})
+def transfer_tickets(
     context: dg.OpExecutionContext,
-    config: TransferConfig,
+    config: BatchConfig,
+    redis: RedisResource,
     solana: SolanaResource,
     effect_ledger: EffectLedgerResource,
-) -> dg.Output:
+) -> dg.Output[dict[str, int]]:
     # The Solana stack loads in transfer runs only (as in mint runs).
     from queue_pipelines.nft.tickets import transfer_ticket_once
 
-    with classified_failures():
-        outcome = transfer_ticket_once(
-            solana.chain(),
-            solana.payer(),
-            solana.custodial(),
-            effect_ledger.ledger(),
-            tenant_id=config.tenant_id,
-            idempotency_key=config.idempotency_key,
-            mint=config.mint,
-            to_wallet=config.to_wallet,
-            expected_owner=config.from_wallet,
+    ledger = effect_ledger.ledger()
+    chain, payer, custodial = solana.chain(), solana.payer(), solana.custodial()
+
+    def transfer(request: Request[TransferPayload]) -> dict:
+        payload = request.payload
+        # Checks the tenant's claim on the ticket, and that the new owner holds it after.
+        moved = transfer_ticket_once(
+            chain,
+            payer,
+            custodial,
+            ledger,
+            tenant_id=request.tenant_id,
+            idempotency_key=request.idempotency_key,
+            mint=payload.mint,
+            to_wallet=payload.to_wallet,
+            expected_owner=payload.from_wallet,
             run_id=context.run_id,
         )
-    return dg.Output(
-        outcome,
-        metadata={
-            "mint": outcome.mint,
-            "from": outcome.from_owner,
-            "to": outcome.to_owner,
-            "signature": outcome.signature or "",
-            "replayed": outcome.replayed,
-        },
-    )
+        return {
+            "order_id": payload.order_id or "",
+            "mint": moved.mint,
+            "from": moved.from_owner,
+            "to": moved.to_owner,
+            "signature": moved.signature or "",
+            "transferred": "earlier" if moved.replayed else "now",
+        }
+
+    return run_batch(context, config, job_type="transfer", intake=redis.intake(), handle=transfer)
 
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    description="Transfer a ticket NFT from a custodial wallet to its new owner.",
-    tags={tags.JOB_TYPE: "nft_transfer"},
+    description="Transfer a batch of one tenant's ticket NFTs, each from the custodial wallet "
+    "that holds it to its new owner, and check each new holder on chain.",
+    tags={tags.JOB_TYPE: "transfer"},
 )
 def nft_transfer_job():
-    transfer_ticket()
+    transfer_tickets()

@@ -141,7 +141,7 @@ class QueueMetricsCollector(Collector):
             "nfts_minted_total", "Runs of the mint queue by outcome.", ["status"], t.mints
         )
         yield _counter(
-            "nft_transfers_total", "Runs of nft_transfer_job by outcome.", ["status"], t.transfers
+            "nft_transfers_total", "Transfer requests by outcome.", ["status"], t.transfers
         )
         yield _gauge(
             "solana_wallet_balance_sol",

@@ -7,11 +7,11 @@ metric by following the convention, with no change here.
 - Requests are counted from the `outcomes` table a batch run's op records (its step output,
   or its step failure when some requests did not finish): one row per request, with its
   `status` (succeeded, failed, unfinished). A row counts when the effect was done by this run
-  (`charged` / `refunded` / `minted` is `now`, not `earlier`) or when it failed for good.
+  (`charged` / `refunded` / `minted` / `transferred` is `now`, not `earlier`) or when it failed for good.
 - Payments: `payment` rows with `amount`, `currency` and `payment_status`; a failed row counts
   as status `failed` in its request's currency. Refunds: `refund` rows with `amount`,
   `currency` and `refund_status`.
-- NFT mints: `mint` rows, `success` or `failure`. Transfers: `nft_transfer` runs by outcome.
+- NFT mints: `mint` rows, `success` or `failure`. Transfers: `transfer` rows, the same way.
 - E-mails and webhooks: a row's `email` / `webhook` is `sent` when sent by this run;
   `notification_failed` names the notice (`e-mail ...`, `webhook ...`) that failed for good.
   A failed `notification` row is a failed e-mail.
@@ -27,12 +27,17 @@ from __future__ import annotations
 PAYMENT_QUEUE = "payment"
 REFUND_QUEUE = "refund"
 MINT_QUEUE = "mint"
-TRANSFER_QUEUE = "nft_transfer"
+TRANSFER_QUEUE = "transfer"
 NOTIFICATION_QUEUE = "notification"
 OUTCOMES_KEY = "outcomes"
 NOTIFICATION_FAILED_KEY = "notification_failed"
 # The row column that says whether the effect was done by this run ("now") or earlier.
-DONE_KEYS = {PAYMENT_QUEUE: "charged", REFUND_QUEUE: "refunded", MINT_QUEUE: "minted"}
+DONE_KEYS = {
+    PAYMENT_QUEUE: "charged",
+    REFUND_QUEUE: "refunded",
+    MINT_QUEUE: "minted",
+    TRANSFER_QUEUE: "transferred",
+}
 WALLET_BALANCE_KEY = "wallet_balance_sol"
 WALLET_KEY = "wallet"
 # Written by classified_failures() into dg.Failure metadata.

@@ -337,8 +337,6 @@ class RunTotals:
                 self._add_request(queue, row, run)
         if status == dg.DagsterRunStatus.FAILURE:
             t.failures[(queue, _failure_reason(failures))] += 1
-        if queue == conv.TRANSFER_QUEUE:
-            t.transfers[status_name] += 1
 
     def _add_balance(self, metadata: dict[str, Any], timestamp: float) -> None:
         balance = _value(metadata, conv.WALLET_BALANCE_KEY)
@@ -384,6 +382,11 @@ class RunTotals:
                 t.mints["success"] += 1
             elif status == "failed":
                 t.mints["failure"] += 1
+        elif queue == conv.TRANSFER_QUEUE:
+            if done_now:
+                t.transfers["success"] += 1
+            elif status == "failed":
+                t.transfers["failure"] += 1
         elif queue == conv.NOTIFICATION_QUEUE and status == "failed":
             t.emails["failed"] += 1
         if row.get("email") == "sent":

@@ -13,6 +13,7 @@ At most once is kept two ways (docs/nft.md):
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.payloads import MintPayload
-from queue_pipelines.ledger import EffectLedger, effect_key
+from queue_pipelines.ledger import DONE, EffectLedger, effect_key
 from queue_pipelines.nft import metaplex, token2022
 from queue_pipelines.nft.chain import AlreadyProcessed, Chain, require_funds
 from queue_pipelines.nft.keys import derived_mint_keypair, parse_address
@@ -37,6 +38,8 @@ MAX_NAME_LENGTH, MAX_SYMBOL_LENGTH, MAX_URI_LENGTH = 32, 10, 200
 # Signature fees of one mint transaction (2 signatures at 5000 lamports) with headroom.
 FEE_HEADROOM = 50_000
 TOKEN_2022_ACCOUNT_SIZE = 170  # base 165 + account type + ImmutableOwner (an ATA's extension)
+# Ledger rows mint address -> the tenant it was minted for (written with the mint's record).
+MINT_ADDRESS_KIND = "mint-address"
 
 
 def ticket_attributes(payload: MintPayload) -> dict[str, str]:
@@ -299,8 +302,44 @@ def mint_ticket_once(
         # Refused before or by the chain: the atomic transaction did not land.
         ledger.release(key)
         raise
-    ledger.record(key, {k: v for k, v in asdict(outcome).items() if k != "replayed"})
+    ledger.record(
+        key,
+        {k: v for k, v in asdict(outcome).items() if k != "replayed"},
+        index=(
+            mint_address_key(outcome.mint),
+            MINT_ADDRESS_KIND,
+            {"tenant_id": tenant_id, "effect_key": key},
+        ),
+    )
     return outcome
+
+
+def mint_address_key(mint: str) -> str:
+    """The ledger row that says which tenant's request minted `mint`."""
+    return f"{MINT_ADDRESS_KIND}:{mint}"
+
+
+def minted_for(ledger: EffectLedger, mint: str) -> str | None:
+    """The tenant whose request this service minted `mint` for; None if it minted no such."""
+    row = ledger.get(mint_address_key(mint))
+    if row is not None and row["status"] == DONE:
+        return json.loads(row["result"])["tenant_id"]
+    return None
+
+
+def require_minted_for(ledger: EffectLedger, tenant_id: str, mint: str) -> None:
+    """A tenant moves only tickets this service minted for it (PermanentError otherwise)."""
+    if minted_for(ledger, mint) == tenant_id:
+        return
+    # Mints recorded before the address rows existed: found by a scan of the tenant's mints.
+    if ledger.find_done("mint", effect_key("mint", tenant_id, ""), "mint", mint):
+        return
+    # Whose ticket it is (if anyone's) stays unsaid: another tenant's business.
+    raise PermanentError(
+        f"ticket {mint} was not minted by this service for tenant {tenant_id}: a tenant can "
+        "transfer only its own tickets",
+        code="not_tenant_ticket",
+    )
 
 
 def _mint(chain: Chain, payer: Keypair, store_metadata, key: str, payload: MintPayload):
@@ -413,7 +452,9 @@ def transfer_ticket_once(
 
     A token account's owner must sign a transfer out of it. The service signs only for
     wallets it holds keys to (`custodial`: the payer and SOLANA_CUSTODIAL_KEYPAIRS); a
-    ticket in a self-custodied wallet can be moved only by its owner, so it is refused."""
+    ticket in a self-custodied wallet can be moved only by its owner, so it is refused.
+    Only a ticket this service minted for `tenant_id` is moved (require_minted_for)."""
+    require_minted_for(ledger, tenant_id, mint)
     key = effect_key("transfer", tenant_id, idempotency_key)
     claim = ledger.claim(key, "transfer", run_id)
     if claim.done:
