@@ -13,7 +13,7 @@ help:
 	@echo "make format    ruff format and autofix"
 	@echo "make validate  dagster definitions validate"
 	@echo "make schema    regenerate docs/intake.schema.json"
-	@echo "make bench     intake and run benchmarks (bench/)"
+	@echo "make bench     benchmarks in CI size (bench/; docs/performance.md)"
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -49,5 +49,10 @@ validate: sync
 schema: sync
 	$(RUN) queue-pipelines schema > docs/intake.schema.json
 
+# CI size (a few minutes): the micro-benchmarks, then the whole stack (dagster-daemon, run
+# queue, run processes) on 20 payments in batches and 5 one run each. Full sizes and the
+# figures: docs/performance.md.
 bench: sync
-	$(RUN) python -m bench.run
+	$(RUN) python -m bench.run --smoke
+	$(RUN) python -m bench.e2e --smoke --messages 20 --mode batch --json
+	$(RUN) python -m bench.e2e --smoke --messages 5 --mode per-message --json
