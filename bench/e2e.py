@@ -155,20 +155,29 @@ def stop_group(process: subprocess.Popen, timeout: float = 20) -> None:
 # the stack
 
 
-def write_instance_config(home: Path, postgres_url: str | None) -> None:
+def write_instance_config(
+    home: Path, postgres_url: str | None, coordinator: list[str] | None = None
+) -> dict:
+    """The project's dagster.yaml, with dagster-postgres storage and run-coordinator settings
+    (`name=yaml value`) overridden where asked; returns the run coordinator's config."""
     config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    for setting in coordinator or []:
+        name, _, value = setting.partition("=")
+        config["run_coordinator"]["config"][name] = yaml.safe_load(value)
     if postgres_url:
         for key in ("storage", "run_storage", "event_log_storage", "schedule_storage"):
             config.pop(key, None)
         config["storage"] = {"postgres": {"postgres_url": postgres_url}}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return config["run_coordinator"]["config"]
 
 
-def envelopes(tenant: str, count: int, email_domain: str) -> list[Envelope]:
+def envelopes(tenant: str, count: int, email_domain: str, tenants: int = 1) -> list[Envelope]:
+    """`count` payments, spread round-robin over `tenants` tenants (`tenant`, `tenant`-1 ...)."""
     return [
         Envelope(
             type="payment",
-            tenant_id=tenant,
+            tenant_id=tenant if tenants == 1 else f"{tenant}-{i % tenants}",
             idempotency_key=f"e2e-{i}",
             payload=PaymentPayload(
                 order_id=f"o{i}",
@@ -239,7 +248,8 @@ def run_baseline(stripe_url: str, smtp_port: int, workdir: Path, count: int) -> 
 
 
 def count_payment_intents(stripe_url: str, tenant: str) -> dict[str, int]:
-    """PaymentIntents in localstripe of `tenant`, per idempotency key (from their metadata)."""
+    """PaymentIntents in localstripe of the tenants named `tenant`..., per tenant and
+    idempotency key (from their metadata)."""
     import stripe
 
     client = stripe.StripeClient(
@@ -248,8 +258,8 @@ def count_payment_intents(stripe_url: str, tenant: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for intent in client.v1.payment_intents.list(params={"limit": 100}).auto_paging_iter():
         metadata = intent.metadata.to_dict() if intent.metadata else {}
-        if metadata.get("tenant_id") == tenant:
-            key = metadata.get("idempotency_key", "")
+        if metadata.get("tenant_id", "").startswith(tenant):
+            key = f"{metadata['tenant_id']}:{metadata.get('idempotency_key', '')}"
             counts[key] = counts.get(key, 0) + 1
     return counts
 
@@ -360,12 +370,12 @@ def run(args: argparse.Namespace) -> dict:
         baseline = None
         if not args.no_baseline:
             baseline = run_baseline(
-                stripe_url, smtp_port, workdir, args.baseline_messages or args.messages
+                stripe_url, smtp_port, workdir, args.baseline_messages or min(args.messages, 500)
             )
 
         prefix = f"qpe2e{uuid.uuid4().hex[:6]}"
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        write_instance_config(home, args.postgres)
+        coordinator = write_instance_config(home, args.postgres, args.coordinator)
         env = {
             **os.environ,
             "DAGSTER_HOME": str(home),
@@ -404,7 +414,7 @@ def run(args: argparse.Namespace) -> dict:
         idle_daemon_mb = rss_mb(daemon.pid)
 
         streams = IntakeStreams(redis_client(redis_url), prefix)
-        items = envelopes(PIPELINE_TENANT, args.messages, "example.com")
+        items = envelopes(PIPELINE_TENANT, args.messages, "example.com", args.tenants)
         enqueue_started = time.time()
         entry_ids: list[str] = []
         for start in range(0, len(items), 1000):
@@ -431,8 +441,10 @@ def run(args: argparse.Namespace) -> dict:
             "messages": args.messages,
             "mode": args.mode,
             "batch_size": batch_size,
+            "tenants": args.tenants,
             "latency_ms": args.latency_ms,
             "storage": "postgres" if args.postgres else "sqlite",
+            "run_coordinator": {k: v for k, v in coordinator.items() if not isinstance(v, list)},
             "seconds": round(seconds, 3),
             "messages_per_second": round(len(settled_at) / seconds, 2) if seconds else None,
             "p50_seconds": round(percentile(latencies, 0.5), 3),
@@ -470,12 +482,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("batch", "per-message"), default="batch")
     parser.add_argument("--batch-size", type=int, default=SPECS["payment"].batch_size)
     parser.add_argument("--batch-wait", type=float, default=None, help="QP_BATCH_WAIT_PAYMENT")
+    parser.add_argument(
+        "--tenants", type=int, default=1, help="spread the payments over this many tenants"
+    )
     parser.add_argument("--latency-ms", type=float, default=0, help="added to every Stripe call")
+    parser.add_argument(
+        "--coordinator",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a run_coordinator setting of dagster.yaml, e.g. max_concurrent_runs=8",
+    )
     parser.add_argument("--postgres", metavar="URL", help="dagster-postgres storage at URL")
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds to wait (default: by N)"
     )
-    parser.add_argument("--baseline-messages", type=int, default=None, help="default: N")
+    parser.add_argument(
+        "--baseline-messages",
+        type=int,
+        default=None,
+        help="default: N, at most 500 (its rate is steady by then)",
+    )
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", action="store_true", help="print the JSON object only")
