@@ -244,7 +244,11 @@ def run_baseline(stripe_url: str, smtp_port: int, workdir: Path, count: int) -> 
         list(pool.map(work, items))
     seconds = time.perf_counter() - started
     ledger.dispose()
-    return {"seconds": round(seconds, 3), "messages_per_second": round(count / seconds, 2)}
+    return {
+        "messages": count,
+        "seconds": round(seconds, 3),
+        "messages_per_second": round(count / seconds, 2),
+    }
 
 
 def count_payment_intents(stripe_url: str, tenant: str) -> dict[str, int]:
@@ -316,6 +320,37 @@ def sensor_tick_durations(home: Path, name: str) -> list[float]:
                 if tick.tick_data.end_timestamp:
                     durations.append(tick.tick_data.end_timestamp - tick.timestamp)
     return durations
+
+
+def run_phases(home: Path) -> dict:
+    """Where the runs' time went, medians over the runs (seconds): queued (created -> the run
+    coordinator launched it), launch (-> the run process has imported the code location and
+    started), work (-> it ended)."""
+    import dagster as dg
+
+    queued, launch, work = [], [], []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        records = instance.get_run_records(limit=5000)
+        for record in records:
+            starting = instance.get_records_for_run(
+                record.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_STARTING, limit=1
+            ).records
+            if not (starting and record.start_time and record.end_time):
+                continue
+            launched = starting[0].event_log_entry.timestamp
+            queued.append(launched - record.create_timestamp.timestamp())
+            launch.append(record.start_time - launched)
+            work.append(record.end_time - record.start_time)
+
+    def median(values: list[float]) -> float | None:
+        return round(statistics.median(values), 2) if values else None
+
+    return {
+        "runs": len(records),
+        "run_queued_p50_seconds": median(queued),
+        "run_launch_p50_seconds": median(launch),
+        "run_work_p50_seconds": median(work),
+    }
 
 
 def iso_seconds(value: str) -> float:
@@ -436,6 +471,7 @@ def run(args: argparse.Namespace) -> dict:
         sampler.sample()
         intents = count_payment_intents(stripe_direct, PIPELINE_TENANT)
         ticks = sensor_tick_durations(home, "payment_intake_sensor")
+        phases = run_phases(home)
 
         figures = {
             "messages": args.messages,
@@ -459,14 +495,17 @@ def run(args: argparse.Namespace) -> dict:
             "duplicate_charges": sum(n - 1 for n in intents.values() if n > 1),
             "payment_intents": sum(intents.values()),
             "stream_length_at_end": streams.client.xlen(streams.stream_key("payment")),
+            **phases,
             "sensor_ticks": len(ticks),
             "sensor_tick_p50_ms": round(statistics.median(ticks) * 1000, 1) if ticks else None,
             "sensor_tick_max_ms": round(max(ticks) * 1000, 1) if ticks else None,
             "daemon_startup_seconds": round(startup, 1),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         }
         if baseline is not None:
             figures["baseline_messages_per_second"] = baseline["messages_per_second"]
             figures["baseline_seconds"] = baseline["seconds"]
+            figures["baseline_messages"] = baseline["messages"]
             if figures["messages_per_second"]:
                 figures["ratio"] = round(
                     figures["messages_per_second"] / baseline["messages_per_second"], 3
