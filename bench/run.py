@@ -178,12 +178,21 @@ def bench_payment_runs(
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--smoke", action="store_true", help="small sizes, for CI")
+    parser.add_argument("--backlog", type=int, help="entries in the backlog (default 10000)")
+    parser.add_argument("--batch-sizes", help="payment run batch sizes, e.g. 1,20,100,500")
+    parser.add_argument("--repeat", type=int, help="runs per batch size (default 3)")
     args = parser.parse_args()
     if args.smoke:
         sizes = {"enqueue": 500, "tick": 100, "backlog": 1500, "runs": [1, 10], "repeat": 1}
     else:
         sizes = {"enqueue": 5000, "tick": 1000, "backlog": 10_000, "runs": [1, 20, 100, 500]}
         sizes["repeat"] = 3
+    if args.backlog:
+        sizes["backlog"] = args.backlog
+    if args.batch_sizes:
+        sizes["runs"] = [int(size) for size in args.batch_sizes.split(",")]
+    if args.repeat:
+        sizes["repeat"] = args.repeat
     children = []
     sink = None
     try:
