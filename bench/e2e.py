@@ -191,9 +191,9 @@ def envelopes(tenant: str, count: int, email_domain: str, tenants: int = 1) -> l
     ]
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float | None:
     if not values:
-        return float("nan")
+        return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
@@ -485,8 +485,8 @@ def run(args: argparse.Namespace) -> dict:
             "run_coordinator": {k: v for k, v in coordinator.items() if not isinstance(v, list)},
             "seconds": round(seconds, 3),
             "messages_per_second": round(len(settled_at) / seconds, 2) if seconds else None,
-            "p50_seconds": round(percentile(latencies, 0.5), 3),
-            "p95_seconds": round(percentile(latencies, 0.95), 3),
+            "p50_seconds": latencies and round(percentile(latencies, 0.5), 3) or None,
+            "p95_seconds": latencies and round(percentile(latencies, 0.95), 3) or None,
             "max_seconds": round(max(latencies), 3) if latencies else None,
             "peak_rss_mb": round(sampler.peak_tree_mb, 1),
             "peak_daemon_rss_mb": round(sampler.peak_daemon_mb, 1),
