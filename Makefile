@@ -14,7 +14,7 @@ help:
 	@echo "make format    ruff format and autofix"
 	@echo "make validate  dagster definitions validate"
 	@echo "make schema    regenerate docs/intake.schema.json"
-	@echo "make bench     intake, run and metrics start-up benchmarks (bench/)"
+	@echo "make bench     benchmarks at their measuring sizes (bench/; docs/performance.md)"
 	@echo "make qp ARGS='queue stats'   any queue-pipelines command, with the uv make uses"
 	@echo "make -s uv     the path of that uv (on PATH, or bootstrapped into .tools/bin)"
 
@@ -66,10 +66,17 @@ validate: sync
 schema: sync
 	$(RUN) queue-pipelines schema > docs/intake.schema.json
 
+# CI size (a few minutes): the micro-benchmarks, then the whole stack (dagster-daemon, run
+# queue, run processes) on 20 payments in batches and 5 one run each. Full sizes and the
+# figures: docs/performance.md.
 bench: sync
 	$(RUN) python -m bench.run
 	$(RUN) python -m bench.metrics_startup
+	$(RUN) python -m bench.e2e --messages 2000 --mode batch --json
 
-# Every benchmark in a size small enough for CI, so none of them rots.
+# Every benchmark in a size small enough for CI, so none of them rots (figures, no asserts).
 bench-smoke: sync
+	$(RUN) python -m bench.run --smoke
 	$(RUN) python -m bench.metrics_startup --smoke
+	$(RUN) python -m bench.e2e --smoke --messages 20 --mode batch --json
+	$(RUN) python -m bench.e2e --smoke --messages 5 --mode per-message --json

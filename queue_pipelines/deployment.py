@@ -31,9 +31,11 @@ log = logging.getLogger("queue_pipelines")
 
 
 def redis_resource() -> RedisResource:
+    # QUEUE_KEY_PREFIX, as the gateway reads it: several deployments (or a bench) on one Redis.
+    prefix = os.environ.get("QUEUE_KEY_PREFIX") or "qp"
     if os.environ.get("REDIS_URL"):
-        return RedisResource(url=dg.EnvVar("REDIS_URL"))
-    return RedisResource(url=defaults.EMBEDDED_REDIS_URL)
+        return RedisResource(url=dg.EnvVar("REDIS_URL"), key_prefix=prefix)
+    return RedisResource(url=defaults.EMBEDDED_REDIS_URL, key_prefix=prefix)
 
 
 def stripe_resource() -> StripeResource:
