@@ -66,9 +66,9 @@ validate: sync
 schema: sync
 	$(RUN) queue-pipelines schema > docs/intake.schema.json
 
-# CI size (a few minutes): the micro-benchmarks, then the whole stack (dagster-daemon, run
-# queue, run processes) on 20 payments in batches and 5 one run each. Full sizes and the
-# figures: docs/performance.md.
+# The measuring sizes: the micro-benchmarks, metrics start-up on 10,000 runs, then the whole
+# stack (dagster-daemon, run queue, run processes) on 2,000 payments. Figures and the other
+# commands: docs/performance.md.
 bench: sync
 	$(RUN) python -m bench.run
 	$(RUN) python -m bench.metrics_startup
