@@ -51,7 +51,12 @@ def lookup_batch_runs(
                 failure = f"run {run.run_id} was canceled"
             elif run.status == dg.DagsterRunStatus.FAILURE:
                 failure = describe_run_failure(instance, run.run_id)
-            found[key] = BatchRun(RunState.ENDED, run.run_id, failure)
+            started = run.status == dg.DagsterRunStatus.SUCCESS or bool(
+                instance.get_records_for_run(
+                    run.run_id, of_type=dg.DagsterEventType.STEP_START, limit=1
+                ).records
+            )
+            found[key] = BatchRun(RunState.ENDED, run.run_id, failure, started)
     return found
 
 

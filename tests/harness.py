@@ -27,6 +27,7 @@ class IntakeHarness:
     job_type: str
     batch_size: int = 100
     max_attempts: int = 3
+    max_launch_failures: int = 20
     cursor: str | None = None
     results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
     sensor_override: dg.SensorDefinition | None = None
@@ -42,7 +43,10 @@ class IntakeHarness:
             self.job_type,
             self.job,
             policy=BatchPolicy(
-                size=self.batch_size, max_wait_seconds=0, max_attempts=self.max_attempts
+                size=self.batch_size,
+                max_wait_seconds=0,
+                max_attempts=self.max_attempts,
+                max_launch_failures=self.max_launch_failures,
             ),
         )
 

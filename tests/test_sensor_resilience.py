@@ -103,10 +103,10 @@ def test_requests_of_a_run_that_died_before_settling_them_run_again(
     assert intake.client.xlen(intake.stream_key("payment")) == 0
 
 
-def test_a_canceled_run_is_run_again_and_only_a_bounded_number_of_times(
+def test_a_run_canceled_before_it_started_is_run_again_a_bounded_number_of_times(
     instance, resources, intake, tenant, stripe_resource
 ):
-    harness = IntakeHarness(instance, resources, "payment", max_attempts=2)
+    harness = IntakeHarness(instance, resources, "payment", max_launch_failures=2)
     intake.enqueue(payment(tenant, "canceled"))
     [first] = harness.tick()
     _fail_without_running(instance, first, cancel=True)
@@ -117,7 +117,8 @@ def test_a_canceled_run_is_run_again_and_only_a_bounded_number_of_times(
 
     [letter] = intake.dead_letters()
     assert letter["reason"] == (
-        f"run {last_run} was canceled; the request was not settled after 2 runs"
+        f"run {last_run} was canceled; 2 runs of the request ended before any step started, "
+        "so nothing was done for it: replay it once the stack launches runs again"
     )
     assert letter["run_id"] == last_run
     assert payment_intents_of(stripe_resource, tenant) == []

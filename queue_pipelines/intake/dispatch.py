@@ -5,9 +5,13 @@ sensor (sensors/intake.py) is a thin shell on this.
 The settle rule, the one place that decides what a finished run means for its requests:
 
     the run recorded the request's outcome  -> ack it (succeeded) or dead-letter it (failed)
-    no outcome: the run ended before it     -> batch the request again (attempt + 1), or
-                (crash, launch failure,        dead-letter it once `max_attempts` runs have
-                 cancel, transient give-up)    ended without settling it
+    no outcome, the run started work       -> batch the request again (attempt + 1), or
+                (crash, cancel, transient      dead-letter it once `max_attempts` runs have
+                 give-up)                      ended without settling it
+    no outcome, the run never started a    -> batch it again without counting an attempt: that
+                step (launch failure, cancel   is not the request's fault; only after
+                before start, shutdown)        `max_launch_failures` such runs is it
+                                               dead-lettered, saying nothing was done
 
 Every entry read is resolved against its request:
 
@@ -49,6 +53,7 @@ class BatchRun:
     state: RunState
     run_id: str
     failure: str = ""  # why the run failed, for requests it never settled
+    started: bool = True  # whether any step of it started: none, and nothing was attempted
 
 
 # Given batch keys, the state of the run that exists for each (absent: none yet).
@@ -60,6 +65,7 @@ class BatchPolicy:
     size: int = 100  # requests of one tenant per run; 1 is one run per request
     max_wait_seconds: float = 0.5  # how long a smaller batch waits for more
     max_attempts: int = 3  # runs that may end without settling a request
+    max_launch_failures: int = 20  # runs that may end before any step started
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class BatchItem:
     priority: int
     enqueued_at: float  # unix seconds, from the first entry's id
     attempt: int = 1
+    launch_failures: int = 0  # runs of it that ended before any step started
 
     def as_config(self) -> dict:
         return {
@@ -128,7 +135,14 @@ class Batch:
             "key": self.key,
             "job_type": self.job_type,
             "tenant_id": self.tenant_id,
-            "items": [{"request_key": i.request_key, **i.as_config()} for i in self.items],
+            "items": [
+                {
+                    "request_key": i.request_key,
+                    "launch_failures": i.launch_failures,
+                    **i.as_config(),
+                }
+                for i in self.items
+            ],
         }
 
     @classmethod
@@ -246,6 +260,16 @@ def settle_ended_batches(
                     streams.dead_letter_request(
                         job_type, item.request_key, found.reason, found.run_id
                     )
+            elif not run.started and item.launch_failures + 1 < policy.max_launch_failures:
+                again.append(replace(item, launch_failures=item.launch_failures + 1))
+            elif not run.started:
+                reason = (
+                    f"{run.failure or f'run {run.run_id} ended'}; {item.launch_failures + 1} runs "
+                    "of the request ended before any step started, so nothing was done for it: "
+                    "replay it once the stack launches runs again"
+                )
+                streams.request_failed(job_type, item.request_key, reason, run.run_id)
+                outcome.dead_lettered.append((item.request_key, reason))
             elif item.attempt < policy.max_attempts:
                 again.append(replace(item, attempt=item.attempt + 1))
             else:

@@ -60,8 +60,9 @@ class Sensor:
         self.runs[batch.key] = BatchRun(RunState.IN_PROGRESS, run_id)
         return run_id
 
-    def end(self, batch: Batch, failure: str = "") -> None:
-        self.runs[batch.key] = BatchRun(RunState.ENDED, self.runs[batch.key].run_id, failure)
+    def end(self, batch: Batch, failure: str = "", started: bool = True) -> None:
+        run_id = self.runs[batch.key].run_id
+        self.runs[batch.key] = BatchRun(RunState.ENDED, run_id, failure, started)
 
 
 @pytest.fixture
@@ -339,6 +340,30 @@ def test_a_request_is_dead_lettered_with_the_runs_failure_after_max_attempts(str
     # a later duplicate is dead-lettered on sight, with the same reason
     streams.enqueue(payment("ta", "k1"))
     assert s.tick().dead_lettered[0][1] == reason
+
+
+def test_runs_that_never_started_a_step_count_no_attempt_until_their_own_bound(streams):
+    entry = streams.enqueue(payment("ta", "k1"))
+    s = sensor(streams, max_attempts=1)
+    s.policy = BatchPolicy(100, 0.0, max_attempts=1, max_launch_failures=3)
+    batch = s.tick().launches[0]
+    for launch_failures in (1, 2):
+        s.start(batch)
+        s.end(batch, failure="run r failed: launch timed out", started=False)
+        [batch] = s.tick().launches
+        [item] = batch.items
+        assert (item.attempt, item.launch_failures) == (1, launch_failures)
+    s.start(batch)
+    s.end(batch, failure="run r failed: launch timed out", started=False)
+
+    outcome = s.tick()
+
+    [(key, reason)] = outcome.dead_lettered
+    assert key == "payment:ta:k1" and outcome.launches == []
+    assert "3 runs of the request ended before any step started" in reason
+    assert "nothing was done for it" in reason
+    [letter] = streams.dead_letters()
+    assert letter["entry_id"] == entry
 
 
 def test_a_run_that_ended_without_a_failure_message_is_named_in_the_reason(streams):
