@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-url",
         help=f"intake Redis (default: REDIS_URL, else {defaults.EMBEDDED_REDIS_URL})",
     )
-    parser.add_argument("--prefix", default="qp", help="key prefix of the intake (default: qp)")
+    parser.add_argument(
+        "--prefix",
+        default=os.environ.get("QP_REDIS_PREFIX") or "qp",
+        help="key prefix of the intake (default: QP_REDIS_PREFIX, else qp)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     add_enqueue_parser(commands)
     add_queue_parser(commands)

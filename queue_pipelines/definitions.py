@@ -44,9 +44,11 @@ os.environ.setdefault("DAGSTER_RUN_STATUS_SENSOR_FETCH_LIMIT", "400")
 
 
 def redis_resource() -> RedisResource:
+    # QP_REDIS_PREFIX: keys under another prefix than "qp" (tests run a whole stack per prefix).
+    prefix = os.environ.get("QP_REDIS_PREFIX") or "qp"
     if os.environ.get("REDIS_URL"):
-        return RedisResource(url=dg.EnvVar("REDIS_URL"))
-    return RedisResource(url=defaults.EMBEDDED_REDIS_URL)
+        return RedisResource(url=dg.EnvVar("REDIS_URL"), key_prefix=prefix)
+    return RedisResource(url=defaults.EMBEDDED_REDIS_URL, key_prefix=prefix)
 
 
 def stripe_resource() -> StripeResource:
