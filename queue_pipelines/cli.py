@@ -17,6 +17,7 @@ from queue_pipelines.intake.cli import (
     run_enqueue,
     run_queue,
 )
+from queue_pipelines.intake.dlq_cli import add_dlq_parser, run_dlq
 from queue_pipelines.sandbox import defaults
 from queue_pipelines.sandbox.outbox_cli import add_outbox_parser, run_outbox
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_enqueue_parser(commands)
     add_queue_parser(commands)
+    add_dlq_parser(commands)
     commands.add_parser("schema", help="print the intake envelope's JSON Schema")
     add_outbox_parser(commands)
     dev = commands.add_parser(
@@ -97,7 +99,7 @@ def add_gateway_parser(commands: argparse._SubParsersAction) -> None:
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
 
 
-def main(argv: list[str] | None = None, out=None, err=None) -> int:
+def main(argv: list[str] | None = None, out=None, err=None, stdin=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     args = build_parser().parse_args(argv)
     if args.command == "schema":
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
     try:
         if args.command == "enqueue":
             return run_enqueue(intake, args, out, err)
+        if args.command == "dlq":
+            return run_dlq(intake, args, out, err, stdin)
         return run_queue(intake, args, out)
     except redis.ConnectionError as exc:
         where = without_password(args.redis_url or settings.redis_url())
