@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import dagster as dg
 
@@ -35,6 +36,13 @@ from sensors.notifications import build_payment_failed_notice_sensor
 from sensors.run_status import build_run_status_sensors
 
 log = logging.getLogger("queue_pipelines")
+
+# Dagster's own run_status_sensor/run_failure_sensor decorators pass `owners` to
+# SensorDefinition, which then warns that the parameter is beta at every code-server start:
+# nothing this project sets or can change, so it is not shown.
+warnings.filterwarnings(
+    "ignore", message="Parameter `owners` of initializer", category=dg.BetaWarning
+)
 
 # Run-status sensors handle 5 finished runs a tick by default, slower than the intake can
 # launch them; this code location is where Dagster evaluates them, so raise it here. (The
