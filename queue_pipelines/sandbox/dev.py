@@ -176,8 +176,9 @@ class StackStopped(Exception):
 
 
 class Supervisor:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, max_restarts: int = MAX_RESTARTS):
         self.home = home
+        self.max_restarts = max_restarts
         self.children: dict[str, Child] = {}
         self.stopping = False
 
@@ -194,8 +195,8 @@ class Supervisor:
         child.process = child.start()
         self._record_pids()
 
-    def watch(self, poll_seconds: float = 0.5) -> None:
-        while True:
+    def watch(self, poll_seconds: float = 0.5, until: Callable[[], bool] = lambda: False) -> None:
+        while not until():
             for child in list(self.children.values()):
                 if child.process is not None and child.process.poll() is not None:
                     self._restart(child, child.process.returncode)
@@ -206,14 +207,14 @@ class Supervisor:
         child.deaths.append(now)
         while child.deaths and now - child.deaths[0] > RESTART_WINDOW_SECONDS:
             child.deaths.popleft()
-        if len(child.deaths) > MAX_RESTARTS:
+        if len(child.deaths) > self.max_restarts:
             raise StackStopped(
                 f"{child.name} exited (code {code}) {len(child.deaths)} times within "
                 f"{RESTART_WINDOW_SECONDS} s; see {child.log}"
             )
         say(
             f"{child.name} exited with code {code}; restarting it "
-            f"({len(child.deaths)}/{MAX_RESTARTS} within {RESTART_WINDOW_SECONDS} s)"
+            f"({len(child.deaths)}/{self.max_restarts} within {RESTART_WINDOW_SECONDS} s)"
         )
         dependents = [self.children[name] for name in child.dependents if name in self.children]
         for dependent in dependents:

@@ -221,10 +221,30 @@ class DagsterStack:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(5)
 
+    def summary(self) -> str:
+        """Runs by status, and why those that did not succeed ended, for a failure message."""
+        try:
+            runs = self.runs()
+        except Exception as exc:  # noqa: BLE001 - the webserver may be what is down
+            return f"(runs not readable: {exc})"
+        counts: dict[str, int] = {}
+        for run in runs:
+            counts[run["status"]] = counts.get(run["status"], 0) + 1
+        lines = [f"runs by status: {counts}"]
+        for run in runs:
+            if run["status"] != "SUCCESS":
+                retry = {k: v for k, v in run["tags"].items() if "retry" in k or "parent" in k}
+                lines.append(f"  {run['runId']} {run['jobName']} {run['status']} {retry}")
+        return "\n".join(lines)
+
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
-            for path in sorted(self.log_dir.glob("*.log"))
+        return (
+            self.summary()
+            + "\n"
+            + "\n".join(
+                f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
+                for path in sorted(self.log_dir.glob("*.log"))
+            )
         )
 
 
