@@ -4,6 +4,7 @@ succeed; their entries are acked and their charges made once."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import urllib.parse
@@ -14,7 +15,13 @@ import pytest
 
 from queue_pipelines import tags
 from tests.support.dagster_stack import dagster_stack, wait_until
-from tests.support.stack_checks import charges_by_key, enqueue_payments, intake_left
+from tests.support.stack_checks import (
+    charges_by_key,
+    cli,
+    enqueue_payments,
+    intake_left,
+    payment_line,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -121,3 +128,59 @@ def test_runs_page_in_chromium_lists_the_runs_with_their_tenant_tag(served, stac
     assert text.count(f"{tags.TENANT}: {tenant}") >= len(runs), text[:2000]
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(shot, ARTIFACTS / "runs-page.png")
+
+
+def test_replaying_a_dead_letter_of_a_payment_that_succeeded_charges_nothing_more(
+    served, stack, stack_intake, redis_url, stack_prefix, localstripe_url
+):
+    tenant, keys, _runs = served
+    # A dead letter of a request that had in fact succeeded (as a run failed from outside its
+    # steps left them before run retries): the original entry's fields, as the intake keeps them.
+    letter_id = stack_intake.client.xadd(
+        stack_intake.dead_letter_key,
+        {
+            "stream": stack_intake.stream_key("payment"),
+            "entry_id": "1-0",
+            "reason": "run x failed: marked as failed from outside the execution context",
+            "run_id": "x",
+            "request_key": f"payment:{tenant}:{keys[0]}",
+            "fields": json.dumps({"envelope": payment_line(tenant, keys[0])}),
+            "dead_lettered_at": "2026-01-01T00:00:00+00:00",
+        },
+    )
+
+    out = cli(redis_url, stack_prefix, "dlq", "replay", letter_id, "--yes")
+    assert f"replayed {letter_id}" in out
+
+    wait_until(
+        lambda: intake_left(stack_intake, "payment") == (0, 0), 300,
+        "the replayed entry to be acked", stack=stack,
+    )  # fmt: skip
+    assert stack_intake.dead_letters() == []
+    assert charges_by_key(localstripe_url, tenant) == {key: 1 for key in keys}
+
+
+def test_replaying_a_fixed_bad_request_processes_it(
+    stack, stack_intake, redis_url, stack_prefix, localstripe_url
+):
+    tenant, key = f"tenant-{uuid.uuid4().hex[:10]}", f"fix-{uuid.uuid4().hex[:6]}"
+    bad = json.loads(payment_line(tenant, key))
+    bad["payload"]["amount"] = 0
+    stack_intake.ensure_group("payment")
+    stack_intake.client.xadd(stack_intake.stream_key("payment"), {"envelope": json.dumps(bad)})
+
+    [letter] = wait_until(
+        lambda: [d for d in stack_intake.dead_letters() if key in d["fields"].get("envelope", "")],
+        300, "the bad request to be dead-lettered", stack=stack,
+    )  # fmt: skip
+    assert letter["reason"].startswith("rejected: payload.amount")
+
+    cli(redis_url, stack_prefix, "dlq", "replay", letter["id"], "--yes",
+        "--payload", '{"amount": 1500}')  # fmt: skip
+
+    wait_until(
+        lambda: charges_by_key(localstripe_url, tenant) and intake_left(stack_intake, "payment")
+        == (0, 0), 600, "the fixed request to be charged and acked", stack=stack,
+    )  # fmt: skip
+    assert charges_by_key(localstripe_url, tenant) == {key: 1}
+    assert stack_intake.dead_letters() == []
