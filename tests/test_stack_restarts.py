@@ -79,7 +79,7 @@ def burst_then_stop_then_restart(
                 and not any(r["status"] in IN_PROGRESS for r in runs)
             )
 
-        wait_until(drained, 900, "the burst to drain after the restart", interval=3, stack=stack)
+        wait_until(drained, 1500, "the burst to drain after the restart", interval=3, stack=stack)
 
         dead = intake.dead_letters()
         assert dead == [], [d["reason"] for d in dead]

@@ -96,7 +96,7 @@ class DagsterStack:
         self.processes[name] = process
         return process
 
-    def start(self, timeout: float = 240) -> DagsterStack:
+    def start(self, timeout: float = 600) -> DagsterStack:
         """Start code server, daemon and webserver; return once the webserver answers and
         every required daemon has a healthy heartbeat."""
         self.starts += 1
