@@ -10,6 +10,7 @@ run whose worker was killed is failed (and retried) within the test's time inste
 
 from __future__ import annotations
 
+import os
 import signal
 import uuid
 
@@ -22,7 +23,8 @@ from tests.support.stack_checks import charges_by_key, enqueue_payments, intake_
 
 pytestmark = pytest.mark.stack
 
-BURST = 30
+# 30 as the issue asks; QP_STACK_BURST makes it smaller while iterating on a loaded machine.
+BURST = int(os.environ.get("QP_STACK_BURST", "30"))
 IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 SHORT_MONITORING = {
     "run_monitoring": {
