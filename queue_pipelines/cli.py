@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,6 +17,7 @@ from queue_pipelines.intake.cli import (
     run_enqueue,
     run_queue,
 )
+from queue_pipelines.intake.dlq_cli import add_dlq_parser, run_dlq
 from queue_pipelines.intake.request_cli import add_request_parser, run_request
 from queue_pipelines.sandbox import defaults
 from queue_pipelines.sandbox.outbox_cli import add_outbox_parser, run_outbox
@@ -41,11 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-url",
         help=f"intake Redis (default: REDIS_URL, else {defaults.EMBEDDED_REDIS_URL})",
     )
-    parser.add_argument("--prefix", default="qp", help="key prefix of the intake (default: qp)")
+    parser.add_argument(
+        "--prefix",
+        default=os.environ.get("QUEUE_KEY_PREFIX") or "qp",
+        help="key prefix of the intake (default: QUEUE_KEY_PREFIX, else qp)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     add_enqueue_parser(commands)
     add_queue_parser(commands)
     add_request_parser(commands)
+    add_dlq_parser(commands)
     commands.add_parser("schema", help="print the intake envelope's JSON Schema")
     add_outbox_parser(commands)
     dev = commands.add_parser(
@@ -94,7 +101,7 @@ def add_gateway_parser(commands: argparse._SubParsersAction) -> None:
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
 
 
-def main(argv: list[str] | None = None, out=None, err=None) -> int:
+def main(argv: list[str] | None = None, out=None, err=None, stdin=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     args = build_parser().parse_args(argv)
     if args.command == "schema":
@@ -122,6 +129,8 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
             return run_enqueue(intake, args, out, err)
         if args.command == "request":
             return run_request(intake, args, out)
+        if args.command == "dlq":
+            return run_dlq(intake, args, out, err, stdin)
         return run_queue(intake, args, out)
     except redis.ConnectionError as exc:
         where = without_password(args.redis_url or settings.redis_url())

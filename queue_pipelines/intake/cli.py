@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from queue_pipelines.currencies import format_amount
+from queue_pipelines.intake.dlq_cli import add_filter_arguments, run_dlq
 from queue_pipelines.intake.registry import JOB_TYPES
 from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict, json_schema
 from queue_pipelines.intake.streams import IntakeStreams
@@ -67,8 +68,10 @@ def add_queue_parser(commands: argparse._SubParsersAction) -> None:
     stats.add_argument("--json", action="store_true")
     letters = sub.add_parser(
         "dead-letters",
-        help="the newest dead letters and their reasons (--json adds the original entries)",
+        help="alias of `dlq list`: the newest dead letters and their reasons (--json adds the "
+        "original entries)",
     )
+    add_filter_arguments(letters)
     letters.add_argument("--limit", type=int, default=20)
     letters.add_argument("--json", action="store_true")
 
@@ -170,6 +173,16 @@ def run_enqueue(intake: IntakeStreams, args: argparse.Namespace, out, err) -> in
     return 0
 
 
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def run_queue(intake: IntakeStreams, args: argparse.Namespace, out) -> int:
     if args.queue_command == "stats":
         stats = intake.stats()
@@ -177,35 +190,35 @@ def run_queue(intake: IntakeStreams, args: argparse.Namespace, out) -> int:
             print(json.dumps(stats.as_dict(), indent=2), file=out)
             return 0
         print(
-            f"{'stream':<14}{'length':>8}{'pending':>9}{'undelivered':>13}  oldest pending",
+            f"{'stream':<14}{'length':>8}{'pending':>9}{'undelivered':>13}"
+            f"{'oldest pending':>16}{'oldest waiting':>16}",
             file=out,
         )
         for s in stats.streams:
-            oldest = (
-                "-"
-                if s.oldest_pending_age_seconds is None
-                else (f"{s.oldest_pending_age_seconds:.0f} s")
-            )
             print(
-                f"{s.job_type:<14}{s.length:>8}{s.pending:>9}{s.undelivered:>13}  {oldest}",
+                f"{s.job_type:<14}{s.length:>8}{s.pending:>9}{s.undelivered:>13}"
+                f"{_age(s.oldest_pending_age_seconds):>16}{_age(s.oldest_waiting_age_seconds):>16}",
                 file=out,
             )
+        waiting = [
+            (s.job_type, t, w, s.tenants_complete)
+            for s in stats.streams
+            for t, w in sorted(s.tenants.items())
+        ]
+        if waiting:
+            print(f"\n{'waiting by tenant':<30}{'requests':>10}{'oldest':>12}", file=out)
+            for job_type, tenant, w, complete in waiting:
+                more = "" if complete else "+"
+                print(
+                    f"{job_type + ' ' + tenant:<30}{str(w.waiting) + more:>10}"
+                    f"{_age(w.oldest_age_seconds):>12}",
+                    file=out,
+                )
         print(f"dead letters: {stats.dead_letters}", file=out)
         return 0
-    letters = intake.dead_letters(args.limit)
-    if args.json:
-        print(json.dumps(letters, indent=2), file=out)
-        return 0
-    if not letters:
-        print("no dead letters", file=out)
-    for letter in letters:
-        run = f" run {letter['run_id']}" if letter.get("run_id") else ""
-        print(
-            f"{letter['dead_lettered_at']}  {letter['stream']} {letter['entry_id']}{run}\n"
-            f"    {letter['reason']}",
-            file=out,
-        )
-    return 0
+    # `queue dead-letters` is `dlq list` under its old name.
+    args.dlq_command = "list"
+    return run_dlq(intake, args, out, sys.stderr)
 
 
 def print_schema(out) -> int:

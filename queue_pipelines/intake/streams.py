@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis
@@ -36,6 +36,8 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 CONSUMER = "dagster-sensor"
 ENVELOPE_FIELD = "envelope"
+# `queue stats` reads at most this many entries of a stream to age its waiting per tenant.
+STATS_SCAN = 20_000
 
 # Moves entries to the dead letter (copying their fields) and removes them from the intake in
 # one atomic step, so that a crash in between can neither lose nor duplicate an entry.
@@ -49,9 +51,11 @@ for i = 6, #ARGV do
     local original = {}
     local flat = found[1][2]
     for j = 1, #flat, 2 do original[flat[j]] = flat[j + 1] end
-    redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'entry_id', id, 'reason', ARGV[2],
-               'run_id', ARGV[3], 'request_key', ARGV[5], 'fields', cjson.encode(original),
-               'dead_lettered_at', ARGV[1])
+    local letter = redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'entry_id', id,
+               'reason', ARGV[2], 'run_id', ARGV[3], 'request_key', ARGV[5],
+               'fields', cjson.encode(original), 'dead_lettered_at', ARGV[1])
+    -- Indexed by request, so a later success of the request can remove its dead letters.
+    if ARGV[5] ~= '' then redis.call('SADD', KEYS[4], letter) end
     count = count + redis.call('XACK', KEYS[1], ARGV[4], id)
     redis.call('XDEL', KEYS[1], id)
   else
@@ -136,12 +140,23 @@ class FirstRequest:
 
 
 @dataclass(frozen=True)
+class TenantWaiting:
+    waiting: int
+    oldest_age_seconds: float
+
+
+@dataclass(frozen=True)
 class StreamStats:
     job_type: str
     length: int
     pending: int
     undelivered: int
     oldest_pending_age_seconds: float | None
+    # The oldest request still in the stream (read or not), from enqueue to now.
+    oldest_waiting_age_seconds: float | None = None
+    # Per tenant: requests waiting and the oldest one's age (from at most STATS_SCAN entries).
+    tenants: dict[str, TenantWaiting] = field(default_factory=dict)
+    tenants_complete: bool = True
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,10 @@ class IntakeStats:
     def as_dict(self) -> dict:
         return {
             "streams": {
-                s.job_type: {k: v for k, v in vars(s).items() if k != "job_type"}
+                s.job_type: {
+                    **{k: v for k, v in vars(s).items() if k not in ("job_type", "tenants")},
+                    "tenants": {t: vars(w) for t, w in sorted(s.tenants.items())},
+                }
                 for s in self.streams
             },
             "dead_letters": self.dead_letters,
@@ -171,6 +189,15 @@ def redis_client(url: str, timeout_seconds: float = 10.0) -> redis.Redis:
         socket_connect_timeout=timeout_seconds,
         health_check_interval=30,
     )
+
+
+def _tenant_of(raw_envelope: str | None) -> str:
+    """The tenant an entry names, or '?' for one that will be rejected."""
+    try:
+        tenant = json.loads(raw_envelope or "").get("tenant_id")
+    except (ValueError, AttributeError):
+        return "?"
+    return tenant if isinstance(tenant, str) else "?"
 
 
 def _now_iso() -> str:
@@ -245,6 +272,9 @@ class IntakeStreams:
 
     def _inflight_key(self, job_type: str) -> str:
         return f"{self.prefix}:inflight:{job_type}"
+
+    def _dead_letter_index_key(self, request_key: str) -> str:
+        return f"{self.prefix}:dead-letter:request:{request_key}"
 
     def ensure_group(self, job_type: str) -> None:
         if job_type in self._groups_ready:
@@ -344,12 +374,15 @@ class IntakeStreams:
         return sorted(found, key=entry_id_key)
 
     def settle(self, job_type: str, request_key: str) -> int:
-        """The request's run succeeded: ack and delete every entry that carried it."""
-        return int(
+        """The request's run succeeded: ack and delete every entry that carried it, and remove
+        the dead letters an earlier failure of the same request left."""
+        settled = int(
             self._settle(
                 keys=[self.stream_key(job_type), self._waiting_key(request_key)], args=[GROUP]
             )
         )
+        self.resolve_dead_letters(job_type, request_key)
+        return settled
 
     def ack(self, job_type: str, entry_ids: Sequence[str], request_key: str = "") -> int:
         """Ack and delete specific entries (a duplicate whose request already succeeded)."""
@@ -361,7 +394,34 @@ class IntakeStreams:
         pipe.xdel(key, *entry_ids)
         if request_key:
             pipe.srem(self._waiting_key(request_key), *entry_ids)
-        return int(pipe.execute()[0])
+        acked = int(pipe.execute()[0])
+        if request_key:
+            self.resolve_dead_letters(job_type, request_key)
+        return acked
+
+    def resolve_dead_letters(self, job_type: str, request_key: str) -> int:
+        """The request succeeded after all (re-executed, replayed, retried): remove the dead
+        letters of it, which would otherwise stay listed as if it had failed. Returns how many
+        were removed. Only dead letters of `job_type`'s stream are touched."""
+        index = self._dead_letter_index_key(request_key)
+        ids = sorted(self.client.smembers(index), key=entry_id_key)
+        if not ids:
+            return 0
+        stream = self.stream_key(job_type)
+        mine = [
+            letter_id
+            for letter_id, fields in (
+                (letter_id, self.client.xrange(self.dead_letter_key, letter_id, letter_id))
+                for letter_id in ids
+            )
+            if not fields or fields[0][1].get("stream") == stream
+        ]
+        pipe = self.client.pipeline(transaction=True)
+        if mine:
+            pipe.xdel(self.dead_letter_key, *mine)
+            pipe.srem(index, *mine)
+        results = pipe.execute()
+        return int(results[0]) if mine else 0
 
     def dead_letter(
         self,
@@ -380,6 +440,7 @@ class IntakeStreams:
                     self.stream_key(job_type),
                     self.dead_letter_key,
                     self._waiting_key(request_key),
+                    self._dead_letter_index_key(request_key),
                 ],
                 args=[_now_iso(), reason, run_id, GROUP, request_key, *entry_ids],
             )
@@ -479,13 +540,15 @@ class IntakeStreams:
             letters.append(letter)
         return letters
 
-    def stats(self) -> IntakeStats:
+    def stats(self, scan_limit: int = STATS_SCAN) -> IntakeStats:
         now = time.time()
         streams = []
         for job_type in JOB_TYPES:
             key = self.stream_key(job_type)
             length = self.client.xlen(key)
-            pending, oldest = 0, None
+            pending, oldest, oldest_waiting = 0, None, None
+            tenants: dict[str, TenantWaiting] = {}
+            complete = True
             if length:
                 try:
                     summary = self.client.xpending(key, GROUP)
@@ -494,5 +557,40 @@ class IntakeStreams:
                 pending = summary["pending"]
                 if pending:
                     oldest = round(now - _entry_time(summary["min"]), 3)
-            streams.append(StreamStats(job_type, length, pending, length - pending, oldest))
+                tenants, complete = self._waiting_by_tenant(key, now, scan_limit)
+                first = self.client.xrange(key, count=1)
+                if first:
+                    oldest_waiting = round(now - _entry_time(first[0][0]), 3)
+            streams.append(
+                StreamStats(
+                    job_type,
+                    length,
+                    pending,
+                    length - pending,
+                    oldest,
+                    oldest_waiting,
+                    tenants,
+                    complete,
+                )
+            )
         return IntakeStats(streams, self.client.xlen(self.dead_letter_key))
+
+    def _waiting_by_tenant(
+        self, key: str, now: float, scan_limit: int
+    ) -> tuple[dict[str, TenantWaiting], bool]:
+        """Entries oldest first, so a tenant's first entry seen is its oldest."""
+        counts: dict[str, int] = {}
+        oldest: dict[str, float] = {}
+        start, seen = "-", 0
+        while seen < scan_limit:
+            page = self.client.xrange(key, min=start, count=min(1000, scan_limit - seen))
+            if not page:
+                break
+            for entry_id, fields in page:
+                tenant = _tenant_of(fields.get(ENVELOPE_FIELD))
+                counts[tenant] = counts.get(tenant, 0) + 1
+                oldest.setdefault(tenant, round(now - _entry_time(entry_id), 3))
+            seen += len(page)
+            start = "(" + page[-1][0]
+        complete = seen < scan_limit or not self.client.xrange(key, min=start, count=1)
+        return {t: TenantWaiting(counts[t], oldest[t]) for t in counts}, complete

@@ -17,3 +17,5 @@ SANDBOX_WEBHOOK_SECRET = "whsec_cXVldWUtcGlwZWxpbmVzIGxvY2FsIHNhbmRib3ggb25seQ==
 EMBEDDED_SOLANA_PORT = 8899
 EMBEDDED_SOLANA_URL = f"http://127.0.0.1:{EMBEDDED_SOLANA_PORT}"
 GATEWAY_PORT = 3011
+# The code server `make run` starts for the daemon and the webserver to share.
+CODE_SERVER_PORT = 4266

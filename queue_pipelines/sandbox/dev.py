@@ -1,14 +1,33 @@
-"""`queue-pipelines dev` (make run): the whole service on one machine, nothing to install."""
+"""`queue-pipelines dev` (make run): the whole service on one machine, nothing to install.
+
+Every part is a child process in a process group of its own, watched by a supervisor: the
+embedded Redis, the Stripe sandbox, the Solana ledger, the gateway, and Dagster as three
+processes (a code server, `dagster-daemon run`, `dagster-webserver`) rather than `dagster
+dev`, so that each can be restarted alone and each group, with the run workers the code
+server started, is ended on stop. A child that dies is restarted with a log line; one that
+keeps dying (MAX_RESTARTS within RESTART_WINDOW_SECONDS) stops the whole stack with a
+one-line reason and exit code 1. Ctrl-C (or SIGTERM) stops everything and exits 0; runs it
+interrupted are failed as interrupted and relaunched by run retries on the next start
+(docs/guarantees.md).
+"""
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from queue_pipelines import settings
 from queue_pipelines.sandbox import defaults
@@ -16,12 +35,19 @@ from queue_pipelines.sandbox.servers import (
     refuse_taken_port,
     start_localstripe,
     start_redis,
-    stop,
     wait_for_port,
 )
 from queue_pipelines.sandbox.solana_rpc import start_embedded_solana
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MAX_RESTARTS = int(os.environ.get("QP_DEV_MAX_RESTARTS", "5"))
+RESTART_WINDOW_SECONDS = 300
+STOP_GRACE_SECONDS = 30
+
+
+def say(message: str) -> None:
+    print(f"dev: {message}", flush=True)
 
 
 def _prepare_home() -> Path:
@@ -44,27 +70,230 @@ def _gateway_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     return {**env, "GATEWAY_JWT_SECRET": secret_file.read_text().strip()}
 
 
+def _log(path: Path):
+    return open(path, "ab")  # noqa: SIM115 - the child keeps it open
+
+
 def start_gateway(port: int, home: Path, env: dict[str, str]) -> subprocess.Popen:
     refuse_taken_port(port, "the gateway")
-    log = open(home / "gateway.log", "ab")  # noqa: SIM115 - the child keeps it open
     process = subprocess.Popen(
         [sys.executable, "-m", "queue_pipelines.cli", "gateway", "--port", str(port)],
         env=_gateway_env(home, env),
         cwd=home,
-        stdout=log,
+        stdout=_log(home / "gateway.log"),
         stderr=subprocess.STDOUT,
+        process_group=0,
     )
     wait_for_port(port, process, "the gateway", timeout=60)
     return process
 
 
+def start_code_server(port: int, home: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The code location, served once for the daemon and the webserver; the run workers of
+    the default run launcher are its children, in its process group."""
+    refuse_taken_port(port, "the Dagster code server")
+    process = subprocess.Popen(
+        [
+            str(BIN / "dagster"), "api", "grpc",
+            "--module-name", "queue_pipelines.definitions",
+            "--location-name", "queue_pipelines",
+            "--host", "127.0.0.1", "--port", str(port),
+        ],
+        env=env, cwd=home, stdout=_log(home / "logs/code-server.log"), stderr=subprocess.STDOUT,
+        process_group=0,
+    )  # fmt: skip
+    wait_for_port(port, process, "the Dagster code server", timeout=180)
+    return process
+
+
+def write_workspace(home: Path, code_server_port: int) -> Path:
+    workspace = home / "workspace.yaml"
+    workspace.write_text(
+        yaml.safe_dump(
+            {
+                "load_from": [
+                    {
+                        "grpc_server": {
+                            "host": "127.0.0.1",
+                            "port": code_server_port,
+                            "location_name": "queue_pipelines",
+                        }
+                    }
+                ]
+            }
+        )
+    )
+    return workspace
+
+
+def start_daemon(workspace: Path, home: Path, env: dict[str, str]) -> subprocess.Popen:
+    # At INFO the daemon logs every sensor tick, even one with nothing to do ("Checking for
+    # new runs", "skipped"); what it launched and each tick's outcome are on the UI's
+    # Automation page, so its own log keeps warnings and errors only.
+    return subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-w", str(workspace), "--log-level", "warning"],
+        env=env,
+        cwd=home,
+        stdout=_log(home / "logs/daemon.log"),
+        stderr=subprocess.STDOUT,
+        process_group=0,
+    )
+
+
+def start_webserver(
+    workspace: Path, port: int, home: Path, env: dict[str, str]
+) -> subprocess.Popen:
+    refuse_taken_port(port, "the Dagster UI")
+    process = subprocess.Popen(
+        [
+            str(BIN / "dagster-webserver"), "-w", str(workspace),
+            "-h", "127.0.0.1", "-p", str(port), "--dagster-log-level", "warning",
+        ],
+        env=env, cwd=home, stdout=_log(home / "logs/webserver.log"), stderr=subprocess.STDOUT,
+        process_group=0,
+    )  # fmt: skip
+    wait_for_port(port, process, "the Dagster UI", timeout=180)
+    return process
+
+
+@dataclass
+class Child:
+    name: str
+    start: Callable[[], subprocess.Popen]
+    log: Path
+    # Children restarted with this one (the daemon and webserver hold connections to the
+    # code server they were started against).
+    dependents: tuple[str, ...] = ()
+    # Dagster processes stop cleanly on SIGINT (runs are marked interrupted); the servers on
+    # SIGTERM.
+    stop_signal: int = signal.SIGTERM
+    process: subprocess.Popen | None = None
+    deaths: collections.deque = field(default_factory=collections.deque)
+
+
+class StackStopped(Exception):
+    """A child kept dying: the reason, one line."""
+
+
+class Supervisor:
+    def __init__(self, home: Path, max_restarts: int = MAX_RESTARTS):
+        self.home = home
+        self.max_restarts = max_restarts
+        self.children: dict[str, Child] = {}
+        self.stopping = False
+
+    def _record_pids(self) -> None:
+        pids = {
+            name: child.process.pid
+            for name, child in self.children.items()
+            if child.process is not None
+        }
+        (self.home / "dev-children.json").write_text(json.dumps(pids))
+
+    def add(self, child: Child) -> None:
+        self.children[child.name] = child
+        child.process = child.start()
+        self._record_pids()
+
+    def watch(self, poll_seconds: float = 0.5, until: Callable[[], bool] = lambda: False) -> None:
+        while not until():
+            for child in list(self.children.values()):
+                if child.process is not None and child.process.poll() is not None:
+                    self._restart(child, child.process.returncode)
+            time.sleep(poll_seconds)
+
+    def _restart(self, child: Child, code: int) -> None:
+        now = time.monotonic()
+        child.deaths.append(now)
+        while child.deaths and now - child.deaths[0] > RESTART_WINDOW_SECONDS:
+            child.deaths.popleft()
+        if len(child.deaths) > self.max_restarts:
+            raise StackStopped(
+                f"{child.name} exited (code {code}) {len(child.deaths)} times within "
+                f"{RESTART_WINDOW_SECONDS} s; see {child.log}"
+            )
+        say(
+            f"{child.name} exited with code {code}; restarting it "
+            f"({len(child.deaths)}/{self.max_restarts} within {RESTART_WINDOW_SECONDS} s)"
+        )
+        dependents = [self.children[name] for name in child.dependents if name in self.children]
+        for dependent in dependents:
+            self._end_group(dependent)
+        # What the dead process left in its group (a run worker of a dead code server) goes too.
+        self._end_group(child)
+        try:
+            child.process = child.start()
+            for dependent in dependents:
+                dependent.process = dependent.start()
+        except RuntimeError as exc:
+            raise StackStopped(f"{child.name} could not be restarted: {exc}") from exc
+        self._record_pids()
+
+    def _end_group(self, child: Child) -> None:
+        process = child.process
+        if process is None:
+            return
+        pgid = process.pid  # each child leads a group of its own
+        try:
+            os.killpg(pgid, child.stop_signal)
+        except ProcessLookupError:
+            process.poll()
+            return
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            process.poll()
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.1)
+        say(f"{child.name} did not stop within {STOP_GRACE_SECONDS} s; killing it")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        process.wait()
+
+    def stop_all(self) -> None:
+        """Last started, first stopped: the daemon launches nothing more, the webserver goes,
+        the code server interrupts its run workers, then the services they used."""
+        self.stopping = True
+        for child in reversed(list(self.children.values())):
+            self._end_group(child)
+        # A child whose start was interrupted (Ctrl-C while it came up) is in no list yet.
+        for pid in _own_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        (self.home / "dev-children.json").unlink(missing_ok=True)
+
+
+def _own_children() -> list[int]:
+    """Pids of this process's children that lead a process group of their own (Linux)."""
+    me, found = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        if int(fields[1]) == me and int(fields[2]) == pid:
+            found.append(pid)
+    return found
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
-    # Started from a non-interactive shell, SIGINT may arrive ignored; children would inherit
-    # that and outlive Ctrl-C. Catching it here gives them the default disposition instead.
+    # Started from a non-interactive shell, SIGINT may arrive ignored; catching it here makes
+    # Ctrl-C reach this process, which then stops every child's group itself.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: signal.default_int_handler(signal.SIGINT, None))
     home = _prepare_home()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    children: list[subprocess.Popen] = []
+    supervisor = Supervisor(home)
     smtp_sink = None
     try:
         if settings.smtp_is_sandbox():
@@ -77,25 +306,44 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
                 f"{settings.outbox_dir()}; read it with `uv run queue-pipelines outbox`)"
             )
         if not os.environ.get("REDIS_URL"):
-            children.append(
-                start_redis(defaults.EMBEDDED_REDIS_PORT, home / "redis", home / "logs/redis.log")
+            supervisor.add(
+                Child(
+                    "redis",
+                    lambda: start_redis(
+                        defaults.EMBEDDED_REDIS_PORT,
+                        home / "redis",
+                        home / "logs/redis.log",
+                        process_group=0,
+                    ),
+                    home / "logs/redis.log",
+                )
             )
             print(f"embedded Redis: {defaults.EMBEDDED_REDIS_URL} (data in {home / 'redis'})")
         if settings.stripe_is_sandbox() and not os.environ.get("STRIPE_API_BASE"):
-            children.append(
-                start_localstripe(
-                    defaults.SANDBOX_STRIPE_PORT,
+            supervisor.add(
+                Child(
+                    "stripe-sandbox",
+                    lambda: start_localstripe(
+                        defaults.SANDBOX_STRIPE_PORT,
+                        home / "logs/localstripe.log",
+                        state_file=home / "stripe-sandbox.pickle",
+                        process_group=0,
+                    ),
                     home / "logs/localstripe.log",
-                    state_file=home / "stripe-sandbox.pickle",
                 )
             )
             print(f"Stripe sandbox (localstripe): {defaults.SANDBOX_STRIPE_URL}")
         if settings.solana_is_embedded():
-            children.append(
-                start_embedded_solana(
-                    defaults.EMBEDDED_SOLANA_PORT,
-                    settings.solana_state_dir(),
-                    settings.nft_metadata_dir(),
+            supervisor.add(
+                Child(
+                    "solana-ledger",
+                    lambda: start_embedded_solana(
+                        defaults.EMBEDDED_SOLANA_PORT,
+                        settings.solana_state_dir(),
+                        settings.nft_metadata_dir(),
+                        home / "logs/solana.log",
+                        process_group=0,
+                    ),
                     home / "logs/solana.log",
                 )
             )
@@ -103,41 +351,56 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
                 f"embedded Solana ledger (LiteSVM): {defaults.EMBEDDED_SOLANA_URL} "
                 f"(accounts and dev payer in {settings.solana_state_dir()})"
             )
-        children.append(start_gateway(gateway_port, home, env))
+        supervisor.add(
+            Child("gateway", lambda: start_gateway(gateway_port, home, env), home / "gateway.log")
+        )
         print(
             f"gateway: http://127.0.0.1:{gateway_port} (POST /v1/jobs, /metrics, /health/ready; "
             f"log in {home / 'gateway.log'}; token: GATEWAY_JWT_SECRET=$(cat "
             f"{home / 'gateway-jwt-secret'}) uv run queue-pipelines gateway token --tenant demo)"
         )
+        workspace = write_workspace(home, defaults.CODE_SERVER_PORT)
+        supervisor.add(
+            Child(
+                "code-server",
+                lambda: start_code_server(defaults.CODE_SERVER_PORT, home, env),
+                home / "logs/code-server.log",
+                dependents=("daemon", "webserver"),
+                stop_signal=signal.SIGINT,
+            )
+        )
+        supervisor.add(
+            Child(
+                "daemon",
+                lambda: start_daemon(workspace, home, env),
+                home / "logs/daemon.log",
+                stop_signal=signal.SIGINT,
+            )
+        )
+        supervisor.add(
+            Child(
+                "webserver",
+                lambda: start_webserver(workspace, ui_port, home, env),
+                home / "logs/webserver.log",
+                stop_signal=signal.SIGINT,
+            )
+        )
         print(
-            f"Dagster UI: http://127.0.0.1:{ui_port}  (instance in {home})\n"
+            f"Dagster UI: http://127.0.0.1:{ui_port}  (instance in {home}; daemon, webserver "
+            f"and code server logs in {home / 'logs'})\n"
             "In another terminal: uv run queue-pipelines enqueue payment --amount 2500 "
             "--currency usd --email ada@example.com --payment-method pm_card_visa "
             "--order-id 1042",
             flush=True,
         )
-        dagster = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "dagster"),
-                "dev",
-                "-w",
-                str(PROJECT_ROOT / "workspace.yaml"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ui_port),
-            ],
-            env=env,
-            cwd=home,
-        )
-        children.append(dagster)
-        # dagster dev shuts its webserver, daemon and code server down cleanly on SIGINT.
-        signal.signal(signal.SIGTERM, lambda *_: dagster.send_signal(signal.SIGINT))
-        try:
-            return dagster.wait()
-        except KeyboardInterrupt:
-            dagster.send_signal(signal.SIGINT)
-            return dagster.wait()
+        supervisor.watch()
+        return 0  # not reached: watch() returns by an exception
+    except KeyboardInterrupt:
+        say("stopping (Ctrl-C)")
+        return 0
+    except StackStopped as exc:
+        say(f"stopping: {exc}")
+        return 1
     except RuntimeError as exc:
         print(
             f"error: {exc}. Is another `make run` going? Stop it, or set REDIS_URL / "
@@ -146,7 +409,9 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
         )
         return 1
     finally:
-        for child in reversed(children):
-            stop(child, timeout=30)
+        # A second Ctrl-C while stopping must not leave children behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.stop_all()
         if smtp_sink is not None:
             smtp_sink.stop()

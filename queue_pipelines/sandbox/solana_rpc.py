@@ -237,7 +237,11 @@ class LedgerRpcServer:
 
 
 def start_embedded_solana(
-    port: int, state_dir: Path, metadata_dir: Path, log_file: Path | None = None
+    port: int,
+    state_dir: Path,
+    metadata_dir: Path,
+    log_file: Path | None = None,
+    process_group: int | None = None,
 ) -> subprocess.Popen:
     """The embedded ledger's endpoint as a child process (what `queue-pipelines dev` runs)."""
     refuse_taken_port(port, "the embedded Solana ledger")
@@ -256,6 +260,7 @@ def start_embedded_solana(
         ],
         stdout=output,
         stderr=subprocess.STDOUT,
+        process_group=process_group,
     )
     wait_for_port(port, process, "embedded Solana ledger")
     return process

@@ -1,0 +1,156 @@
+"""The dead-letter stream for operators: find, show, replay and purge dead letters.
+
+A dead letter keeps the original entry's fields (`fields`, with the envelope as written), so a
+replay puts the same envelope, with the same idempotency key, back on its intake stream. A
+request that had in fact succeeded is then acked by the intake (its run exists and succeeded)
+and charged no second time; one that failed for a reason since fixed is processed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from queue_pipelines.intake.schema import envelope_from_dict
+from queue_pipelines.intake.streams import IntakeStreams, entry_id_key
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '2h', '7d' -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 90s, 15m, 2h, 7d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    job_type: str | None = None
+    tenant: str | None = None
+    reason: str | None = None  # a substring, case-insensitive
+    older_than_seconds: float | None = None
+    newer_than_seconds: float | None = None
+
+    def matches(self, letter: dict[str, Any], now: float) -> bool:
+        age = now - letter["dead_lettered_ms"] / 1000
+        return (
+            (self.job_type is None or letter["job_type"] == self.job_type)
+            and (self.tenant is None or letter["tenant_id"] == self.tenant)
+            and (self.reason is None or self.reason.lower() in letter.get("reason", "").lower())
+            and (self.older_than_seconds is None or age >= self.older_than_seconds)
+            and (self.newer_than_seconds is None or age <= self.newer_than_seconds)
+        )
+
+
+def _decorate(intake: IntakeStreams, letter_id: str, raw: dict[str, str]) -> dict[str, Any]:
+    letter: dict[str, Any] = dict(raw)
+    letter["id"] = letter_id
+    letter["fields"] = json.loads(raw.get("fields") or "{}")
+    letter["dead_lettered_ms"] = entry_id_key(letter_id)[0]
+    stream = raw.get("stream", "")
+    prefix = f"{intake.prefix}:intake:"
+    letter["job_type"] = stream[len(prefix) :] if stream.startswith(prefix) else None
+    envelope = _envelope_dict(letter)
+    tenant = envelope.get("tenant_id") if isinstance(envelope, dict) else None
+    if tenant is None and raw.get("request_key", "").count(":") >= 2:
+        tenant = raw["request_key"].split(":")[1]
+    letter["tenant_id"] = tenant
+    letter["idempotency_key"] = (
+        envelope.get("idempotency_key") if isinstance(envelope, dict) else None
+    )
+    return letter
+
+
+def _envelope_dict(letter: dict[str, Any]) -> dict | None:
+    raw = letter["fields"].get("envelope")
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def iter_dead_letters(intake: IntakeStreams, page: int = 500) -> Iterator[dict[str, Any]]:
+    """Every dead letter, newest first."""
+    end = "+"
+    while True:
+        items = intake.client.xrevrange(intake.dead_letter_key, max=end, count=page)
+        for letter_id, raw in items:
+            yield _decorate(intake, letter_id, raw)
+        if len(items) < page:
+            return
+        ms, seq = entry_id_key(items[-1][0])
+        end = f"{ms}-{seq - 1}" if seq > 0 else f"{ms - 1}"
+
+
+def find_dead_letters(
+    intake: IntakeStreams, where: DeadLetterFilter, limit: int | None = None
+) -> list[dict[str, Any]]:
+    now = time.time()
+    found = []
+    for letter in iter_dead_letters(intake):
+        if where.matches(letter, now):
+            found.append(letter)
+            if limit is not None and len(found) >= limit:
+                break
+    return found
+
+
+def get_dead_letter(intake: IntakeStreams, letter_id: str) -> dict[str, Any] | None:
+    items = intake.client.xrange(intake.dead_letter_key, letter_id, letter_id)
+    return _decorate(intake, items[0][0], items[0][1]) if items else None
+
+
+def remove_dead_letters(intake: IntakeStreams, letters: list[dict[str, Any]]) -> int:
+    if not letters:
+        return 0
+    pipe = intake.client.pipeline(transaction=True)
+    pipe.xdel(intake.dead_letter_key, *[letter["id"] for letter in letters])
+    for letter in letters:
+        if letter.get("request_key"):
+            pipe.srem(f"{intake.prefix}:dead-letter:request:{letter['request_key']}", letter["id"])
+    return int(pipe.execute()[0])
+
+
+class ReplayError(Exception):
+    pass
+
+
+def replay_dead_letter(
+    intake: IntakeStreams, letter: dict[str, Any], payload_changes: dict | None = None
+) -> tuple[str, str]:
+    """Put the dead letter's original envelope (its idempotency key unchanged) back on its
+    stream, with `payload_changes` merged into the payload when given (a fixed request), and
+    remove the dead letter. Returns (new entry id, request key).
+
+    Enqueue first, remove second: a crash in between leaves the dead letter listed beside the
+    new entry, never neither; the new entry's success then removes it (resolve_dead_letters).
+    """
+    envelope = _envelope_dict(letter)
+    if envelope is None:
+        raise ReplayError(
+            f"dead letter {letter['id']} has no readable envelope to replay "
+            f"(reason: {letter.get('reason', '')})"
+        )
+    if payload_changes:
+        if not isinstance(envelope.get("payload"), dict):
+            raise ReplayError(f"dead letter {letter['id']}: its payload is not an object")
+        envelope = {**envelope, "payload": {**envelope["payload"], **payload_changes}}
+    try:
+        validated = envelope_from_dict(envelope)
+    except Exception as exc:  # EnvelopeError and friends: say why, replay nothing
+        raise ReplayError(
+            f"dead letter {letter['id']} does not validate: {getattr(exc, 'reason', exc)}"
+        ) from exc
+    entry_id = intake.enqueue(validated)
+    remove_dead_letters(intake, [letter])
+    return entry_id, validated.request_key

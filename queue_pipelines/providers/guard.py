@@ -1,0 +1,202 @@
+"""Provider limits shared by every run worker: a request-rate limit and a circuit breaker per
+provider, both kept in Redis so that all processes (runs, pods) count against one budget.
+
+    guard = ProviderGuard(redis_client, "stripe", rate="25/second")
+    intent = guard.call(stripe_api.create_payment_intent, ...)
+
+- **Rate**: a moving window in Redis, from the `limits` library (`MovingWindowRateLimiter` over
+  its `RedisStorage`): at most N calls in any window of the given length, across every
+  worker. A call waits for a slot, up to `max_wait_seconds`; past that it raises
+  `RateLimited`, a `TransientError`, so the op's RetryPolicy backs off and tries again.
+- **Breaker**: after `fail_max` consecutive transient failures (network, timeouts, 429, 5xx:
+  `ProviderError(permanent=False)` or an OSError) the breaker opens for `reset_timeout`
+  seconds; meanwhile every guard of that provider, in any process, raises `CircuitOpen` (a
+  `TransientError`) without calling, so runs wait instead of burning their retries against a
+  provider that is down. Then one call is let through (half-open): success closes the
+  breaker, failure opens it again. A permanent error (declined card) says nothing about the
+  provider's health and does not count.
+
+Why not `pybreaker`'s CircuitRedisStorage: it shares state, but `CircuitBreaker.call` holds
+an instance lock for the whole call, which would serialize the concurrent provider calls of
+one run worker, and it needs a client that does not decode replies. The breaker here is one
+small Lua script per transition, atomic in Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import redis
+from limits import parse
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from queue_pipelines.failures import ProviderError, TransientError
+
+T = TypeVar("T")
+
+# Stripe's documented limits: 25 read+write requests/s in test mode, 100/s live.
+DEFAULT_RATES = {"stripe": "25/second", "stripe_live": "100/second"}
+
+
+class RateLimited(TransientError):
+    def __init__(self, provider: str, rate: str, waited: float):
+        super().__init__(
+            f"{provider}: no request slot within {waited:.1f} s (limit {rate}, shared by every "
+            "worker); retrying later",
+            code="rate_limited",
+        )
+
+
+class CircuitOpen(TransientError):
+    def __init__(self, provider: str, retry_in: float):
+        super().__init__(
+            f"{provider} looks down (circuit breaker open after repeated failures); "
+            f"next attempt allowed in {max(retry_in, 0):.0f} s",
+            code="circuit_open",
+        )
+        self.retry_in = retry_in
+
+
+# KEYS[1] breaker hash. ARGV: now (s), fail_max, reset_timeout (s).
+# Returns {state, seconds until a call is allowed}; state 'closed', 'open' or 'probe' (this
+# caller holds the one half-open call).
+_BEFORE_CALL = """
+local opened_until = tonumber(redis.call('HGET', KEYS[1], 'opened_until') or '0')
+if opened_until == 0 then return {'closed', '0'} end
+local now = tonumber(ARGV[1])
+if now < opened_until then return {'open', tostring(opened_until - now)} end
+-- Half-open: the first caller after the timeout probes; the others wait for its outcome.
+if redis.call('HSETNX', KEYS[1], 'probe_until', tostring(now + tonumber(ARGV[3]))) == 1 then
+  return {'probe', '0'}
+end
+local probe_until = tonumber(redis.call('HGET', KEYS[1], 'probe_until'))
+if now >= probe_until then
+  -- The probe's caller died without reporting: let this one probe instead.
+  redis.call('HSET', KEYS[1], 'probe_until', tostring(now + tonumber(ARGV[3])))
+  return {'probe', '0'}
+end
+return {'open', tostring(probe_until - now)}
+"""
+
+# KEYS[1] breaker hash. ARGV: now, fail_max, reset_timeout, outcome ('ok' or 'fail').
+_AFTER_CALL = """
+if ARGV[4] == 'ok' then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+local now = tonumber(ARGV[1])
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+local opened_until = tonumber(redis.call('HGET', KEYS[1], 'opened_until') or '0')
+if failures >= tonumber(ARGV[2]) or opened_until > 0 then
+  -- Tripped, or a half-open probe failed: open (again) for reset_timeout.
+  redis.call('HSET', KEYS[1], 'opened_until', tostring(now + tonumber(ARGV[3])))
+  redis.call('HDEL', KEYS[1], 'probe_until')
+  redis.call('HINCRBY', KEYS[1], 'times_opened', 1)
+  return 1
+end
+return 0
+"""
+
+
+def counts_against_provider(exc: BaseException) -> bool:
+    """A failure that says the provider is unwell (not that the request was bad)."""
+    if isinstance(exc, ProviderError):
+        return not exc.permanent
+    return isinstance(exc, (OSError, TimeoutError))
+
+
+class ProviderGuard:
+    """Rate limit and circuit breaker of one provider, shared through Redis."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        provider: str,
+        *,
+        rate: str | None = None,
+        max_wait_seconds: float = 30.0,
+        fail_max: int = 5,
+        reset_timeout: float = 30.0,
+        key_prefix: str = "qp",
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.provider = provider
+        self.rate = rate or DEFAULT_RATES.get(provider, "50/second")
+        self.max_wait_seconds = max_wait_seconds
+        self.fail_max = fail_max
+        self.reset_timeout = reset_timeout
+        self.clock = clock
+        self.sleep = sleep
+        self._item = parse(self.rate)
+        self._limiter = MovingWindowRateLimiter(
+            RedisStorage(
+                "redis://",
+                connection_pool=client.connection_pool,
+                key_prefix=f"{key_prefix}:limits",
+            )
+        )
+        self._breaker_key = f"{key_prefix}:breaker:{provider}"
+        self._before = client.register_script(_BEFORE_CALL)
+        self._after = client.register_script(_AFTER_CALL)
+        self.client = client
+
+    # rate
+    def acquire(self) -> float:
+        """Wait for a request slot; returns the seconds waited. Raises RateLimited past
+        max_wait_seconds."""
+        started = self.clock()
+        while not self._limiter.hit(self._item, self.provider):
+            waited = self.clock() - started
+            if waited >= self.max_wait_seconds:
+                raise RateLimited(self.provider, self.rate, waited)
+            reset_at, _remaining = self._limiter.get_window_stats(self._item, self.provider)
+            pause = min(max(reset_at - time.time(), 0.005), 0.25)
+            self.sleep(min(pause, max(self.max_wait_seconds - waited, 0.005)))
+        return self.clock() - started
+
+    # breaker
+    def breaker_state(self) -> dict[str, str]:
+        return self.client.hgetall(self._breaker_key)
+
+    def _check_breaker(self) -> bool:
+        state, retry_in = self._before(
+            keys=[self._breaker_key],
+            args=[self.clock(), self.fail_max, self.reset_timeout],
+        )
+        state = state.decode() if isinstance(state, bytes) else state
+        if state == "open":
+            raise CircuitOpen(self.provider, float(retry_in))
+        return state == "probe"
+
+    def _report(self, ok: bool) -> None:
+        self._after(
+            keys=[self._breaker_key],
+            args=[self.clock(), self.fail_max, self.reset_timeout, "ok" if ok else "fail"],
+        )
+
+    @contextlib.contextmanager
+    def guarded(self) -> Iterator[None]:
+        """`with guard.guarded(): provider_call()` — breaker first (an open breaker does not
+        spend a rate slot), then a rate slot, then the call; its outcome feeds the breaker."""
+        self._check_breaker()
+        self.acquire()
+        try:
+            yield
+        except BaseException as exc:
+            if counts_against_provider(exc):
+                self._report(ok=False)
+            elif isinstance(exc, ProviderError):
+                # A permanent refusal is an answer: the provider is up.
+                self._report(ok=True)
+            raise
+        else:
+            self._report(ok=True)
+
+    def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        with self.guarded():
+            return fn(*args, **kwargs)
