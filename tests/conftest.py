@@ -30,12 +30,12 @@ from resources import (
     StripeResource,
     WebhookResource,
 )
-from tests.mail_sink import MailSink
+from tests.support.mail_sink import MailSink
 
 # Test-only Standard Webhooks secret ("whsec_" + base64 of a phrase).
 TEST_WEBHOOK_SECRET = "whsec_cXVldWUtcGlwZWxpbmVzIHRlc3Qgc2VjcmV0IGtleQ=="
 
-pytest_plugins = ["tests.solana_fixtures"]
+pytest_plugins = ["tests.support.solana_fixtures"]
 
 # The machine's PostgreSQL (CI starts it when it is down); override with TEST_POSTGRES_URL.
 # Where none answers (a laptop without PostgreSQL), the session starts one from the

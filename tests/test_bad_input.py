@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from queue_pipelines.intake.streams import ENVELOPE_FIELD
-from tests.harness import IntakeHarness
-from tests.stripe_sandbox import payment_intents_of
+from tests.support.harness import IntakeHarness
+from tests.support.stripe_sandbox import payment_intents_of
 
 
 def wire(tenant: str, key: str, **changes) -> dict:

@@ -114,7 +114,7 @@ def test_a_password_in_the_redis_url_is_not_printed():
 def test_request_show_follows_a_request_from_the_intake_to_its_outcome(
     redis_url, key_prefix, instance, resources, intake, tenant
 ):
-    from tests.harness import IntakeHarness
+    from tests.support.harness import IntakeHarness
     from tests.test_payment_flow import payment
 
     intake.enqueue(payment(tenant, "shown"))

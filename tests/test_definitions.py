@@ -19,7 +19,7 @@ from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.jobs.batch import batch_run_config
 from queue_pipelines.jobs.payment import payment_job
 from queue_pipelines.ledger import EffectLedger
-from tests.stripe_sandbox import payment_intents_of
+from tests.support.stripe_sandbox import payment_intents_of
 
 ROOT = Path(__file__).resolve().parent.parent
 DAGSTER = str(Path(sys.executable).parent / "dagster")

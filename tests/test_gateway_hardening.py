@@ -17,7 +17,7 @@ from queue_pipelines.gateway.app import build_app
 from queue_pipelines.gateway.config import GatewayConfigError, GatewaySettings, JWTSettings
 from queue_pipelines.intake.registry import JOB_TYPES
 from queue_pipelines.intake.schema import MAX_ENVELOPE_BYTES
-from tests.gateway_server import serve
+from tests.support.gateway_server import serve
 from tests.test_gateway_jobs import SECRET, claims, hs256, payment_envelope, post
 from tests.test_stripe_webhooks import WEBHOOK_SECRET, deliver, event, intent, sign
 

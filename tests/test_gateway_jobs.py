@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from queue_pipelines.gateway.app import build_app
 from queue_pipelines.gateway.config import GatewaySettings, JWTSettings
-from tests.gateway_server import serve
+from tests.support.gateway_server import serve
 
 SECRET = "test-gateway-secret-" + "x" * 32
 

@@ -16,7 +16,7 @@ from redis.retry import Retry
 from queue_pipelines.gateway.app import build_app
 from queue_pipelines.gateway.config import GatewaySettings, JWTSettings
 from queue_pipelines.sandbox.servers import free_port
-from tests.gateway_server import serve
+from tests.support.gateway_server import serve
 
 
 def gateway_command(env: dict) -> subprocess.CompletedProcess:

@@ -19,8 +19,8 @@ from queue_pipelines.nft.arweave import ArweaveGateway, ArweaveWallet, generate_
 from queue_pipelines.nft.tickets import mint_ticket_once
 from queue_pipelines.sandbox.servers import free_port, stop, wait_for_port
 from resources import MetadataStoreResource
-from tests.solana_fixtures import ticket_payload
 from tests.support.requirements import node_and_npm
+from tests.support.solana_fixtures import ticket_payload
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "arlocal"
 

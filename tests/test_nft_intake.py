@@ -17,9 +17,9 @@ from queue_pipelines.metrics import RunTotals
 from queue_pipelines.nft.tickets import holds
 from queue_pipelines.providers.webhook_signing import new_secret
 from resources import NotificationSettingsResource, WebhookResource
-from tests.harness import IntakeHarness, outcome_rows
-from tests.solana_fixtures import mint_envelope, token_2022_mints
-from tests.webhook_receiver import WebhookReceiver
+from tests.support.harness import IntakeHarness, outcome_rows
+from tests.support.solana_fixtures import mint_envelope, token_2022_mints
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from solders.system_program import TransferParams, transfer
 from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.nft import token2022
 from queue_pipelines.nft.tickets import holds, mint_ticket_once
-from tests.solana_fixtures import ticket_payload, token_2022_mints
+from tests.support.solana_fixtures import ticket_payload, token_2022_mints
 
 
 def mint(solana, store, ledger, tenant, key, payload):

@@ -25,8 +25,8 @@ from queue_pipelines.nft.tickets import (
 )
 from queue_pipelines.sandbox.solana_rpc import LedgerRpcServer
 from resources import MetadataStoreResource, SolanaResource
-from tests.harness import outcome_rows
-from tests.solana_fixtures import ledger_of, ticket_payload, token_2022_mints
+from tests.support.harness import outcome_rows
+from tests.support.solana_fixtures import ledger_of, ticket_payload, token_2022_mints
 
 
 def mint(solana, store, ledger, tenant, key, payload, run_id="run-1"):

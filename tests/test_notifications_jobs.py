@@ -10,12 +10,12 @@ from queue_pipelines.intake.payloads import NotificationPayload, RefundPayload
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.providers.webhook_signing import new_secret
 from resources import SmtpResource, WebhookResource
-from tests.harness import IntakeHarness, outcome_rows
-from tests.mail_sink import MailSink
-from tests.reexecution import reexecute_all
-from tests.stripe_sandbox import payment_intents_of
+from tests.support.harness import IntakeHarness, outcome_rows
+from tests.support.mail_sink import MailSink
+from tests.support.reexecution import reexecute_all
+from tests.support.stripe_sandbox import payment_intents_of
+from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_payment_flow import payment
-from tests.webhook_receiver import WebhookReceiver
 
 SCRIPT_NAME = "<script>alert('x')</script> Ada"
 

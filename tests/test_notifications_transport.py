@@ -13,8 +13,8 @@ from queue_pipelines.providers.smtp import SmtpSender
 from queue_pipelines.providers.webhook_signing import new_secret
 from queue_pipelines.sandbox.servers import free_port
 from resources import SmtpResource, WebhookResource
-from tests.mail_sink import MailSink
-from tests.webhook_receiver import WebhookReceiver
+from tests.support.mail_sink import MailSink
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 def message(to: str) -> EmailMessage:
@@ -178,7 +178,7 @@ def tls_certificates(tmp_path_factory):
 def test_starttls_is_required_and_used(tmp_path, tls_certificates):
     from aiosmtpd.controller import Controller
 
-    from tests.mail_sink import ScriptedHandler
+    from tests.support.mail_sink import ScriptedHandler
 
     server_context, ca_file = tls_certificates
     handler = ScriptedHandler(tmp_path / "outbox")
@@ -205,7 +205,7 @@ def test_starttls_is_required_and_used(tmp_path, tls_certificates):
 def test_implicit_tls(tmp_path, tls_certificates):
     from aiosmtpd.controller import Controller
 
-    from tests.mail_sink import ScriptedHandler
+    from tests.support.mail_sink import ScriptedHandler
 
     server_context, ca_file = tls_certificates
     handler = ScriptedHandler(tmp_path / "outbox")

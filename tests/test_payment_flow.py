@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from queue_pipelines.intake.payloads import PaymentPayload
 from queue_pipelines.intake.schema import Envelope
-from tests.harness import IntakeHarness, outcome_rows
-from tests.reexecution import reexecute_all
-from tests.stripe_sandbox import payment_intents_of
+from tests.support.harness import IntakeHarness, outcome_rows
+from tests.support.reexecution import reexecute_all
+from tests.support.stripe_sandbox import payment_intents_of
 
 
 def payment(tenant: str, key: str, amount: int = 2500, **overrides) -> Envelope:

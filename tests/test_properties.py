@@ -20,7 +20,7 @@ from queue_pipelines.gateway.config import GatewaySettings, JWTSettings
 from queue_pipelines.intake.dispatch import BatchPolicy, TickCursor, run_intake_tick
 from queue_pipelines.intake.schema import Envelope, EnvelopeError, parse_envelope
 from queue_pipelines.intake.streams import IntakeStreams, redis_client
-from tests.gateway_server import serve
+from tests.support.gateway_server import serve
 from tests.test_gateway_jobs import SECRET, claims, hs256
 from tests.test_stripe_webhooks import WEBHOOK_SECRET, event, intent, sign
 

@@ -10,9 +10,9 @@ from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.ledger import effect_key
 from queue_pipelines.payments import charge_once
 from resources import StripeResource
-from tests.fault_proxy import LOSE_REPLY, FaultProxy
-from tests.harness import IntakeHarness, outcome_rows
-from tests.reexecution import reexecute_all
+from tests.support.fault_proxy import LOSE_REPLY, FaultProxy
+from tests.support.harness import IntakeHarness, outcome_rows
+from tests.support.reexecution import reexecute_all
 from tests.test_payment_flow import payment
 
 

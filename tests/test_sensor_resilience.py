@@ -6,8 +6,8 @@ import pytest
 
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.jobs.payment import payment_job
-from tests.harness import RUN_KEY_TAG, IntakeHarness
-from tests.stripe_sandbox import payment_intents_of
+from tests.support.harness import RUN_KEY_TAG, IntakeHarness
+from tests.support.stripe_sandbox import payment_intents_of
 from tests.test_payment_flow import payment
 
 

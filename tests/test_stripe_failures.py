@@ -8,9 +8,9 @@ import stripe
 from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.providers.stripe import classify_stripe_error
 from resources import StripeResource
-from tests.fault_proxy import DROP, FaultProxy
-from tests.harness import IntakeHarness, outcome_rows
-from tests.stripe_sandbox import payment_intents_of
+from tests.support.fault_proxy import DROP, FaultProxy
+from tests.support.harness import IntakeHarness, outcome_rows
+from tests.support.stripe_sandbox import payment_intents_of
 from tests.test_payment_flow import payment
 
 

@@ -20,8 +20,8 @@ import redis
 from queue_pipelines.gateway.app import build_app
 from queue_pipelines.gateway.config import GatewaySettings, JWTSettings
 from queue_pipelines.reconciliation import StripeReconciliations
-from tests.gateway_server import serve
-from tests.harness import IntakeHarness, outcome_rows
+from tests.support.gateway_server import serve
+from tests.support.harness import IntakeHarness, outcome_rows
 from tests.test_payment_flow import payment
 
 WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex

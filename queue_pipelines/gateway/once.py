@@ -4,13 +4,15 @@ HTTP clients retry after timeouts, and Stripe redelivers events; the gateway ans
 with the entry the first request made instead of writing another one. The key -> (entry id,
 payload digest) record (IntakeStreams.request_record_key) and the XADD happen in one Lua
 script, so two concurrent requests with one key cannot both enqueue; a repeat whose payload
-differs from the first is a conflict (answered 409), not a duplicate. Other producers writing straight to Redis are not affected: for them the intake
-sensor's run key remains the guard (docs/intake.md, "Idempotency").
+differs from the first is a conflict (answered 409), not a duplicate. Entries other producers
+write straight to Redis meet the same record at the intake sensor, which dead-letters a
+conflicting one (docs/intake.md, "Idempotency").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.intake.streams import (
@@ -23,14 +25,7 @@ from queue_pipelines.intake.streams import (
 DEFAULT_REMEMBER_SECONDS = REQUEST_RECORD_SECONDS
 
 # The same record as IntakeStreams.remember_request, written with the XADD.
-_ENQUEUE_ONCE_SCRIPT = """
-local first = redis.call('HMGET', KEYS[2], 'entry_id', 'digest')
-if first[1] then return {first[1], 0, first[2]} end
-local id = redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], 'entry_id', id, 'digest', ARGV[4])
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
-return {id, 1, ARGV[4]}
-"""
+_ENQUEUE_ONCE_SCRIPT = (Path(__file__).parent / "enqueue_once.lua").read_text()
 
 
 @dataclass(frozen=True)

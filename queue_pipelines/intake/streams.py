@@ -22,11 +22,18 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import redis
 
 from queue_pipelines.intake.registry import JOB_TYPES
 from queue_pipelines.intake.schema import Envelope
+
+
+def _lua(name: str) -> str:
+    """A Redis script of the intake, kept as a .lua file beside this module."""
+    return (Path(__file__).parent / "lua" / name).read_text()
+
 
 GROUP = "queue-pipelines"
 # Long enough for any duplicate a producer may still send; the effect ledger stays the
@@ -41,51 +48,14 @@ STATS_SCAN = 20_000
 
 # Moves entries to the dead letter (copying their fields) and removes them from the intake in
 # one atomic step, so that a crash in between can neither lose nor duplicate an entry.
-_DEAD_LETTER_SCRIPT = """
-local count = 0
-for i = 6, #ARGV do
-  local id = ARGV[i]
-  local found = redis.call('XRANGE', KEYS[1], id, id)
-  -- An entry already gone (settled meanwhile) leaves no dead letter: it was not lost.
-  if #found > 0 then
-    local original = {}
-    local flat = found[1][2]
-    for j = 1, #flat, 2 do original[flat[j]] = flat[j + 1] end
-    local letter = redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'entry_id', id,
-               'reason', ARGV[2], 'run_id', ARGV[3], 'request_key', ARGV[5],
-               'fields', cjson.encode(original), 'dead_lettered_at', ARGV[1])
-    -- Indexed by request, so a later success of the request can remove its dead letters.
-    if ARGV[5] ~= '' then redis.call('SADD', KEYS[4], letter) end
-    count = count + redis.call('XACK', KEYS[1], ARGV[4], id)
-    redis.call('XDEL', KEYS[1], id)
-  else
-    redis.call('XACK', KEYS[1], ARGV[4], id)
-  end
-  redis.call('SREM', KEYS[3], id)
-end
-return count
-"""
+_DEAD_LETTER_SCRIPT = _lua("dead_letter.lua")
 
 # The first (entry id, payload digest) of a request key, kept unless one is there already.
-_REMEMBER_REQUEST_SCRIPT = """
-local first = redis.call('HMGET', KEYS[1], 'entry_id', 'digest')
-if first[1] then return first end
-redis.call('HSET', KEYS[1], 'entry_id', ARGV[1], 'digest', ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return {ARGV[1], ARGV[2]}
-"""
+_REMEMBER_REQUEST_SCRIPT = _lua("remember_request.lua")
 # Stripe retries an unacknowledged event for up to three days; clients retry for less.
 REQUEST_RECORD_SECONDS = 3 * 24 * 3600
 
-_SETTLE_SCRIPT = """
-local ids = redis.call('SMEMBERS', KEYS[2])
-for _, id in ipairs(ids) do
-  redis.call('XACK', KEYS[1], ARGV[1], id)
-  redis.call('XDEL', KEYS[1], id)
-end
-redis.call('DEL', KEYS[2])
-return #ids
-"""
+_SETTLE_SCRIPT = _lua("settle.lua")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import dagster as dg
 from queue_pipelines.jobs.payment import payment_job
 from queue_pipelines.jobs.refund import refund_job
 from tests.conftest import TEST_WEBHOOK_SECRET
-from tests.harness import outcome_rows
+from tests.support.harness import outcome_rows
 
 JOBS = {job.name: job for job in (payment_job, refund_job)}
 
