@@ -35,7 +35,13 @@ VARIABLES: tuple[Variable, ...] = (
         "intake streams, sensors, gateway",
         secret=True,
     ),
-    Variable("QUEUE_KEY_PREFIX", "optional", "`qp`", "gateway"),
+    Variable("QUEUE_KEY_PREFIX", "optional", "`qp`", "gateway, code location, CLI"),
+    Variable(
+        "QP_DEV_MAX_RESTARTS",
+        "never",
+        "5: `make run` stops when its parts died more often in 300 s",
+        "make run",
+    ),
     Variable(
         "STRIPE_SECRET_KEY",
         "required; set means production mode",
