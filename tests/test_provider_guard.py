@@ -77,7 +77,7 @@ def test_the_rate_limit_holds_at_the_stripe_sandbox(redis_resource, stripe_resou
     workers = [
         guard(redis_resource, "stripe", rate="6/minute", max_wait_seconds=0) for _ in range(2)
     ]
-    client = stripe_resource.client()
+    client = stripe_resource.api().client()
     refused = 0
     for i in range(20):
         try:

@@ -91,10 +91,11 @@ def test_requests_of_a_run_that_died_before_settling_them_run_again(
 
     [retry] = harness.tick()
     assert retry.run_key != request.run_key
-    attempts = [
-        r["attempt"] for r in retry.run_config["ops"]["charge_payments"]["config"]["requests"]
-    ]
-    assert attempts == [2, 2, 2]
+    # Nothing was attempted (no step started): not counted as an attempt of the requests.
+    config = retry.run_config["ops"]["charge_payments"]["config"]
+    assert [r["attempt"] for r in config["requests"]] == [1, 1, 1]
+    stored = intake.batch(retry.run_key)
+    assert [item["launch_failures"] for item in stored["items"]] == [1, 1, 1]
     harness.launch(retry)
     assert harness.drain() == 0
 

@@ -39,7 +39,8 @@ from queue_pipelines.sandbox.servers import (
 )
 from queue_pipelines.sandbox.solana_rpc import start_embedded_solana
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# queue_pipelines/sandbox/dev.py -> the project (dagster.yaml, workspace.yaml)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MAX_RESTARTS = int(os.environ.get("QP_DEV_MAX_RESTARTS", "5"))
 RESTART_WINDOW_SECONDS = 300
