@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -144,25 +145,42 @@ def stripe_resource(localstripe_url) -> StripeResource:
     )
 
 
-@pytest.fixture(scope="session")
-def postgres_url(postgres_server_url) -> Iterator[str]:
-    """A database of this session's own on the PostgreSQL server, dropped afterwards."""
-    name = f"qp_test_{uuid.uuid4().hex[:10]}"
-    # pre-ping: the session's last connection may have been dropped under it by then.
-    admin = sa.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+@contextmanager
+def scratch_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A database of its own on the PostgreSQL server at `server_url`, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    # pre-ping: the last connection may have been dropped under it by the end.
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {postgres_server_url}: {exc}")
+        pytest.fail(f"PostgreSQL is not reachable at {server_url}: {exc}")
     # The embedded server's URL names a socket directory in its query: keep it.
-    url = sa.make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    url = sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def postgres_instance(server_url: str, prefix: str) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance on a scratch database of its own (dagster-postgres storage)."""
+    with (
+        scratch_database(server_url, prefix) as url,
+        dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_url": url}}}) as inst,
+    ):
+        yield inst
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url) -> Iterator[str]:
+    """A database of this session's own on the PostgreSQL server, dropped afterwards."""
+    with scratch_database(postgres_server_url, "qp_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -12,19 +12,17 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from queue_pipelines.ledger import EffectLedger, effect_key
 from queue_pipelines.sandbox.servers import free_port
-from tests.conftest import POSTGRES_SERVER_URL
+from tests.conftest import scratch_database
 
 RUN_JOBS = """
 import json, sys
@@ -41,17 +39,9 @@ with dg.DagsterInstance.get() as instance:
 
 
 @pytest.fixture(scope="module")
-def metrics_database() -> Iterator[str]:
-    name = f"qp_metrics_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def metrics_database(postgres_server_url) -> Iterator[str]:
+    with scratch_database(postgres_server_url, "qp_metrics") as url:
+        yield url
 
 
 @pytest.fixture

@@ -6,38 +6,24 @@ How long a start takes on 10,000 runs is measured by bench/metrics_startup.py, n
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 
 from queue_pipelines.batch import FAILED, SUCCEEDED, ItemResult
 from queue_pipelines.gateway.health import HealthChecks
 from queue_pipelines.jobs.batch import outcome_table
 from queue_pipelines.metrics import RunTotals
 from queue_pipelines.metrics.run_totals import STATE_KEY
-from tests.conftest import POSTGRES_SERVER_URL
+from tests.conftest import postgres_instance
 
 
 @pytest.fixture
-def fresh_instance() -> Iterator[dg.DagsterInstance]:
-    name = f"qp_mstart_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        with dg.instance_for_test(
-            overrides={"storage": {"postgres": {"postgres_url": url}}}
-        ) as instance:
-            yield instance
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def fresh_instance(postgres_server_url) -> Iterator[dg.DagsterInstance]:
+    with postgres_instance(postgres_server_url, "qp_mstart") as instance:
+        yield instance
 
 
 @dg.op(config_schema={"amount": int, "decline": bool})

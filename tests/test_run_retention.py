@@ -5,18 +5,16 @@ production."""
 from __future__ import annotations
 
 import importlib.util
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 from dagster._core.test_utils import create_run_for_test
 
 from queue_pipelines.metrics import RunTotals
-from tests.conftest import POSTGRES_SERVER_URL
+from tests.conftest import postgres_instance
 
 SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "k8s" / "purge_runs.py"
 spec = importlib.util.spec_from_file_location("purge_runs", SCRIPT)
@@ -25,21 +23,9 @@ spec.loader.exec_module(purge_runs)
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    name = f"qp_purge_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        with dg.instance_for_test(
-            overrides={"storage": {"postgres": {"postgres_url": url}}}
-        ) as test_instance:
-            yield test_instance
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def instance(postgres_server_url) -> Iterator[dg.DagsterInstance]:
+    with postgres_instance(postgres_server_url, "qp_purge") as test_instance:
+        yield test_instance
 
 
 @dg.op

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from queue_pipelines import tags
 from resources import RedisResource
-from tests.conftest import POSTGRES_SERVER_URL
+from tests.conftest import scratch_database
 from tests.support.dagster_stack import dagster_stack, wait_until
 from tests.support.stack_checks import charges_by_key, enqueue_payments, intake_left
 
@@ -20,20 +20,9 @@ pytestmark = pytest.mark.stack
 
 
 @pytest.fixture
-def dagster_database():
-    name = f"qp_stack_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_SERVER_URL}: {exc}")
-    try:
-        yield POSTGRES_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def dagster_database(postgres_server_url):
+    with scratch_database(postgres_server_url, "qp_stack") as url:
+        yield url
 
 
 @pytest.fixture
