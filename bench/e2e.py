@@ -44,12 +44,14 @@ from queue_pipelines.intake.payloads import PaymentPayload
 from queue_pipelines.intake.registry import SPECS
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.intake.streams import IntakeStreams, entry_id_key, redis_client
+from queue_pipelines.sandbox.dev import code_server_command, write_workspace
 from queue_pipelines.sandbox.servers import (
     free_port,
     start_localstripe,
     start_on_a_free_port,
     start_redis,
     stop,
+    wait_for_port,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -104,8 +106,9 @@ class RssSampler:
     """Every SAMPLE_SECONDS: the summed RSS of a process tree (the daemon, its code server and
     the run workers), the daemon's own RSS, and how many processes the tree holds."""
 
-    def __init__(self, pid: int):
+    def __init__(self, pid: int, *others: int):
         self.pid = pid
+        self.roots = (pid, *others)
         self.peak_tree_mb = 0.0
         self.peak_daemon_mb = 0.0
         self.peak_processes = 0
@@ -117,7 +120,7 @@ class RssSampler:
             self.sample()
 
     def sample(self) -> None:
-        pids = descendants(self.pid)
+        pids = [p for root in self.roots for p in descendants(root)]
         self.peak_tree_mb = max(self.peak_tree_mb, sum(rss_mb(p) for p in pids))
         self.peak_daemon_mb = max(self.peak_daemon_mb, rss_mb(self.pid))
         self.peak_processes = max(self.peak_processes, len(pids))
@@ -426,15 +429,24 @@ def run(args: argparse.Namespace) -> dict:
             env["QP_BATCH_WAIT_PAYMENT"] = str(args.batch_wait)
         for name in ("STRIPE_SECRET_KEY", "DAGSTER_POSTGRES_URL", "SOLANA_RPC_URL"):
             env.pop(name, None)
+        # The code server as `make run` starts it; run workers are its children.
+        code_server_port = free_port()
+        with open(workdir / "code-server.log", "ab") as log:
+            code_server = subprocess.Popen(
+                code_server_command(code_server_port),
+                env=env,
+                cwd=home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        stack.callback(stop_group, code_server)
+        wait_for_port(code_server_port, code_server, "the code server", timeout=180)
+        workspace = write_workspace(home, code_server_port)
         daemon_log = workdir / "daemon.log"
         with open(daemon_log, "ab") as log:
             daemon = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "dagster-daemon"),
-                    "run",
-                    "-w",
-                    str(PROJECT_ROOT / "workspace.yaml"),
-                ],
+                [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
                 env=env,
                 cwd=home,
                 stdout=log,
@@ -442,7 +454,7 @@ def run(args: argparse.Namespace) -> dict:
                 start_new_session=True,  # its own process group, stopped as one
             )
         stack.callback(stop_group, daemon)
-        sampler = stack.enter_context(RssSampler(daemon.pid))
+        sampler = stack.enter_context(RssSampler(daemon.pid, code_server.pid))
         startup = wait_for_log(
             daemon_log, "Checking for new runs for sensor: payment_intake_sensor", daemon, 180
         )

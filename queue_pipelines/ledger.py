@@ -30,6 +30,8 @@ from queue_pipelines.failures import TransientError
 
 PENDING = "pending"
 DONE = "done"
+# Rows that only point at something found elsewhere (written with `record(index=...)`).
+INDEX_KINDS = frozenset({"customer", "mint-address"})
 
 _metadata = sa.MetaData()
 effects = sa.Table(
@@ -88,6 +90,11 @@ def _serialize_sqlite_transactions(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def _no_implicit_transactions(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
+        # Write-ahead log: a commit appends to the log with one fsync instead of rewriting the
+        # database through a rollback journal, and readers never wait for the writer. The
+        # batch runs claim and record from several threads and processes at once, so this is
+        # most of a run's time in the default mode (docs/performance.md).
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
     @sa.event.listens_for(engine, "begin")
     def _begin_immediate(connection):
@@ -240,6 +247,21 @@ class EffectLedger:
                 effects.delete().where(
                     effects.c.effect_key == effect_key, effects.c.status == PENDING
                 )
+            )
+
+    def result_of(self, effect_key: str) -> dict[str, Any] | None:
+        """The recorded result of a done key (an effect or an index row), or None."""
+        row = self.get(effect_key)
+        return json.loads(row["result"]) if row and row["status"] == DONE else None
+
+    def forget_index(self, effect_key: str, kind: str) -> None:
+        """Drop an index row of `kind` that has gone stale. Effects themselves are never
+        forgotten: an index row only points at something found elsewhere."""
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"{kind} rows record effects and are never forgotten")
+        with self.engine.begin() as conn:
+            conn.execute(
+                effects.delete().where(effects.c.effect_key == effect_key, effects.c.kind == kind)
             )
 
     def get(self, effect_key: str) -> dict[str, Any] | None:

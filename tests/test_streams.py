@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from queue_pipelines.intake.payloads import RefundPayload
@@ -133,3 +134,17 @@ def test_dead_letter_ids_sort_numerically():
     from queue_pipelines.intake.streams import entry_id_key
 
     assert sorted(["10-0", "9-1", "9-0"], key=entry_id_key) == ["9-0", "9-1", "10-0"]
+
+
+def test_wait_for_new_wakes_for_an_undelivered_entry_and_delivers_nothing(intake):
+    delivered = intake.enqueue_many([refund("old")])
+    assert [e.entry_id for e in intake.read("refund", "0-0", count=10)] == delivered
+    assert not intake.wait_for_new("refund", 0.2)  # only delivered entries: times out
+
+    later = threading.Timer(0.3, lambda: intake.enqueue_many([refund("new")]))
+    later.start()
+    assert intake.wait_for_new("refund", 5.0)
+    later.join()
+    # Still undelivered: the next read gets it, after the cursor of the first one.
+    [entry] = intake.read("refund", delivered[-1], count=10)
+    assert '"new"' in entry.raw_envelope

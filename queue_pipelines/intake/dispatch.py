@@ -29,6 +29,7 @@ recorded before its run is requested, so a repeated tick requests the same run k
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -178,12 +179,23 @@ class TickOutcome:
     dead_lettered: list[tuple[str, str]] = field(default_factory=list)  # (what, reason)
     waiting: int = 0
     held: int = 0  # requests waiting for a fuller batch
+    held_due: float | None = None  # when the first of those batches goes anyway (unix time)
     relaunched: int = 0
     read: int = 0
 
     @property
     def idle(self) -> bool:
         return not (self.read or self.launches or self.acked or self.dead_lettered)
+
+    def absorb(self, later: TickOutcome) -> None:
+        """Add a later tick of the same evaluation: its counts, its cursor and what it holds."""
+        self.cursor, self.waiting = later.cursor, later.waiting
+        self.held, self.held_due = later.held, later.held_due
+        self.launches += later.launches
+        self.dead_lettered += later.dead_lettered
+        self.acked += later.acked
+        self.relaunched += later.relaunched
+        self.read += later.read
 
     def summary(self) -> str:
         return (
@@ -426,8 +438,51 @@ def run_intake_tick(
     outcome.launches += batches
     if held:
         outcome.held = len(held)
+        outcome.held_due = min(i.enqueued_at for i in held) + policy.max_wait_seconds
         # Read the held requests again next tick: they are pending, after the cursor.
         earliest = min((first_entry[i.request_key] for i in held), key=entry_id_key)
         if entry_id_key(earliest) <= entry_id_key(outcome.cursor.last_id):
             outcome.cursor = TickCursor(entry_before(earliest), outcome.cursor.reclaim_from)
     return outcome
+
+
+def run_intake_ticks(
+    streams: IntakeStreams,
+    job_type: str,
+    cursor: TickCursor,
+    lookup_runs: RunLookup,
+    *,
+    policy: BatchPolicy,
+    max_entries: int,
+    reclaim_after_seconds: float,
+    listen_seconds: float,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TickOutcome:
+    """One sensor evaluation: a tick, then, for as long as nothing was launched and
+    `listen_seconds` have not passed, a wait for what the tick is waiting on and another tick.
+
+    Dagster's sensor daemon starts evaluations at most every 5 seconds, whatever a sensor's
+    minimum interval says (its loop's floor). A single tick per evaluation would therefore
+    leave a new request unseen for up to 5 s, and a batch held for a fuller one up to 5 s
+    past its `max_wait_seconds`. Instead the evaluation sleeps until the held batch is due,
+    or blocks in Redis until a new entry arrives, and ticks again; it returns as soon as it
+    has a run to request, so the run is not kept waiting for the rest of the window.
+    """
+
+    def tick(at: TickCursor) -> TickOutcome:
+        return run_intake_tick(
+            streams, job_type, at, lookup_runs,
+            policy=policy, max_entries=max_entries,
+            reclaim_after_seconds=reclaim_after_seconds, now=clock(),
+        )  # fmt: skip
+
+    deadline = clock() + listen_seconds
+    total = tick(cursor)
+    while not total.launches and (remaining := deadline - clock()) > 0:
+        if total.held_due is not None:
+            sleep(min(remaining, max(total.held_due - clock() + 0.01, 0.1)))
+        elif not streams.wait_for_new(job_type, remaining):
+            break
+        total.absorb(tick(total.cursor))
+    return total

@@ -285,6 +285,19 @@ class IntakeStreams:
             )
         return entries
 
+    def wait_for_new(self, job_type: str, timeout_seconds: float) -> bool:
+        """Wait up to `timeout_seconds` for an entry never delivered to the consumer group;
+        True once there is one. A blocking XREAD from the group's last-delivered id: it
+        delivers nothing, so the next `read` still gets the entry."""
+        self.ensure_group(job_type)
+        key = self.stream_key(job_type)
+        last = next(
+            (g["last-delivered-id"] for g in self.client.xinfo_groups(key) if g["name"] == GROUP),
+            "0-0",
+        )
+        block_ms = max(1, int(timeout_seconds * 1000))
+        return bool(self.client.xread({key: last}, count=1, block=block_ms))
+
     def reclaim(
         self, job_type: str, min_idle_seconds: float, start_id: str, count: int
     ) -> tuple[str, list[IntakeEntry]]:

@@ -18,6 +18,10 @@ class CardDeclined(PermanentError):
     """The card was declined: the one failure the buyer is told about (payment_failed)."""
 
 
+class UnknownCustomer(PermanentError):
+    """The request named a customer that Stripe does not have (deleted since)."""
+
+
 def classify_stripe_error(exc: stripe.StripeError) -> ProviderError:
     """Map an SDK error to a transient or permanent ProviderError with a readable reason."""
     status = exc.http_status
@@ -26,6 +30,8 @@ def classify_stripe_error(exc: stripe.StripeError) -> ProviderError:
     if isinstance(exc, stripe.CardError):
         decline = (exc.json_body or {}).get("error", {}).get("decline_code") or code
         return CardDeclined(f"card declined: {message} ({decline})", code=decline)
+    if code == "resource_missing" and getattr(exc, "param", None) == "customer":
+        return UnknownCustomer(f"Stripe has no such customer: {message}", code=code)
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         # Stripe's message can quote part of the key; say only where to look.
         return PermanentError(

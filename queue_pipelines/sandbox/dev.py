@@ -89,17 +89,29 @@ def start_gateway(port: int, home: Path, env: dict[str, str]) -> subprocess.Pope
     return process
 
 
+# Every intake sensor evaluation holds one of the code server's threads while it listens for
+# new requests (up to 3 s, sensors/intake.py). Dagster's default pool (cores + 4 threads)
+# would leave a 2-core machine one thread for run launches and the UI; these threads mostly
+# wait on Redis and cost nothing while they do. deploy/helm/values.yaml passes the same.
+CODE_SERVER_MAX_WORKERS = 16
+
+
+def code_server_command(port: int) -> list[str]:
+    return [
+        str(BIN / "dagster"), "api", "grpc",
+        "--module-name", "queue_pipelines.definitions",
+        "--location-name", "queue_pipelines",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--max-workers", str(CODE_SERVER_MAX_WORKERS),
+    ]  # fmt: skip
+
+
 def start_code_server(port: int, home: Path, env: dict[str, str]) -> subprocess.Popen:
     """The code location, served once for the daemon and the webserver; the run workers of
     the default run launcher are its children, in its process group."""
     refuse_taken_port(port, "the Dagster code server")
     process = subprocess.Popen(
-        [
-            str(BIN / "dagster"), "api", "grpc",
-            "--module-name", "queue_pipelines.definitions",
-            "--location-name", "queue_pipelines",
-            "--host", "127.0.0.1", "--port", str(port),
-        ],
+        code_server_command(port),
         env=env, cwd=home, stdout=_log(home / "logs/code-server.log"), stderr=subprocess.STDOUT,
         process_group=0,
     )  # fmt: skip

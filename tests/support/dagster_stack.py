@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 from dagster_graphql import DagsterGraphQLClient
 
+from queue_pipelines.sandbox.dev import code_server_command, write_workspace
 from queue_pipelines.sandbox.servers import free_port, port_open
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -102,33 +103,10 @@ class DagsterStack:
         self.starts += 1
         self.processes = {}
         self.code_server_port, self.webserver_port = free_port(), free_port()
-        workspace = self.home / "workspace.yaml"
-        workspace.write_text(
-            yaml.safe_dump(
-                {
-                    "load_from": [
-                        {
-                            "grpc_server": {
-                                "host": "127.0.0.1",
-                                "port": self.code_server_port,
-                                "location_name": "queue_pipelines",
-                            }
-                        }
-                    ]
-                }
-            )
-        )
+        workspace = write_workspace(self.home, self.code_server_port)
         deadline = time.monotonic() + timeout
         # The code server first: it leads the process group that everything else joins.
-        self._spawn(
-            "code-server",
-            [
-                str(BIN / "dagster"), "api", "grpc",
-                "--module-name", "queue_pipelines.definitions",
-                "--location-name", "queue_pipelines",
-                "--host", "127.0.0.1", "--port", str(self.code_server_port),
-            ],
-        )  # fmt: skip
+        self._spawn("code-server", code_server_command(self.code_server_port))
         self._wait(lambda: port_open(self.code_server_port), "the code server", deadline)
         self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)])
         self._spawn(

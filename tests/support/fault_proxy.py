@@ -6,6 +6,7 @@ connection. Everything else passes through to the real server untouched.
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -18,7 +19,8 @@ LOSE_REPLY = -1  # forward, then drop the connection: the server acted, the clie
 class FaultProxy:
     def __init__(self, upstream: str):
         self.upstream = upstream.rstrip("/")
-        self.failures: list[tuple[str, str, int]] = []  # (method, path prefix, status or 0)
+        # (method, path prefix, status or DROP or LOSE_REPLY, the error object to answer)
+        self.failures: list[tuple[str, str, int, dict | None]] = []
         self.seen: list[tuple[str, str, int]] = []  # (method, path, status returned)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -28,18 +30,26 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def fail_next(self, method: str, path_prefix: str, status: int = 503, times: int = 1):
-        """The next `times` matching requests get `status`, or DROP, or LOSE_REPLY."""
+    def fail_next(
+        self,
+        method: str,
+        path_prefix: str,
+        status: int = 503,
+        times: int = 1,
+        error: dict | None = None,
+    ):
+        """The next `times` matching requests get `status` (with Stripe's error object
+        `error`, or a generic one), or DROP, or LOSE_REPLY."""
         with self._lock:
-            self.failures += [(method, path_prefix, status)] * times
+            self.failures += [(method, path_prefix, status, error)] * times
 
-    def _take_failure(self, method: str, path: str) -> int | None:
+    def _take_failure(self, method: str, path: str) -> tuple[int | None, dict | None]:
         with self._lock:
-            for i, (m, prefix, status) in enumerate(self.failures):
+            for i, (m, prefix, status, error) in enumerate(self.failures):
                 if m == method and path.startswith(prefix):
                     del self.failures[i]
-                    return status
-        return None
+                    return status, error
+        return None, None
 
     def _forward(self, method: str, path: str, headers: dict, body: bytes) -> httpx.Response:
         headers = {k: v for k, v in headers.items() if k.lower() != "host"}
@@ -52,7 +62,7 @@ class FaultProxy:
 
             def _relay(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status = proxy._take_failure(self.command, self.path)
+                status, error = proxy._take_failure(self.command, self.path)
                 if status == LOSE_REPLY:
                     proxy._forward(self.command, self.path, dict(self.headers), body)
                     proxy.seen.append((self.command, self.path, LOSE_REPLY))
@@ -65,7 +75,8 @@ class FaultProxy:
                     self.connection.close()
                     return
                 if status is not None:
-                    payload = b'{"error": {"type": "api_error", "message": "injected fault"}}'
+                    error = error or {"type": "api_error", "message": "injected fault"}
+                    payload = json.dumps({"error": error}).encode()
                     proxy.seen.append((self.command, self.path, status))
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

@@ -138,6 +138,16 @@ class StubIntakeStreams:
             entries += self._live(job_type, new)
         return entries
 
+    def wait_for_new(self, job_type: str, timeout_seconds: float) -> bool:
+        """Nothing arrives while a unit test waits: an undelivered entry is there already,
+        or the wait runs out (the clock moves by the timeout)."""
+        self.calls.append("wait_for_new")
+        after = entry_id_key(self.delivered_up_to[job_type])
+        if any(entry_id_key(i) > after for i in self._stream(job_type)):
+            return True
+        self.clock += timeout_seconds
+        return False
+
     def reclaim(
         self, job_type: str, min_idle_seconds: float, start_id: str, count: int
     ) -> tuple[str, list[IntakeEntry]]:

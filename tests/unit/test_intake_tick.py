@@ -17,6 +17,7 @@ from queue_pipelines.intake.dispatch import (
     TickOutcome,
     entry_before,
     run_intake_tick,
+    run_intake_ticks,
 )
 from queue_pipelines.intake.streams import entry_id_key
 from tests.support.envelopes import notification, payment
@@ -521,3 +522,83 @@ def test_an_entry_stale_in_the_pending_list_is_reclaimed_and_batched(streams):
     [batch] = s.tick(reclaim_after=60).launches
 
     assert keys_of(batch) == ["payment:ta:k1"]
+
+
+# one evaluation: ticks while it waits (the daemon starts one at most every 5 s)
+
+
+def evaluate(s: Sensor, listen: float = 3.0, arrivals: Sequence = ()) -> TickOutcome:
+    """run_intake_ticks on the stub: sleeping moves its clock; a wait for new entries
+    delivers the next of `arrivals` (enqueued as it returns), or times out."""
+    streams, pending = s.streams, list(arrivals)
+
+    def sleep(seconds: float) -> None:
+        s.sleeps.append(seconds)
+        streams.clock += seconds
+
+    def wait_for_new(job_type: str, timeout: float) -> bool:
+        if pending:
+            streams.clock += 0.2
+            streams.enqueue(pending.pop(0))
+        return StubIntakeStreams.wait_for_new(streams, job_type, timeout)
+
+    s.sleeps = []
+    streams.wait_for_new = wait_for_new
+    outcome = run_intake_ticks(
+        streams,
+        JOB,
+        s.cursor,
+        s.lookup,
+        policy=s.policy,
+        max_entries=s.max_entries,
+        reclaim_after_seconds=60.0,
+        listen_seconds=listen,
+        clock=lambda: streams.clock,
+        sleep=sleep,
+    )
+    s.cursor = outcome.cursor
+    return outcome
+
+
+def test_a_held_batch_is_launched_in_the_same_evaluation_once_it_is_due(streams):
+    streams.enqueue(payment("t1", "k1"))
+    s = sensor(streams, size=10, max_wait=0.5)
+
+    outcome = evaluate(s)
+
+    [batch] = outcome.launches
+    assert keys_of(batch) == ["payment:t1:k1"]
+    assert len(s.sleeps) == 1 and 0.5 <= s.sleeps[0] < 0.6  # until due, not until next tick
+    assert outcome.held == 0 and outcome.held_due is None
+
+
+def test_an_idle_evaluation_listens_for_a_new_request_and_batches_it(streams):
+    s = sensor(streams, size=10, max_wait=0.0)
+
+    outcome = evaluate(s, arrivals=[payment("t1", "late")])
+
+    [batch] = outcome.launches
+    assert keys_of(batch) == ["payment:t1:late"]
+    assert streams.calls.count("wait_for_new") == 1
+    assert streams.stream_ids(JOB) == streams.pending_ids(JOB)  # delivered by the read
+
+
+def test_an_idle_evaluation_ends_when_its_listening_time_is_up(streams):
+    s = sensor(streams)
+    started = streams.clock
+
+    outcome = evaluate(s, listen=3.0)
+
+    assert outcome.idle and outcome.launches == []
+    assert streams.calls.count("read") == 1
+    assert streams.clock == pytest.approx(started + 3.0)
+
+
+def test_an_evaluation_returns_as_soon_as_it_has_a_run_to_request(streams):
+    streams.enqueue(payment("t1", "k1"))
+    s = sensor(streams, size=10, max_wait=0.0)
+
+    outcome = evaluate(s, arrivals=[payment("t1", "never-waited-for")])
+
+    assert [keys_of(b) for b in outcome.launches] == [["payment:t1:k1"]]
+    assert "wait_for_new" not in streams.calls
