@@ -7,6 +7,7 @@ connection. Everything else passes through to the real server untouched.
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -20,6 +21,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.failures: list[tuple[str, str, int]] = []  # (method, path prefix, status or 0)
         self.seen: list[tuple[str, str, int]] = []  # (method, path, status returned)
+        self.arrivals: list[float] = []  # time.monotonic() as each request came in
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -51,6 +53,8 @@ class FaultProxy:
                 pass
 
             def _relay(self):
+                with proxy._lock:
+                    proxy.arrivals.append(time.monotonic())
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status = proxy._take_failure(self.command, self.path)
                 if status == LOSE_REPLY:
