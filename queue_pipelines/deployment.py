@@ -15,6 +15,7 @@ import dagster as dg
 from queue_pipelines import settings, tags
 from queue_pipelines.intake.dispatch import BatchPolicy
 from queue_pipelines.intake.registry import JobTypeSpec
+from queue_pipelines.providers.guard import OFF
 from queue_pipelines.sandbox import defaults
 from resources import (
     EffectLedgerResource,
@@ -47,7 +48,7 @@ def stripe_limits(redis: RedisResource) -> dict:
     if rate is None and settings.stripe_is_sandbox():
         # localstripe has no limit to respect, and the throughput benchmark (bench/e2e.py)
         # drives ~50 payments/s through it: test mode's 25/s would cap what it measures.
-        rate = "off"
+        rate = OFF
     configured = {
         name: kind(os.environ[variable])
         for name, variable, kind in (

@@ -62,7 +62,7 @@ class StripeResource(dg.ConfigurableResource):
     def sandbox(self) -> bool:
         return self.api_base is not None
 
-    def guard(self) -> ProviderGuard | None:
+    def _guard(self) -> ProviderGuard | None:
         if self.redis is None:
             return None
         return ProviderGuard(
@@ -81,6 +81,6 @@ class StripeResource(dg.ConfigurableResource):
                 api_base=self.api_base,
                 max_network_retries=self.max_network_retries,
                 timeout_seconds=self.timeout_seconds,
-                guard=self.guard(),
+                guard=self._guard(),
             )
         return self._api

@@ -8,7 +8,6 @@ import threading
 import time
 import uuid
 
-import dagster as dg
 import pytest
 from pydantic import ValidationError
 
@@ -68,9 +67,10 @@ def test_two_workers_together_keep_to_the_rate_at_the_sandbox(
     assert len(made) == 10
     assert len(arrivals) == 20 and set(statuses) == {200}
     # The limiter grants at most 5 slots in any second; a request reaches the proxy a moment
-    # after its slot, and those moments differ, so the window counted here is a little
-    # shorter. Without the limit the 20 requests arrive within a fraction of a second.
-    densest = max(sum(1 for t in arrivals if start <= t < start + 0.9) for start in arrivals)
+    # after its slot, and those moments differ (more so on a loaded machine), so the window
+    # counted here is a little shorter. A limit of 5 per worker would let 10 through;
+    # without any, the 20 requests arrive within a fraction of a second.
+    densest = max(sum(1 for t in arrivals if start <= t < start + 0.8) for start in arrivals)
     assert densest <= 5
 
 
@@ -136,10 +136,11 @@ def deployment_env(monkeypatch, redis_url):
 
 def deployed_guard():
     """The guard of the Stripe client a run worker of this deployment builds."""
-    # Initialized as in a run: EnvVars read, the nested Redis resource the top-level one.
-    with dg.build_resources(deployment.all_resources()) as built:
-        assert built.stripe.redis.key_prefix == built.redis.key_prefix
-        return built.stripe.api().guard
+    resources = deployment.all_resources()
+    assert resources["stripe"].redis is resources["redis"]
+    # Initialized as in a run: the EnvVars read, the nested Redis resource too.
+    with resources["stripe"].process_config_and_initialize_cm() as stripe:
+        return stripe.api().guard
 
 
 @pytest.mark.parametrize(
