@@ -17,6 +17,8 @@ from queue_pipelines.providers.guard import CircuitOpen
 from queue_pipelines.providers.stripe import StripeApi
 from resources import RedisResource, StripeResource
 from tests.support.fault_proxy import DROP, FaultProxy
+from tests.support.harness import IntakeHarness, outcome_rows
+from tests.test_payment_flow import payment
 
 
 def worker_api(api_base: str, redis_url: str, key_prefix: str, **limits) -> StripeApi:
@@ -72,6 +74,33 @@ def test_two_workers_together_keep_to_the_rate_at_the_sandbox(
     # without any, the 20 requests arrive within a fraction of a second.
     densest = max(sum(1 for t in arrivals if start <= t < start + 0.8) for start in arrivals)
     assert densest <= 5
+
+
+def test_a_payment_run_keeps_to_the_rate(
+    localstripe_url, redis_resource, resources, instance, intake, tenant
+):
+    """The real intake sensor and payment_job, its concurrent items sharing the limit."""
+    intake.enqueue_many(
+        [payment(tenant, f"r{i}", customer_email=f"rate-{i}@example.com") for i in range(6)]
+    )
+    with FaultProxy(localstripe_url) as proxy:
+        stripe = StripeResource(
+            secret_key="sk_test_queue_pipelines",
+            api_base=proxy.url,
+            max_network_retries=0,
+            timeout_seconds=10,
+            redis=redis_resource,
+            rate_limit="5/second",
+        )
+        harness = IntakeHarness(instance, {**resources, "stripe": stripe}, "payment")
+        assert harness.drain() == 1
+        arrivals = sorted(proxy.arrivals)
+
+    [result] = harness.results
+    assert [r["status"] for r in outcome_rows(result)] == ["succeeded"] * 6
+    assert len(arrivals) >= 18  # per payment: customer lookup, creation, PaymentIntent
+    densest = max(sum(1 for t in arrivals if start <= t < start + 0.8) for start in arrivals)
+    assert densest <= 5  # as above
 
 
 def test_breaker_opened_by_failures_of_one_worker_stops_the_other_before_the_sandbox(
