@@ -15,6 +15,7 @@ import dagster as dg
 from queue_pipelines import settings, tags
 from queue_pipelines.intake.dispatch import BatchPolicy
 from queue_pipelines.intake.registry import JobTypeSpec
+from queue_pipelines.providers.guard import OFF
 from queue_pipelines.sandbox import defaults
 from resources import (
     EffectLedgerResource,
@@ -38,18 +39,43 @@ def redis_resource() -> RedisResource:
     return RedisResource(url=defaults.EMBEDDED_REDIS_URL, key_prefix=prefix)
 
 
-def stripe_resource() -> StripeResource:
+def stripe_limits(redis: RedisResource) -> dict:
+    """STRIPE_RATE_LIMIT ("25/second", "off"; unset: Stripe's documented limit for the key's
+    mode, live 100/second, test 25/second) and the circuit breaker, STRIPE_BREAKER_FAIL_MAX
+    consecutive transient failures opening it for STRIPE_BREAKER_RESET_SECONDS; all shared by
+    every run worker through Redis."""
+    rate = os.environ.get("STRIPE_RATE_LIMIT") or None
+    if rate is None and settings.stripe_is_sandbox():
+        # localstripe has no limit to respect, and the throughput benchmark (bench/e2e.py)
+        # drives ~50 payments/s through it: test mode's 25/s would cap what it measures.
+        rate = OFF
+    configured = {
+        name: kind(os.environ[variable])
+        for name, variable, kind in (
+            ("breaker_fail_max", "STRIPE_BREAKER_FAIL_MAX", int),
+            ("breaker_reset_seconds", "STRIPE_BREAKER_RESET_SECONDS", float),
+        )
+        if os.environ.get(variable)
+    }
+    return {"redis": redis, "rate_limit": rate, **configured}
+
+
+def stripe_resource(redis: RedisResource) -> StripeResource:
     webhook_secret = (
         dg.EnvVar("STRIPE_WEBHOOK_SECRET") if os.environ.get("STRIPE_WEBHOOK_SECRET") else None
     )
+    limits = stripe_limits(redis)
     if not settings.stripe_is_sandbox():
         return StripeResource(
-            secret_key=dg.EnvVar("STRIPE_SECRET_KEY"), webhook_secret=webhook_secret
+            secret_key=dg.EnvVar("STRIPE_SECRET_KEY"), webhook_secret=webhook_secret, **limits
         )
     api_base = os.environ.get("STRIPE_API_BASE") or defaults.SANDBOX_STRIPE_URL
     log.warning("STRIPE_SECRET_KEY is unset: Stripe calls go to the sandbox at %s", api_base)
     return StripeResource(
-        secret_key=defaults.SANDBOX_STRIPE_KEY, api_base=api_base, webhook_secret=webhook_secret
+        secret_key=defaults.SANDBOX_STRIPE_KEY,
+        api_base=api_base,
+        webhook_secret=webhook_secret,
+        **limits,
     )
 
 
@@ -166,9 +192,10 @@ def sandbox_tags() -> dict[str, str]:
 
 
 def all_resources() -> dict[str, dg.ConfigurableResource]:
+    redis = redis_resource()
     return {
-        "redis": redis_resource(),
-        "stripe": stripe_resource(),
+        "redis": redis,
+        "stripe": stripe_resource(redis),
         "effect_ledger": effect_ledger_resource(),
         "smtp": smtp_resource(),
         "webhooks": webhook_resource(),

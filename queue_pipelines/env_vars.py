@@ -57,6 +57,25 @@ VARIABLES: tuple[Variable, ...] = (
         "Stripe resource (local, tests)",
     ),
     Variable(
+        "STRIPE_RATE_LIMIT",
+        "optional",
+        "Stripe's documented limit for the key, shared by all run workers: 100/second live, "
+        "25/second test mode; `off` in sandbox mode",
+        "Stripe resource",
+    ),
+    Variable(
+        "STRIPE_BREAKER_FAIL_MAX",
+        "optional",
+        "5 consecutive transient failures open the circuit breaker",
+        "Stripe resource",
+    ),
+    Variable(
+        "STRIPE_BREAKER_RESET_SECONDS",
+        "optional",
+        "30: an open breaker refuses calls this long, then lets one through",
+        "Stripe resource",
+    ),
+    Variable(
         "STRIPE_WEBHOOK_SECRET",
         "where Stripe webhooks are received",
         "`/v1/webhooks/stripe` answers 503",

@@ -8,6 +8,7 @@ provider, both kept in Redis so that all processes (runs, pods) count against on
   its `RedisStorage`): at most N calls in any window of the given length, across every
   worker. A call waits for a slot, up to `max_wait_seconds`; past that it raises
   `RateLimited`, a `TransientError`, so the op's RetryPolicy backs off and tries again.
+  `rate="off"` keeps the breaker and drops the limit.
 - **Breaker**: after `fail_max` consecutive transient failures (network, timeouts, 429, 5xx:
   `ProviderError(permanent=False)` or an OSError) the breaker opens for `reset_timeout`
   seconds; meanwhile every guard of that provider, in any process, raises `CircuitOpen` (a
@@ -40,6 +41,23 @@ T = TypeVar("T")
 
 # Stripe's documented limits: 25 read+write requests/s in test mode, 100/s live.
 DEFAULT_RATES = {"stripe": "25/second", "stripe_live": "100/second"}
+OFF = "off"  # no rate limit: the breaker alone
+
+
+def check_rate(rate: str) -> str:
+    """`rate` itself when it is "off" or a limit of at least one call ("25/second",
+    "6/minute", as the `limits` library writes them); else ValueError saying why."""
+    if rate == OFF:
+        return rate
+    try:
+        item = parse(rate)
+    except ValueError as exc:
+        raise ValueError(
+            f"rate {rate!r}: write it as N/second, N/minute ... (e.g. 25/second), or {OFF!r}"
+        ) from exc
+    if item.amount < 1:
+        raise ValueError(f"rate {rate!r} lets no call through; use {OFF!r} for no limit")
+    return rate
 
 
 class RateLimited(TransientError):
@@ -126,13 +144,13 @@ class ProviderGuard:
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.provider = provider
-        self.rate = rate or DEFAULT_RATES.get(provider, "50/second")
+        self.rate = check_rate(rate or DEFAULT_RATES.get(provider, "50/second"))
         self.max_wait_seconds = max_wait_seconds
         self.fail_max = fail_max
         self.reset_timeout = reset_timeout
         self.clock = clock
         self.sleep = sleep
-        self._item = parse(self.rate)
+        self._item = None if self.rate == OFF else parse(self.rate)
         self._limiter = MovingWindowRateLimiter(
             RedisStorage(
                 "redis://",
@@ -149,6 +167,8 @@ class ProviderGuard:
     def acquire(self) -> float:
         """Wait for a request slot; returns the seconds waited. Raises RateLimited past
         max_wait_seconds."""
+        if self._item is None:
+            return 0.0
         started = self.clock()
         while not self._limiter.hit(self._item, self.provider):
             waited = self.clock() - started

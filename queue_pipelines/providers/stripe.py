@@ -1,10 +1,13 @@
 """Stripe, through the official SDK: the calls this project makes, with errors classified.
 
-The sandbox is the same SDK pointed at localstripe (`api_base`).
+The sandbox is the same SDK pointed at localstripe (`api_base`). Given a ProviderGuard, every
+request goes through it: a rate slot shared by every worker, and the circuit breaker.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +15,13 @@ import stripe
 
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
 from queue_pipelines.metrics.providers import observe_provider_call
+from queue_pipelines.providers.guard import DEFAULT_RATES, ProviderGuard
+
+
+def documented_rate(secret_key: str) -> str:
+    """Stripe's documented request limit for the key's mode: 100/s live, 25/s in test mode."""
+    live = secret_key.startswith(("sk_live_", "rk_live_"))
+    return DEFAULT_RATES["stripe_live" if live else "stripe"]
 
 
 class CardDeclined(PermanentError):
@@ -112,8 +122,10 @@ class StripeApi:
         api_base: str | None = None,
         max_network_retries: int = 2,
         timeout_seconds: float = 30.0,
+        guard: ProviderGuard | None = None,
     ):
         self.api_base = api_base
+        self.guard = guard
         self._client = stripe.StripeClient(
             secret_key,
             base_addresses={"api": api_base} if api_base else None,
@@ -129,20 +141,34 @@ class StripeApi:
         return self._client
 
     def _call(self, fn, *args, **kwargs):
+        """The one way a request leaves: through the guard (when there is one), which sees the
+        classified error, so a declined card does not count against Stripe's health. The
+        SDK's own retries of a failed request (max_network_retries) take no slot of their
+        own."""
         operation = f"{type(getattr(fn, '__self__', None)).__name__}.{fn.__name__}"
-        try:
-            with observe_provider_call("stripe", operation):
-                return fn(*args, **kwargs)
-        except stripe.StripeError as exc:
-            raise classify_stripe_error(exc) from exc
+        with self.guard.guarded() if self.guard else contextlib.nullcontext():
+            try:
+                with observe_provider_call("stripe", operation):
+                    return fn(*args, **kwargs)
+            except stripe.StripeError as exc:
+                raise classify_stripe_error(exc) from exc
+
+    def _each(self, list_fn, params: dict[str, Any]) -> Iterator[Any]:
+        """Every object of a listing, a page per call (the SDK's auto_paging_iter would fetch
+        the next pages around the guard)."""
+        page = self._call(list_fn, params=params)
+        while True:
+            yield from page.data
+            if not page.has_more or not page.data:
+                return
+            page = self._call(list_fn, params={**params, "starting_after": page.data[-1].id})
 
     def find_or_create_customer(
         self, *, tenant_id: str, email: str, name: str | None, idempotency_key: str
     ) -> str:
         """The tenant's customer with this e-mail, created on first use."""
         customers = self.client().v1.customers
-        listing = self._call(customers.list, params={"email": email, "limit": 100})
-        for customer in listing.auto_paging_iter():
+        for customer in self._each(customers.list, {"email": email, "limit": 100}):
             if _metadata_of(customer).get("tenant_id") == tenant_id:
                 return customer.id
         params: dict[str, Any] = {"email": email, "metadata": {"tenant_id": tenant_id}}
@@ -212,11 +238,10 @@ class StripeApi:
 
     def find_refund(self, payment_intent_id: str, idempotency_key: str) -> RefundSummary | None:
         """The refund of this PaymentIntent made for `idempotency_key`, if one exists."""
-        listing = self._call(
-            self.client().v1.refunds.list,
-            params={"payment_intent": payment_intent_id, "limit": 100},
+        listing = self._each(
+            self.client().v1.refunds.list, {"payment_intent": payment_intent_id, "limit": 100}
         )
-        for refund in listing.auto_paging_iter():
+        for refund in listing:
             if _metadata_of(refund).get("idempotency_key") == idempotency_key:
                 return RefundSummary.of(refund, payment_intent_id)
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -22,6 +23,7 @@ class FaultProxy:
         # (method, path prefix, status or DROP or LOSE_REPLY, the error object to answer)
         self.failures: list[tuple[str, str, int, dict | None]] = []
         self.seen: list[tuple[str, str, int]] = []  # (method, path, status returned)
+        self.arrivals: list[float] = []  # time.monotonic() as each request came in
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -61,6 +63,8 @@ class FaultProxy:
                 pass
 
             def _relay(self):
+                with proxy._lock:
+                    proxy.arrivals.append(time.monotonic())
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, error = proxy._take_failure(self.command, self.path)
                 if status == LOSE_REPLY:
