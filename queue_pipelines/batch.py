@@ -48,6 +48,9 @@ class Backoff:
     first_delay: float = 0.5
     max_delay: float = 8.0
     jitter: float = 0.5
+    # While a provider says when to come back (its circuit breaker is open), a request waits
+    # for it without spending attempts, this long in all; then it is left unfinished.
+    max_provider_wait: float = 300.0
 
     def delay(self, attempt: int) -> float:
         base = min(self.first_delay * 2 ** (attempt - 1), self.max_delay)
@@ -100,14 +103,24 @@ def handle_one(
     sleep: Callable[[float], None] = time.sleep,
 ) -> ItemResult:
     started = time.monotonic()
-    for attempt in range(1, backoff.attempts + 1):
+    attempt, provider_wait = 1, 0.0
+    while True:
         try:
             summary = handle(item.request)
         except Exception as exc:
             reason, code = describe_error(exc)
             transient = is_transient(exc)
+            retry_after = getattr(exc, "retry_after", None) if transient else None
+            if retry_after is not None and provider_wait + retry_after <= backoff.max_provider_wait:
+                # The provider is down for everyone: wait for it, spread out so that the
+                # waiting requests do not all come back at once.
+                pause = retry_after * (1 + random.uniform(0, backoff.jitter))
+                sleep(pause)
+                provider_wait += pause
+                continue
             if transient and attempt < backoff.attempts:
                 sleep(backoff.delay(attempt))
+                attempt += 1
                 continue
             return ItemResult(
                 item.request_key,
@@ -125,7 +138,6 @@ def handle_one(
             attempts=attempt,
             seconds=time.monotonic() - started,
         )
-    raise AssertionError("unreachable")
 
 
 def process_items(

@@ -24,5 +24,9 @@ class PermanentError(ProviderError):
 
 
 class TransientError(ProviderError):
-    def __init__(self, reason: str, code: str | None = None):
+    """`retry_after`: the provider as a whole said when to come back (a circuit breaker that
+    is open): waiting that long is not a failed attempt of the request."""
+
+    def __init__(self, reason: str, code: str | None = None, retry_after: float | None = None):
         super().__init__(reason, permanent=False, code=code)
+        self.retry_after = retry_after

@@ -75,6 +75,7 @@ class CircuitOpen(TransientError):
             f"{provider} looks down (circuit breaker open after repeated failures); "
             f"next attempt allowed in {max(retry_in, 0):.0f} s",
             code="circuit_open",
+            retry_after=max(retry_in, 0.1),
         )
         self.retry_in = retry_in
 

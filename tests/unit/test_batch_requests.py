@@ -175,3 +175,26 @@ def test_no_items_no_calls():
     calls = []
     assert process_items([], calls.append, concurrency=8, backoff=IMMEDIATE) == []
     assert calls == []
+
+
+def test_waiting_for_a_provider_that_is_down_spends_no_attempt():
+    down = TransientError("stripe looks down", code="circuit_open", retry_after=30.0)
+    handler = Script(down, down, TransientError("503"))
+    sleeps = Sleeps()
+
+    result = handle_one(Item("k1", "r1"), handler, NO_JITTER, sleep=sleeps)
+
+    assert (result.status, result.attempts, handler.calls) == (SUCCEEDED, 2, 4)
+    assert sleeps == [30.0, 30.0, 0.5]
+
+
+def test_a_provider_down_longer_than_the_wait_limit_leaves_the_request_unfinished():
+    down = TransientError("stripe looks down", code="circuit_open", retry_after=100.0)
+    handler = Script(*[down] * 10)
+    sleeps = Sleeps()
+
+    result = handle_one(Item("k1", "r1"), handler, NO_JITTER, sleep=sleeps)
+
+    # 300 s of waiting for the provider, then the attempts' own backoff, then unfinished.
+    assert (result.status, result.code, handler.calls) == (UNFINISHED, "circuit_open", 7)
+    assert sleeps == [100.0, 100.0, 100.0, 0.5, 1.0, 2.0]
