@@ -29,6 +29,14 @@ def describe_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
 
 
+def classify_transport_error(exc: BaseException) -> TransientError | None:
+    """A network failure is worth another try (deliver retries it); anything else is not
+    the receiver's doing. An answer other than 2xx is a completed call, not an error here."""
+    if isinstance(exc, httpx.TransportError):
+        return TransientError(f"{type(exc).__name__}: {exc}", code="connection")
+    return None
+
+
 @dataclass(frozen=True)
 class WebhookDelivery:
     status: int
@@ -67,7 +75,7 @@ class WebhookSender:
                 }
                 pause = delay
                 try:
-                    with observe_provider_call("webhook", "deliver"):
+                    with observe_provider_call("webhook", "deliver", classify_transport_error):
                         response = client.post(url, content=body, headers=headers)
                 except httpx.TransportError as exc:
                     last = f"{type(exc).__name__}: {exc}"
