@@ -12,10 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from queue_pipelines.metrics import QueueMetricsCollector, build_registry
 from queue_pipelines.metrics.providers import LATENCY_BUCKETS
-from resources import StripeResource
+from queue_pipelines.providers.webhook_signing import new_secret
+from resources import StripeResource, WebhookResource
 from tests.conftest import postgres_instance
 from tests.support.fault_proxy import FaultProxy
 from tests.support.harness import IntakeHarness, outcome_rows
+from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_payment_flow import payment
 
 # The SDK call behind each request the proxy saw, as the Stripe client names its operations.
@@ -66,14 +68,21 @@ def test_stripe_calls_of_payment_runs_and_their_errors_reach_the_collector(
     def buyer(key: str) -> str:
         return f"{tenant}-{key}@example.com"
 
-    with FaultProxy(localstripe_url) as proxy:
+    with FaultProxy(localstripe_url) as proxy, WebhookReceiver(new_secret()) as receiver:
         via_proxy = StripeResource(
             secret_key="sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=0
         )
-        harness = IntakeHarness(own_instance, {**resources, "stripe": via_proxy}, "payment")
+        webhooks = WebhookResource(
+            secret=receiver.secret, payment_url=receiver.url, backoff_seconds=0.01
+        )
+        harness = IntakeHarness(
+            own_instance, {**resources, "stripe": via_proxy, "webhooks": webhooks}, "payment"
+        )
         # One batch: two cards that pay, one that is declined (permanent), and a Stripe 500
-        # on one PaymentIntent creation (transient: that request is tried again).
+        # on one PaymentIntent creation (transient: that request is tried again); the
+        # platform's receiver answers one webhook with a 500 (transient: sent again).
         proxy.fail_next("POST", "/v1/payment_intents", status=500)
+        receiver.answer(500)
         intake.enqueue_many(
             [
                 payment(tenant, "ok1", customer_email=buyer("ok1")),
@@ -149,6 +158,19 @@ def test_stripe_calls_of_payment_runs_and_their_errors_reach_the_collector(
     assert smtp == {("send",): 3.0}
     smtp_errors = samples["worker_provider_call_error_duration_seconds_count"]
     assert by_labels(smtp_errors, "smtp", "operation", "error_class") == {}
+
+    # The payment webhooks, one call per delivery attempt; the 500 answer is an error.
+    webhook_answers = Counter(r.status for r in receiver.received)
+    assert webhook_answers == {200: 3, 500: 1}
+    assert by_labels(
+        samples["worker_provider_call_duration_seconds_count"], "webhook", "operation"
+    ) == {("deliver",): 4.0}
+    assert by_labels(
+        samples["worker_provider_call_error_duration_seconds_count"],
+        "webhook",
+        "operation",
+        "error_class",
+    ) == {("deliver", "transient"): 1.0}
 
     # A restarted gateway reads the same histograms back from the instance's stored totals.
     restarted = scrape(QueueMetricsCollector(own_instance, intake))

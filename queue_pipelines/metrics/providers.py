@@ -139,31 +139,51 @@ def failure_class(exc: BaseException, classify: Classifier | None = None) -> str
     return UNEXPECTED
 
 
+class ProviderCall:
+    """What `observe_provider_call` yields: a call that returned, but with an answer that says
+    it failed (an HTTP error status), is marked with `failed(error)` and counts as an error."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: ProviderError | None = None
+
+    def failed(self, error: ProviderError) -> None:
+        self.error = error
+
+
+def _count_error(
+    provider: str, operation: str, error: BaseException, outcome: str, elapsed: float
+) -> None:
+    name = type(error).__name__
+    PROVIDER_CALL_ERROR_SECONDS.labels(provider, operation, name).observe(elapsed)
+    PROVIDER_CALL_ERRORS.labels(provider, operation, name).inc()
+    for tally in _TALLIES.get():
+        tally.observe(provider, operation, outcome, elapsed)
+
+
 @contextmanager
 def observe_provider_call(
     provider: str,
     operation: str,
     classify: Classifier | None = None,
-) -> Iterator[None]:
+) -> Iterator[ProviderCall]:
     """Time the block; an exception is counted under its class name (and, in tallies, its
     failure class, by `classify` when it is not a ProviderError yet) and re-raised."""
+    call = ProviderCall()
     started = time.perf_counter()
     try:
-        yield
+        yield call
     except BaseException as exc:
         elapsed = time.perf_counter() - started
-        error = type(exc).__name__
         PROVIDER_CALL_SECONDS.labels(provider, operation).observe(elapsed)
-        PROVIDER_CALL_ERROR_SECONDS.labels(provider, operation, error).observe(elapsed)
-        PROVIDER_CALL_ERRORS.labels(provider, operation, error).inc()
-        tallies = _TALLIES.get()
-        if tallies:
-            outcome = failure_class(exc, classify)
-            for tally in tallies:
-                tally.observe(provider, operation, outcome, elapsed)
+        _count_error(provider, operation, exc, failure_class(exc, classify), elapsed)
         raise
     elapsed = time.perf_counter() - started
     PROVIDER_CALL_SECONDS.labels(provider, operation).observe(elapsed)
+    if call.error is not None:
+        _count_error(provider, operation, call.error, failure_class(call.error), elapsed)
+        return
     for tally in _TALLIES.get():
         tally.observe(provider, operation, OK, elapsed)
 

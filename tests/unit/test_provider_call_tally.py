@@ -20,7 +20,7 @@ from queue_pipelines.metrics.providers import (
 from queue_pipelines.metrics.run_totals import Totals
 from queue_pipelines.providers.smtp import classify_smtp_error
 from queue_pipelines.providers.stripe import classify_stripe_error
-from queue_pipelines.providers.webhooks import classify_transport_error
+from queue_pipelines.providers.webhooks import classify_transport_error, status_error
 
 ONE_TRY = Backoff(attempts=1, first_delay=0, max_delay=0, jitter=0)
 
@@ -91,6 +91,18 @@ def test_an_error_counts_under_its_failure_class(provider, error, classify, outc
     with tally_provider_calls() as tally:
         call(provider, "op", error, classify)
     assert counts(tally) == {(provider, "op", outcome): 1}
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"), [(503, "transient"), (429, "transient"), (410, "permanent")]
+)
+def test_a_call_answered_with_an_error_status_counts_as_an_error(status, outcome):
+    with tally_provider_calls() as tally:
+        with observe_provider_call("webhook", "deliver", classify_transport_error) as answered:
+            answered.failed(status_error(status))
+        with observe_provider_call("webhook", "deliver", classify_transport_error):
+            pass
+    assert counts(tally) == {("webhook", "deliver", outcome): 1, ("webhook", "deliver", "ok"): 1}
 
 
 def test_a_tally_read_back_with_other_buckets_is_left_out():
