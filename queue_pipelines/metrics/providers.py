@@ -82,14 +82,16 @@ class ProviderCallTally:
             }
 
     def as_json(self) -> dict[str, Any]:
-        """One compact value: the bucket bounds once, then a row per series."""
-        return {
-            "buckets": list(LATENCY_BUCKETS),
-            "calls": [
-                [provider, operation, outcome, h.counts, round(h.total, 6)]
-                for (provider, operation, outcome), h in sorted(self.series().items())
-            ],
-        }
+        return tally_as_json(self.series())
+
+
+def tally_as_json(series: dict[tuple[str, str, str], DurationHistogram]) -> dict[str, Any]:
+    """One compact value: the bucket bounds once, then a row per series (provider, operation,
+    outcome, count per bucket, sum of seconds)."""
+    return {
+        "buckets": list(LATENCY_BUCKETS),
+        "calls": [[*key, h.counts, round(h.total, 6)] for key, h in sorted(series.items())],
+    }
 
 
 def tally_from_json(data: Any) -> dict[tuple[str, str, str], DurationHistogram]:

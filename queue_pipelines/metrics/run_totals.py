@@ -33,7 +33,7 @@ from dagster._core.event_api import RunStatusChangeRecordsFilter
 from queue_pipelines import tags
 from queue_pipelines.metrics import conventions as conv
 from queue_pipelines.metrics.histogram import DurationHistogram
-from queue_pipelines.metrics.providers import LATENCY_BUCKETS, tally_from_json
+from queue_pipelines.metrics.providers import LATENCY_BUCKETS, tally_as_json, tally_from_json
 
 log = logging.getLogger("queue_pipelines.metrics")
 
@@ -102,10 +102,7 @@ class Totals:
             key: {"buckets": list(h.buckets), "counts": h.counts, "total": h.total}
             for key, h in self.waits.items()
         }
-        out["provider_calls"] = {
-            "buckets": list(LATENCY_BUCKETS),
-            "calls": [[*key, h.counts, h.total] for key, h in self.provider_calls.items()],
-        }
+        out["provider_calls"] = tally_as_json(self.provider_calls)
         return out
 
     @classmethod
