@@ -9,6 +9,7 @@ fix itself on retry). The others go on.
 
 from __future__ import annotations
 
+import contextvars
 import random
 import threading
 import time
@@ -166,8 +167,11 @@ def process_items(
 
     if concurrency <= 1 or len(items) <= 1:
         return [work(item) for item in items]
+    # Each item runs in a copy of the caller's context, so what the caller scoped with a
+    # context variable (the run's tally of provider calls) follows it into the threads.
+    contexts = [contextvars.copy_context() for _ in items]
     with ThreadPoolExecutor(max_workers=min(concurrency, len(items))) as pool:
-        return list(pool.map(work, items))
+        return list(pool.map(lambda ctx, item: ctx.run(work, item), contexts, items))
 
 
 def count_by_status(results: Iterable[ItemResult]) -> dict[str, int]:

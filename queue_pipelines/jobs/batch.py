@@ -5,8 +5,9 @@ The run's one op parses the batch from its config, hands each request to the job
 request), and settles each request as soon as it ends: acked when it succeeded, dead-lettered
 with its reason when it failed for good. Requests that outlasted their retries are left to
 the intake sensor, which batches them again once this run has ended. The op's output is a
-table with one row per request, for the run page; the run's tags say at a glance whether any
-request failed (queue/failed_items).
+table with one row per request, for the run page, and a tally of the provider calls its
+requests made (latency per provider, operation and outcome), for /metrics; the run's tags
+say at a glance whether any request failed (queue/failed_items).
 
 A re-execution of the run (UI or CLI) skips requests whose outcome is already recorded and
 repeats no recorded effect for the others: every effect goes through the effect ledger.
@@ -38,6 +39,8 @@ from queue_pipelines.intake.dispatch import Batch
 from queue_pipelines.intake.registry import SPECS
 from queue_pipelines.intake.schema import describe_validation_error
 from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.metrics.conventions import PROVIDER_CALLS_KEY
+from queue_pipelines.metrics.providers import tally_provider_calls
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
@@ -194,15 +197,16 @@ def run_batch(
         if e.enqueued_at is not None
     }
     waits = [max(started - at, 0.0) for at in enqueued.values()]
-    for result in process_items(
-        [Item(key, request) for key, request in requests.items()],
-        handle,
-        concurrency=spec.concurrency,
-        backoff=REQUEST_BACKOFF,
-        on_result=settle,
-        on_progress=progress,
-    ):
-        results[result.request_key] = result
+    with tally_provider_calls() as provider_calls:
+        for result in process_items(
+            [Item(key, request) for key, request in requests.items()],
+            handle,
+            concurrency=spec.concurrency,
+            backoff=REQUEST_BACKOFF,
+            on_result=settle,
+            on_progress=progress,
+        ):
+            results[result.request_key] = result
 
     ordered = [
         results[key]
@@ -238,6 +242,8 @@ def run_batch(
                 if r.request_key in enqueued and r.status != UNFINISHED and r.attempts
             },
         ),
+        # This run's provider calls, for the run workers' latency histograms (docs/metrics.md).
+        PROVIDER_CALLS_KEY: dg.MetadataValue.json(provider_calls.as_json()),
     }
     if counts[UNFINISHED]:
         unfinished = [r for r in ordered if r.status == UNFINISHED]

@@ -20,6 +20,8 @@ from prometheus_client.registry import Collector
 from queue_pipelines import tags
 from queue_pipelines.intake.registry import JOB_TYPES
 from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.metrics.histogram import DurationHistogram
+from queue_pipelines.metrics.providers import OK
 from queue_pipelines.metrics.run_totals import RunTotals
 
 log = logging.getLogger("queue_pipelines.metrics")
@@ -46,6 +48,36 @@ def _gauge(name: str, doc: str, labels: list[str], samples) -> GaugeMetricFamily
 
 def _single(kind, name: str, doc: str, value: float):
     return kind(name, doc, value=value)
+
+
+def _worker_provider_calls(
+    calls: dict[tuple[str, str, str], DurationHistogram],
+) -> Iterator[Metric]:
+    """The provider calls of the run workers, from their runs' tallies: every call per
+    provider and operation, and the failed ones by failure class. Named apart from the
+    gateway's own live provider_call_* series, which count only the gateway's calls."""
+    every: dict[tuple[str, str], DurationHistogram] = {}
+    for (provider, operation, _outcome), h in calls.items():
+        every.setdefault((provider, operation), DurationHistogram(h.buckets)).merge(h)
+    family = HistogramMetricFamily(
+        "worker_provider_call_duration_seconds",
+        "Time a provider call made by a run worker took, successful or not (from each "
+        "finished run's provider_calls metadata).",
+        labels=["provider", "operation"],
+    )
+    for key, h in sorted(every.items()):
+        family.add_metric(list(key), h.cumulative(), sum_value=h.total)
+    yield family
+    errors = HistogramMetricFamily(
+        "worker_provider_call_error_duration_seconds",
+        "Time a failed provider call made by a run worker took before it failed, by failure "
+        "class (transient, permanent, unexpected).",
+        labels=["provider", "operation", "error_class"],
+    )
+    for (provider, operation, outcome), h in sorted(calls.items()):
+        if outcome != OK:
+            errors.add_metric([provider, operation, outcome], h.cumulative(), sum_value=h.total)
+    yield errors
 
 
 class QueueMetricsCollector(Collector):
@@ -112,6 +144,7 @@ class QueueMetricsCollector(Collector):
         for key, h in sorted(t.waits.items()):
             waits.add_metric(key.split("/"), h.cumulative(), sum_value=h.total)
         yield waits
+        yield from _worker_provider_calls(t.provider_calls)
         yield _gauge("queue_active_jobs", "Runs starting or running, by queue.", ["queue"], active)
         yield _counter(
             "payments_processed_total",

@@ -18,6 +18,10 @@ metric by following the convention, with no change here.
 - Waiting: a row's `waited_seconds` (enqueue to the start of the run that settled it) and
   `settled_after_seconds` (enqueue to its settlement), as queue_request_wait_seconds with
   `stage` started / settled.
+- Provider calls of run workers: the JSON metadata `provider_calls` of a batch run's op
+  (step output or step failure), written by jobs/batch.py from the run's ProviderCallTally
+  (metrics/providers.py): latency bucket counts and sum per provider, operation and outcome
+  (`ok`, `transient`, `permanent`, `unexpected`).
 - Wallet balance: the newest step output metadata `wallet_balance_sol` (a float), labelled
   by the output's `wallet` metadata.
 """
@@ -30,6 +34,7 @@ MINT_QUEUE = "mint"
 TRANSFER_QUEUE = "transfer"
 NOTIFICATION_QUEUE = "notification"
 OUTCOMES_KEY = "outcomes"
+PROVIDER_CALLS_KEY = "provider_calls"
 NOTIFICATION_FAILED_KEY = "notification_failed"
 # The row column that says whether the effect was done by this run ("now") or earlier.
 DONE_KEYS = {

@@ -17,7 +17,6 @@ turn can only move the stored cursor back, never count a run twice.
 
 from __future__ import annotations
 
-import bisect
 import copy
 import json
 import logging
@@ -33,6 +32,8 @@ from dagster._core.event_api import RunStatusChangeRecordsFilter
 
 from queue_pipelines import tags
 from queue_pipelines.metrics import conventions as conv
+from queue_pipelines.metrics.histogram import DurationHistogram
+from queue_pipelines.metrics.providers import LATENCY_BUCKETS, tally_as_json, tally_from_json
 
 log = logging.getLogger("queue_pipelines.metrics")
 
@@ -50,28 +51,6 @@ PAGE_SIZE = 200
 # Ids kept above the watermark at most; past it the oldest fold in early. Dagster reads at
 # most 10,000 event records a query, and the query reads these again each time.
 RECENT_CAP = 5000
-
-
-@dataclass
-class DurationHistogram:
-    buckets: tuple[float, ...] = conv.DURATION_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(conv.DURATION_BUCKETS) + 1))
-    total: float = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
-        self.total += seconds
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        out, running = [], 0
-        for bound, count in zip([*self.buckets, float("inf")], self.counts, strict=True):
-            running += count
-            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        return out
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
 
 
 _COUNTERS = (
@@ -104,6 +83,8 @@ class Totals:
     wallet_balances: dict[str, tuple[float, float]] = field(default_factory=dict)  # (time, SOL)
     # "job_type/stage" -> seconds from enqueue to the run's start (started) or to settlement.
     waits: dict[str, DurationHistogram] = field(default_factory=dict)
+    # (provider, operation, outcome) -> latency of the calls run workers made.
+    provider_calls: dict[tuple[str, str, str], DurationHistogram] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         out: dict[str, Any] = {
@@ -121,6 +102,7 @@ class Totals:
             key: {"buckets": list(h.buckets), "counts": h.counts, "total": h.total}
             for key, h in self.waits.items()
         }
+        out["provider_calls"] = tally_as_json(self.provider_calls)
         return out
 
     @classmethod
@@ -141,6 +123,10 @@ class Totals:
                 totals.waits[key] = DurationHistogram(
                     buckets=conv.WAIT_BUCKETS, counts=list(h["counts"]), total=h["total"]
                 )
+        if "provider_calls" in data:
+            totals.provider_calls = tally_from_json(data["provider_calls"])
+            if not totals.provider_calls and data["provider_calls"].get("calls"):
+                log.warning("stored provider call buckets differ from the code's: reset")
         totals.wallet_balances = {
             w: (v[0], v[1]) for w, v in data.get("wallet_balances", {}).items()
         }
@@ -335,6 +321,7 @@ class RunTotals:
                 metadata = (user.metadata if user is not None else None) or {}
             for row in _outcome_rows(metadata):
                 self._add_request(queue, row, run)
+            self._add_provider_calls(metadata)
         if status == dg.DagsterRunStatus.FAILURE:
             t.failures[(queue, _failure_reason(failures))] += 1
 
@@ -345,6 +332,16 @@ class RunTotals:
             balances = self.totals.wallet_balances
             if wallet not in balances or balances[wallet][0] <= timestamp:
                 balances[wallet] = (timestamp, float(balance))
+
+    def _add_provider_calls(self, metadata: dict[str, Any]) -> None:
+        calls = _value(metadata, conv.PROVIDER_CALLS_KEY)
+        if calls is None:
+            return
+        series = tally_from_json(calls)
+        if not series and isinstance(calls, dict) and calls.get("calls"):
+            log.warning("a run's provider call buckets differ from the code's: not counted")
+        for key, h in series.items():
+            self.totals.provider_calls.setdefault(key, DurationHistogram(LATENCY_BUCKETS)).merge(h)
 
     def _add_request(self, queue: str, row: dict[str, Any], run: dg.DagsterRun) -> None:
         """One request of a batch run, from its row in the run's outcomes table: counted

@@ -112,7 +112,7 @@ class SmtpSender:
         delay = self.backoff_seconds
         for attempt in range(1, self.max_attempts + 1):
             try:
-                with observe_provider_call("smtp", "send"):
+                with observe_provider_call("smtp", "send", classify_smtp_error):
                     self._send_once(message)
                 return attempt
             except ProviderError as exc:

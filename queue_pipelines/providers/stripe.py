@@ -148,7 +148,7 @@ class StripeApi:
         operation = f"{type(getattr(fn, '__self__', None)).__name__}.{fn.__name__}"
         with self.guard.guarded() if self.guard else contextlib.nullcontext():
             try:
-                with observe_provider_call("stripe", operation):
+                with observe_provider_call("stripe", operation, classify_stripe_error):
                     return fn(*args, **kwargs)
             except stripe.StripeError as exc:
                 raise classify_stripe_error(exc) from exc

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.failures import PermanentError, ProviderError, TransientError
 from queue_pipelines.metrics.providers import observe_provider_call
 from queue_pipelines.providers import webhook_signing as signing
 
@@ -27,6 +27,20 @@ def describe_url(url: str) -> str:
     """Scheme, host and path only: a query string may carry a receiver's token."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
+
+
+def classify_transport_error(exc: BaseException) -> TransientError | None:
+    """A network failure is worth another try (deliver retries it); anything else is not
+    the receiver's doing."""
+    if isinstance(exc, httpx.TransportError):
+        return TransientError(f"{type(exc).__name__}: {exc}", code="connection")
+    return None
+
+
+def status_error(status: int) -> ProviderError:
+    """The failure class of a receiver's answer other than 2xx, for the call metrics."""
+    error = TransientError if is_retryable_status(status) else PermanentError
+    return error(f"HTTP {status}", code=f"http_{status}")
 
 
 @dataclass(frozen=True)
@@ -67,8 +81,12 @@ class WebhookSender:
                 }
                 pause = delay
                 try:
-                    with observe_provider_call("webhook", "deliver"):
+                    with observe_provider_call(
+                        "webhook", "deliver", classify_transport_error
+                    ) as call:
                         response = client.post(url, content=body, headers=headers)
+                        if not 200 <= response.status_code < 300:
+                            call.failed(status_error(response.status_code))
                 except httpx.TransportError as exc:
                     last = f"{type(exc).__name__}: {exc}"
                 else:
