@@ -8,9 +8,10 @@ loop doing the same calls, in one invocation.
 
 It starts, each on a free loopback port and stopped again on exit (Ctrl-C and errors too):
 an embedded redis-server, localstripe (behind a delaying proxy with --latency-ms), an SMTP
-sink, and a real `dagster-daemon` (run queue, sensors, run monitoring) loading workspace.yaml,
-whose code server launches the runs; the instance lives in a temporary DAGSTER_HOME with the
-project's dagster.yaml (or dagster-postgres storage with --postgres).
+sink, the code server as `make run` starts it (`dagster api grpc`, whose children are the run
+workers) and a real `dagster-daemon` (run queue, sensors, run monitoring) on it; the instance
+lives in a temporary DAGSTER_HOME with the project's dagster.yaml (or dagster-postgres
+storage with --postgres).
 
 It then runs the baseline (charge_once + the notifier's e-mail, 8 threads, no orchestrator),
 waits for the intake sensor's first tick, enqueues N payments at once and waits until every
