@@ -10,6 +10,7 @@ help:
 	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
 	@echo "make test      both tiers: unit (tests/unit) and integration (real Redis, PostgreSQL, localstripe)"
 	@echo "make test-unit the unit tier alone: no servers, seconds"
+	@echo "make test-restarts  a real stack stopped mid-burst (SIGINT, SIGKILL) and started again"
 	@echo "make lint      ruff check and format check, import layers (import-linter), hadolint"
 	@echo "make format    ruff format and autofix"
 	@echo "make validate  dagster definitions validate"
