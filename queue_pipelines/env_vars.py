@@ -37,6 +37,24 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("QUEUE_KEY_PREFIX", "optional", "`qp`", "gateway, code location, CLI"),
     Variable(
+        "QP_BATCH_SIZE_<TYPE>",
+        "optional",
+        "500 for PAYMENT and NOTIFICATION, 100 for the other types; 1 is one run per request",
+        "intake sensors",
+    ),
+    Variable(
+        "QP_BATCH_WAIT_<TYPE>",
+        "optional",
+        "0.5: seconds a smaller batch waits for more before its run is requested",
+        "intake sensors",
+    ),
+    Variable(
+        "QP_CONCURRENCY_<TYPE>",
+        "optional",
+        "8 (4 for MINT and TRANSFER): requests of one run worked on at once",
+        "run workers",
+    ),
+    Variable(
         "QP_DEV_MAX_RESTARTS",
         "never",
         "5: `make run` stops when its parts died more often in 300 s",
@@ -297,7 +315,7 @@ def with_table(document: str) -> str:
 def documented_names(document: str) -> list[str]:
     _, _, rest = document.partition(BEGIN)
     table, _, _ = rest.partition(END)
-    return re.findall(r"^\| `([A-Z0-9_]+)`", table, flags=re.MULTILINE)
+    return re.findall(r"^\| `([A-Z0-9_]+(?:<TYPE>)?)`", table, flags=re.MULTILINE)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ producers) imports no Dagster and no job code.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -81,6 +82,18 @@ JOB_TYPE_SPECS: tuple[JobTypeSpec, ...] = (
 )
 
 SPECS: dict[str, JobTypeSpec] = {spec.name: spec for spec in JOB_TYPE_SPECS}
+
+
+def run_concurrency(job_type: str) -> int:
+    """How many of a run's requests are worked on at once: QP_CONCURRENCY_<TYPE> in the run
+    worker's environment (e.g. more for a provider far away), else the registry's."""
+    name = f"QP_CONCURRENCY_{job_type.upper()}"
+    value = int(os.environ.get(name) or SPECS[job_type].concurrency)
+    if value < 1:
+        raise ValueError(f"{name} must be 1 or more")
+    return value
+
+
 JOB_TYPES: tuple[str, ...] = tuple(SPECS)
 PAYLOAD_MODELS: dict[str, type[WireModel]] = {spec.name: spec.payload for spec in JOB_TYPE_SPECS}
 JobType = Literal[JOB_TYPES]  # type: ignore[valid-type]  # the registry's names, for pydantic

@@ -36,7 +36,7 @@ from queue_pipelines.batch import (
     process_items,
 )
 from queue_pipelines.intake.dispatch import Batch
-from queue_pipelines.intake.registry import SPECS
+from queue_pipelines.intake.registry import SPECS, run_concurrency
 from queue_pipelines.intake.schema import describe_validation_error
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.metrics.conventions import PROVIDER_CALLS_KEY
@@ -201,7 +201,7 @@ def run_batch(
         for result in process_items(
             [Item(key, request) for key, request in requests.items()],
             handle,
-            concurrency=spec.concurrency,
+            concurrency=run_concurrency(job_type),
             backoff=REQUEST_BACKOFF,
             on_result=settle,
             on_progress=progress,

@@ -198,3 +198,14 @@ def test_a_provider_down_longer_than_the_wait_limit_leaves_the_request_unfinishe
     # 300 s of waiting for the provider, then the attempts' own backoff, then unfinished.
     assert (result.status, result.code, handler.calls) == (UNFINISHED, "circuit_open", 7)
     assert sleeps == [100.0, 100.0, 100.0, 0.5, 1.0, 2.0]
+
+
+def test_a_runs_concurrency_comes_from_its_environment_or_the_registry(monkeypatch):
+    from queue_pipelines.intake.registry import SPECS, run_concurrency
+
+    assert run_concurrency("mint") == SPECS["mint"].concurrency == 4
+    monkeypatch.setenv("QP_CONCURRENCY_PAYMENT", "16")
+    assert run_concurrency("payment") == 16
+    monkeypatch.setenv("QP_CONCURRENCY_PAYMENT", "0")
+    with pytest.raises(ValueError, match="QP_CONCURRENCY_PAYMENT must be 1 or more"):
+        run_concurrency("payment")
