@@ -59,6 +59,11 @@ def test_twenty_requests_with_five_duplicates_make_fifteen_nfts_and_reexecution_
     assert intake.client.xlen(intake.stream_key("mint")) == 0
     # One "your ticket is in your wallet" e-mail per NFT, none for the duplicates.
     assert len(mail_sink.to(buyer)) == 15
+    # The run's Solana calls reach the metrics: at least one transaction per mint, no errors.
+    calls = RunTotals(instance).refresh().provider_calls
+    sent = calls[("solana", "send_and_confirm_transaction", "ok")]
+    assert sent.count >= 15
+    assert not [key for key in calls if key[0] == "solana" and key[2] != "ok"]
 
     monkeypatch.setenv("QP_TEST_SMTP_PORT", str(mint_resources["smtp"].port))
     monkeypatch.setenv("QP_TEST_SOLANA_URL", rpc_ledger.url)

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.metrics.providers import observe_provider_call
 
 MAX_SINGLE_CHUNK = 256 * 1024
 NAME_TAG = "QP-Document"
@@ -116,17 +117,20 @@ class ArweaveGateway:
         self.http = httpx.Client(base_url=self.url, timeout=timeout)
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise TransientError(f"Arweave gateway {self.url} unreachable: {exc}") from exc
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientError(f"Arweave gateway {self.url} answered {response.status_code}")
-        if response.status_code >= 400:
-            raise PermanentError(
-                f"Arweave gateway refused {method} {path}: {response.status_code} "
-                f"{response.text[:200]}"
-            )
+        # Timed per endpoint, without its argument (/price/<bytes>): few label values.
+        operation = f"{method} /{path.strip('/').split('/')[0]}"
+        with observe_provider_call("arweave", operation):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise TransientError(f"Arweave gateway {self.url} unreachable: {exc}") from exc
+            if response.status_code == 429 or response.status_code >= 500:
+                raise TransientError(f"Arweave gateway {self.url} answered {response.status_code}")
+            if response.status_code >= 400:
+                raise PermanentError(
+                    f"Arweave gateway refused {method} {path}: {response.status_code} "
+                    f"{response.text[:200]}"
+                )
         return response
 
     def find(self, name: str) -> str | None:

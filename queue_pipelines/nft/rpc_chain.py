@@ -27,6 +27,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 
 from queue_pipelines.failures import TransientError
+from queue_pipelines.metrics.providers import observe_provider_call
 from queue_pipelines.nft.chain import (
     AlreadyProcessed,
     Chain,
@@ -60,7 +61,9 @@ class RpcChain(Chain):
         self.timeout_seconds = timeout_seconds
         self.poll_seconds = poll_seconds
 
-    def _run(self, call: Callable[[AsyncClient], Awaitable[T]]) -> T:
+    def _run(self, operation: str, call: Callable[[AsyncClient], Awaitable[T]]) -> T:
+        """Run `call` against the node; timed as the provider call `solana`/`operation`."""
+
         async def with_client() -> T:
             async with AsyncClient(
                 self.url, commitment=self.commitment, timeout=self.timeout_seconds
@@ -68,10 +71,16 @@ class RpcChain(Chain):
                 return await call(client)
 
         try:
-            return asyncio.run(with_client())
+            with observe_provider_call("solana", operation, self._classify):
+                return asyncio.run(with_client())
         except SolanaRpcException as exc:
-            # Network errors, timeouts, HTTP 429 and 5xx: the node may recover.
-            raise TransientError(f"Solana RPC at {self.url} failed: {exc}", code="rpc") from exc
+            raise self._classify(exc) from exc
+
+    def _classify(self, exc: BaseException) -> TransientError | None:
+        # Network errors, timeouts, HTTP 429 and 5xx: the node may recover.
+        if isinstance(exc, SolanaRpcException):
+            return TransientError(f"Solana RPC at {self.url} failed: {exc}", code="rpc")
+        return None
 
     def send(self, instructions: Sequence[Instruction], signers: Sequence[Keypair]) -> str:
         payer = signers[0].pubkey()
@@ -96,7 +105,7 @@ class RpcChain(Chain):
             await self._confirm(client, signature, latest.last_valid_block_height, payer)
             return str(signature)
 
-        return self._run(send)
+        return self._run("send_and_confirm_transaction", send)
 
     async def _confirm(self, client: AsyncClient, signature, last_valid_height: int, payer):
         wanted = _RANK[str(self.commitment)]
@@ -123,19 +132,19 @@ class RpcChain(Chain):
                 return None
             return ChainAccount(address, found.lamports, found.owner, bytes(found.data))
 
-        return self._run(get)
+        return self._run("get_account_info", get)
 
     def balance(self, address: Pubkey) -> int:
         async def get(client: AsyncClient) -> int:
             return (await client.get_balance(address)).value
 
-        return self._run(get)
+        return self._run("get_balance", get)
 
     def rent_exempt_minimum(self, size: int) -> int:
         async def get(client: AsyncClient) -> int:
             return (await client.get_minimum_balance_for_rent_exemption(size)).value
 
-        return self._run(get)
+        return self._run("get_minimum_balance_for_rent_exemption", get)
 
     def token_accounts_for_mint(self, program_id: Pubkey, mint: Pubkey) -> list[ChainAccount]:
         async def get(client: AsyncClient) -> list[ChainAccount]:
@@ -150,4 +159,4 @@ class RpcChain(Chain):
                 if is_token_account(data := bytes(keyed.account.data))
             ]
 
-        return self._run(get)
+        return self._run("get_program_accounts", get)

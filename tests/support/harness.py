@@ -38,10 +38,12 @@ class IntakeHarness:
 
     @property
     def sensor(self) -> dg.SensorDefinition:
-        # The production sensor, with no wait for fuller batches: a test enqueues, then ticks.
+        # The production sensor, with no wait for fuller batches and no listening for more
+        # requests: a test enqueues, then ticks.
         return self.sensor_override or build_intake_sensor(
             self.job_type,
             self.job,
+            listen_seconds=0,
             policy=BatchPolicy(
                 size=self.batch_size,
                 max_wait_seconds=0,
