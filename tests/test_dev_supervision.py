@@ -2,8 +2,9 @@
 dying stops the stack with a reason and no process left, and Ctrl-C exits 0 leaving nothing.
 
 The supervisor's policy is tested on plain processes (a shell that leaves a grandchild in its
-group, as a code server leaves run workers); the whole `queue-pipelines dev` once, on its
-embedded defaults (their fixed ports), with its Redis and daemon killed and then Ctrl-C.
+group, as a code server leaves run workers); the whole `queue-pipelines dev` on its embedded
+defaults (their fixed ports): with its Redis and daemon killed and then Ctrl-C, and (a
+restart drill) with its Redis killed by SIGKILL in the middle of a burst of payments.
 """
 
 from __future__ import annotations
@@ -14,14 +15,27 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
+from dagster_graphql import DagsterGraphQLClient
 
 from queue_pipelines.sandbox import defaults
 from queue_pipelines.sandbox.dev import Child, StackStopped, Supervisor
 from queue_pipelines.sandbox.servers import free_port, port_open
-from tests.support.dagster_stack import wait_until
+from resources import RedisResource
+from tests.support.dagster_stack import RUNS_QUERY, wait_until
+from tests.support.stack_checks import (
+    charges_by_key,
+    enqueue_payments,
+    intake_left,
+    outcomes_by_key,
+)
+
+IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 
 
 def group_alive(pgid: int) -> bool:
@@ -103,8 +117,42 @@ CHILDREN = {
 }
 
 
-@pytest.mark.stack
-def test_make_run_restarts_a_killed_redis_and_daemon_and_ctrl_c_leaves_nothing(tmp_path):
+@dataclass
+class DevStack:
+    """A running `queue-pipelines dev` on its embedded defaults, and what it said."""
+
+    process: subprocess.Popen
+    home: Path
+    output: Path
+    ui_port: int
+    seen: set[int] = field(default_factory=set)  # process groups of its children, ever
+    leftover: list[int] = field(default_factory=list)  # of those, alive once it was stopped
+
+    def children(self) -> dict[str, int]:
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            return json.loads((self.home / "dev-children.json").read_text())
+        return {}
+
+    def out(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def kill_child(self, name: str, ready=lambda: True) -> None:
+        """SIGKILL one child; return once the supervisor has started another and `ready()`."""
+        old = self.children()[name]
+        os.kill(old, signal.SIGKILL)
+        wait_until(
+            lambda: self.children().get(name) not in (None, old) and ready(),
+            120,
+            f"{name} to be restarted\n{self.out()}",
+        )
+        self.seen |= set(self.children().values())
+        assert f"dev: {name} exited with code -9; restarting it" in self.out()
+
+
+@contextlib.contextmanager
+def dev_stack(tmp_path: Path, env_overrides: dict[str, str] | None = None):
+    """`queue-pipelines dev` as a process group of its own, up with every child; on the way
+    out, whatever of it is left is killed and `leftover` lists the groups that outlived it."""
     taken = [name for name, port in DEV_PORTS.items() if port_open(port)]
     if taken:
         message = f"ports of `make run` are taken ({', '.join(taken)}): is a `make run` going?"
@@ -118,57 +166,90 @@ def test_make_run_restarts_a_killed_redis_and_daemon_and_ctrl_c_leaves_nothing(t
         if not k.startswith(("REDIS_", "STRIPE_", "SMTP_", "SOLANA_", "DAGSTER_", "QP_"))
     }
     env["DAGSTER_HOME"] = str(home)
+    env.update(env_overrides or {})
     output = tmp_path / "dev.out"
     ui_port = free_port()
-    dev = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "queue_pipelines.cli", "dev", "--port", str(ui_port)],
         env=env, cwd=tmp_path, stdout=output.open("wb"), stderr=subprocess.STDOUT,
         process_group=0,
     )  # fmt: skip
-    pids_file = home / "dev-children.json"
-
-    def children() -> dict[str, int]:
-        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            return json.loads(pids_file.read_text())
-        return {}
-
-    def out() -> str:
-        return output.read_text(errors="replace")
-
-    seen: set[int] = set()
+    dev = DevStack(process, home, output, ui_port)
     try:
         wait_until(
-            lambda: set(children()) == CHILDREN and port_open(ui_port), 400,
+            lambda: set(dev.children()) == CHILDREN and port_open(ui_port), 400,
             "every part of `make run` to be up",
         )  # fmt: skip
-        seen |= set(children().values())
-
-        for name, check in (
-            ("redis", lambda: port_open(defaults.EMBEDDED_REDIS_PORT)),
-            ("daemon", lambda: True),
-        ):
-            old = children()[name]
-            os.kill(old, signal.SIGKILL)
-            wait_until(
-                lambda old=old, name=name, check=check: (
-                    children().get(name) not in (None, old) and check()
-                ),
-                120,
-                f"{name} to be restarted\n{out()}",
-            )
-            seen |= set(children().values())
-            assert f"dev: {name} exited with code -9; restarting it" in out()
-        assert dev.poll() is None
-
-        os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
-        assert dev.wait(timeout=180) == 0, out()
+        dev.seen |= set(dev.children().values())
+        yield dev
     finally:
-        if dev.poll() is None:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait()
-        leftover = [pid for pid in seen if group_alive(pid)]
-        for pid in leftover:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        dev.leftover = [pid for pid in dev.seen if group_alive(pid)]
+        for pid in dev.leftover:
             os.killpg(pid, signal.SIGKILL)
-    assert leftover == [], f"process groups left behind: {leftover}\n{out()}"
-    assert "dev: stopping (Ctrl-C)" in out()
+
+
+@pytest.mark.stack
+def test_make_run_restarts_a_killed_redis_and_daemon_and_ctrl_c_leaves_nothing(tmp_path):
+    with dev_stack(tmp_path) as dev:
+        dev.kill_child("redis", lambda: port_open(defaults.EMBEDDED_REDIS_PORT))
+        dev.kill_child("daemon")
+        assert dev.process.poll() is None
+
+        os.killpg(dev.process.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
+        assert dev.process.wait(timeout=180) == 0, dev.out()
+    assert dev.leftover == [], f"process groups left behind: {dev.leftover}\n{dev.out()}"
+    assert "dev: stopping (Ctrl-C)" in dev.out()
     assert not any(port_open(port) for port in DEV_PORTS.values())
+
+
+def in_progress_runs(ui_port: int) -> list[dict]:
+    reply = DagsterGraphQLClient("127.0.0.1", port_number=ui_port, timeout=30)._execute(  # noqa: SLF001
+        RUNS_QUERY, {"filter": {"statuses": sorted(IN_PROGRESS)}, "limit": 100}
+    )["runsOrError"]
+    assert reply["__typename"] == "Runs", reply
+    return reply["results"]
+
+
+@pytest.mark.stack
+@pytest.mark.restarts
+def test_make_run_loses_no_payment_when_its_redis_is_killed_mid_burst(tmp_path):
+    """30 payments (6 runs of 5) through `make run`; once the first of them are settled and the
+    rest are not, its embedded Redis is killed by SIGKILL and restarted by the supervisor from
+    its append-only file (fsync on every write): every payment is charged exactly once and
+    none is dead-lettered. Without persistence the restarted Redis would come back empty, and
+    the unsettled requests with their streams, batches and outcomes would be gone."""
+    tenant = f"redis-kill-{uuid.uuid4().hex[:8]}"
+    keys = [f"burst-{i:02d}-{uuid.uuid4().hex[:6]}" for i in range(30)]
+    redis_url, prefix = defaults.EMBEDDED_REDIS_URL, "qp"
+    with dev_stack(tmp_path, {"QP_BATCH_SIZE_PAYMENT": "5"}) as dev:
+        intake = RedisResource(url=redis_url, key_prefix=prefix).intake()
+        enqueue_payments(redis_url, prefix, tenant, keys)
+        before_kill = wait_until(
+            lambda: 0 < len(settled := outcomes_by_key(intake, "payment", tenant, keys)) < 30
+            and settled,
+            600, f"the first payments of the burst to be settled\n{dev.out()}", interval=0.2,
+        )  # fmt: skip
+        print(f"Redis killed with {len(before_kill)} of {len(keys)} payments settled")
+        dev.kill_child("redis", lambda: port_open(defaults.EMBEDDED_REDIS_PORT))
+
+        def drained() -> bool:
+            with contextlib.suppress(redis.ConnectionError):
+                return (
+                    len(outcomes_by_key(intake, "payment", tenant, keys)) == len(keys)
+                    and intake_left(intake, "payment") == (0, 0)
+                    and not in_progress_runs(dev.ui_port)
+                )
+            return False
+
+        wait_until(drained, 900, f"the burst to drain\n{dev.out()}", interval=2)
+        outcomes = outcomes_by_key(intake, "payment", tenant, keys)
+        dead = intake.dead_letters()
+        charges = charges_by_key(defaults.SANDBOX_STRIPE_URL, tenant)
+
+    assert len(before_kill) < len(keys)  # Redis went down with requests still unsettled
+    assert all(o.succeeded for o in outcomes.values()), outcomes
+    assert dead == [], [d["reason"] for d in dead]
+    assert charges == {key: 1 for key in keys}

@@ -305,7 +305,12 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: signal.default_int_handler(signal.SIGINT, None))
     home = _prepare_home()
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # Dagster's telemetry upload thread (in the daemon and the webserver) ignores dagster.yaml's
+    # `telemetry: enabled: false` and takes $DAGSTER_HOME/logs for its own: it renames the
+    # directory away to upload it, and with several such threads racing, deletes it, so the
+    # logs of the parts went, and a restarted Redis found no directory for its log and could
+    # not start. Only this variable stops the thread.
+    env = {"DAGSTER_DISABLE_TELEMETRY": "1", **os.environ, "DAGSTER_HOME": str(home)}
     supervisor = Supervisor(home)
     smtp_sink = None
     try:

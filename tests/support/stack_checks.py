@@ -77,3 +77,10 @@ def intake_left(intake: IntakeStreams, job_type: str) -> tuple[int, int]:
     except Exception:  # noqa: BLE001 - no group yet
         pending = 0
     return length, pending
+
+
+def outcomes_by_key(intake: IntakeStreams, job_type: str, tenant: str, keys: list[str]) -> dict:
+    """The outcome the intake recorded for each of `tenant`'s requests that has one, by
+    idempotency key: a request is settled once its run recorded how it ended."""
+    found = intake.outcomes([f"{job_type}:{tenant}:{key}" for key in keys])
+    return {request_key.split(":", 2)[2]: outcome for request_key, outcome in found.items()}
