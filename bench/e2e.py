@@ -13,10 +13,11 @@ workers) and a real `dagster-daemon` (run queue, sensors, run monitoring) on it;
 lives in a temporary DAGSTER_HOME with the project's dagster.yaml (or dagster-postgres
 storage with --postgres).
 
-It then runs the baseline (charge_once + the notifier's e-mail, 8 threads, no orchestrator),
-waits for the intake sensor's first tick, enqueues N payments at once and waits until every
-one is settled. Latency is per request, from its entry id (Redis' clock at enqueue) to the
-outcome's `at` (recorded by the run as the request ends). Nothing here is asserted.
+It then runs the baseline (charge_once + the notifier's e-mail, as many threads as the
+payment concurrency, no orchestrator), waits for the intake sensor's first tick, enqueues N
+payments at once and waits until every one is settled. Latency is per request, from its
+entry id (Redis' clock at enqueue) to the outcome's `at` (recorded by the run as the request
+ends). Nothing here is asserted.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "QP_CONCURRENCY_<TYPE>",
         "optional",
-        "8 (4 for MINT and TRANSFER): requests of one run worked on at once",
+        "16 for PAYMENT, 4 for MINT and TRANSFER, 8 for the others: requests of one run at once",
         "run workers",
     ),
     Variable(
