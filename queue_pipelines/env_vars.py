@@ -84,7 +84,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "STRIPE_BREAKER_FAIL_MAX",
         "optional",
-        "5 consecutive transient failures open the circuit breaker",
+        "5 consecutive transient failures open the circuit breaker; 0 turns it off",
         "Stripe resource",
     ),
     Variable(

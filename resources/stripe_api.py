@@ -45,7 +45,9 @@ class StripeResource(dg.ConfigurableResource):
         "test 25/second).",
     )
     breaker_fail_max: int = Field(
-        default=5, ge=1, description="Consecutive transient failures that open the breaker."
+        default=5,
+        ge=0,
+        description="Consecutive transient failures that open the breaker; 0: no breaker.",
     )
     breaker_reset_seconds: float = Field(
         default=30.0, gt=0, description="How long an open breaker refuses calls."

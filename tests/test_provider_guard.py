@@ -170,3 +170,20 @@ def test_permanent_refusals_do_not_open_the_breaker(redis_resource):
         with pytest.raises(PermanentError):
             worker.call(declined)
     assert worker.call(lambda: "ok") == "ok"
+
+
+def test_a_breaker_set_to_zero_never_opens_and_keeps_no_state(redis_resource):
+    worker = guard(redis_resource, "stripe", rate="off", fail_max=0)
+    provider = Provider()
+    for _ in range(10):
+        with pytest.raises(TransientError, match="HTTP 503"):
+            worker.call(provider.request)
+    assert provider.calls == 10  # every call reached the provider
+    assert worker.breaker_state() == {}
+    provider.down = False
+    assert worker.call(provider.request) == "ok"
+
+
+def test_a_negative_breaker_setting_is_refused(redis_resource):
+    with pytest.raises(ValueError, match="0 for no breaker"):
+        guard(redis_resource, "stripe", fail_max=-1)

@@ -15,7 +15,8 @@ provider, both kept in Redis so that all processes (runs, pods) count against on
   `TransientError`) without calling, so runs wait instead of burning their retries against a
   provider that is down. Then one call is let through (half-open): success closes the
   breaker, failure opens it again. A permanent error (declined card) says nothing about the
-  provider's health and does not count.
+  provider's health and does not count. `fail_max=0` turns the breaker off (the rate limit
+  stays): no call is refused and Redis is not asked.
 
 Why not `pybreaker`'s CircuitRedisStorage: it shares state, but `CircuitBreaker.call` holds
 an instance lock for the whole call, which would serialize the concurrent provider calls of
@@ -144,6 +145,8 @@ class ProviderGuard:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ):
+        if fail_max < 0:
+            raise ValueError(f"fail_max {fail_max}: 1 or more, or 0 for no breaker")
         self.provider = provider
         self.rate = check_rate(rate or DEFAULT_RATES.get(provider, "50/second"))
         self.max_wait_seconds = max_wait_seconds
@@ -200,10 +203,18 @@ class ProviderGuard:
             args=[self.clock(), self.fail_max, self.reset_timeout, "ok" if ok else "fail"],
         )
 
+    @property
+    def breaker_on(self) -> bool:
+        return self.fail_max > 0
+
     @contextlib.contextmanager
     def guarded(self) -> Iterator[None]:
         """`with guard.guarded(): provider_call()` — breaker first (an open breaker does not
         spend a rate slot), then a rate slot, then the call; its outcome feeds the breaker."""
+        if not self.breaker_on:
+            self.acquire()
+            yield
+            return
         self._check_breaker()
         self.acquire()
         try:
