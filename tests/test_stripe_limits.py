@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from queue_pipelines import deployment
 from queue_pipelines.failures import TransientError
-from queue_pipelines.providers.guard import CircuitOpen
+from queue_pipelines.providers.guard import CircuitOpen, ProviderGuard, RateLimited
 from queue_pipelines.providers.stripe import StripeApi
 from resources import RedisResource, StripeResource
 from tests.support.fault_proxy import DROP, FaultProxy
@@ -105,6 +105,31 @@ def test_a_payment_run_keeps_to_the_rate(
     assert [r["status"] for r in outcome_rows(result)] == ["succeeded"] * 6
     assert len(arrivals) >= 18  # per payment: customer lookup, creation, PaymentIntent
     assert densest(arrivals) <= 5
+
+
+def test_the_sdks_own_retries_each_take_a_rate_slot(localstripe_url, redis_url, key_prefix):
+    """Stripe counts every request it receives, retries included, so the SDK's retries of a
+    failed request spend slots like the first try."""
+    marker = f"retries-{uuid.uuid4().hex[:8]}"
+    with FaultProxy(localstripe_url) as proxy:
+        guard = ProviderGuard(
+            RedisResource(url=redis_url, key_prefix=key_prefix).client(),
+            "stripe",
+            rate="4/minute",
+            max_wait_seconds=0,
+            key_prefix=key_prefix,
+        )
+        api = StripeApi(
+            "sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=2, guard=guard
+        )
+        # The listing fails twice and the SDK sends it twice more; then the creation.
+        proxy.fail_next("GET", "/v1/customers", status=500, times=2)
+        assert new_customer(api, marker, 1).startswith("cus_")
+        assert [status for _, _, status in proxy.seen] == [500, 500, 200, 200]
+
+        with pytest.raises(RateLimited):  # 4 of the minute's 4 slots are spent
+            new_customer(api, marker, 2)
+        assert len(proxy.seen) == 4
 
 
 def test_breaker_opened_by_failures_of_one_worker_stops_the_other_before_the_sandbox(
@@ -201,6 +226,8 @@ def test_the_deployment_reads_the_breaker_settings(deployment_env):
     deployment_env.setenv("STRIPE_BREAKER_RESET_SECONDS", "12.5")
     guard = deployed_guard()
     assert (guard.fail_max, guard.reset_timeout) == (8, 12.5)
+    deployment_env.setenv("STRIPE_BREAKER_FAIL_MAX", "0")
+    assert not deployed_guard().breaker_on
 
 
 @pytest.mark.parametrize(
@@ -208,7 +235,7 @@ def test_the_deployment_reads_the_breaker_settings(deployment_env):
     [
         ("STRIPE_RATE_LIMIT", "fast"),
         ("STRIPE_RATE_LIMIT", "0/second"),
-        ("STRIPE_BREAKER_FAIL_MAX", "0"),
+        ("STRIPE_BREAKER_FAIL_MAX", "-1"),
         ("STRIPE_BREAKER_RESET_SECONDS", "-1"),
     ],
 )

@@ -208,17 +208,22 @@ class ProviderGuard:
         return self.fail_max > 0
 
     @contextlib.contextmanager
-    def guarded(self) -> Iterator[None]:
+    def guarded(self, *, rate: bool = True) -> Iterator[None]:
         """`with guard.guarded(): provider_call()` — breaker first (an open breaker does not
-        spend a rate slot), then a rate slot, then the call; its outcome feeds the breaker."""
-        if not self.breaker_on:
+        spend a rate slot), then a rate slot, then the call; its outcome feeds the breaker.
+        `rate=False` leaves the slots to the caller, who takes one (`acquire`) for each
+        request it sends: a client that retries on its own sends several."""
+        if self.breaker_on:
+            self._check_breaker()
+        if rate:
             self.acquire()
+        if not self.breaker_on:
             yield
             return
-        self._check_breaker()
-        self.acquire()
         try:
             yield
+        except RateLimited:
+            raise  # no slot, so nothing was sent: it says nothing of the provider
         except BaseException as exc:
             if counts_against_provider(exc):
                 self._report(ok=False)

@@ -1,7 +1,8 @@
 """Stripe, through the official SDK: the calls this project makes, with errors classified.
 
 The sandbox is the same SDK pointed at localstripe (`api_base`). Given a ProviderGuard, every
-request goes through it: a rate slot shared by every worker, and the circuit breaker.
+call goes through its circuit breaker, and every HTTP request the SDK sends, its own retries
+included, takes a rate slot shared by every worker.
 """
 
 from __future__ import annotations
@@ -112,6 +113,19 @@ def _metadata_of(obj: Any) -> dict[str, str]:
     return metadata.to_dict() if metadata is not None else {}
 
 
+class _RateSlotHTTPXClient(stripe.HTTPXClient):
+    """The SDK's HTTP client, taking a rate slot before each request it sends: the SDK retries
+    a failed request by sending it again, and Stripe counts every one of them."""
+
+    def __init__(self, guard: ProviderGuard, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._guard = guard
+
+    def request(self, method, url, headers, post_data=None):
+        self._guard.acquire()
+        return super().request(method, url, headers, post_data)
+
+
 class StripeApi:
     """Card payments and refunds on Stripe, one SDK client per instance."""
 
@@ -126,11 +140,16 @@ class StripeApi:
     ):
         self.api_base = api_base
         self.guard = guard
+        http_options = {"timeout": timeout_seconds, "allow_sync_methods": True}
         self._client = stripe.StripeClient(
             secret_key,
             base_addresses={"api": api_base} if api_base else None,
             max_network_retries=max_network_retries,
-            http_client=stripe.HTTPXClient(timeout=timeout_seconds, allow_sync_methods=True),
+            http_client=(
+                _RateSlotHTTPXClient(guard, **http_options)
+                if guard
+                else stripe.HTTPXClient(**http_options)
+            ),
         )
 
     @property
@@ -141,12 +160,11 @@ class StripeApi:
         return self._client
 
     def _call(self, fn, *args, **kwargs):
-        """The one way a request leaves: through the guard (when there is one), which sees the
-        classified error, so a declined card does not count against Stripe's health. The
-        SDK's own retries of a failed request (max_network_retries) take no slot of their
-        own."""
+        """The one way a call leaves: through the guard's breaker (when there is one), which
+        sees the classified error, so a declined card does not count against Stripe's health.
+        The rate slots are taken by the HTTP client, one per request sent."""
         operation = f"{type(getattr(fn, '__self__', None)).__name__}.{fn.__name__}"
-        with self.guard.guarded() if self.guard else contextlib.nullcontext():
+        with self.guard.guarded(rate=False) if self.guard else contextlib.nullcontext():
             try:
                 with observe_provider_call("stripe", operation, classify_stripe_error):
                     return fn(*args, **kwargs)
