@@ -398,9 +398,9 @@ def run(args: argparse.Namespace) -> dict:
         stripe_direct = f"http://127.0.0.1:{stripe_port}"
         stripe_url = stripe_direct
         if args.latency_ms:
-            from bench.delay_proxy import DelayProxy
+            from queue_pipelines.sandbox.relay import Relay
 
-            proxy = DelayProxy(stripe_direct, args.latency_ms / 1000).start()
+            proxy = Relay(stripe_direct, delay_seconds=args.latency_ms / 1000).start()
             stack.callback(proxy.stop)
             stripe_url = proxy.url
         smtp_port = free_port()

@@ -13,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from queue_pipelines.metrics import QueueMetricsCollector, build_registry
 from queue_pipelines.metrics.providers import LATENCY_BUCKETS
 from queue_pipelines.providers.webhook_signing import new_secret
+from queue_pipelines.sandbox.relay import Relay
 from resources import StripeResource, WebhookResource
 from tests.conftest import postgres_instance
-from tests.support.fault_proxy import FaultProxy
 from tests.support.harness import IntakeHarness, outcome_rows
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_payment_flow import payment
@@ -55,7 +55,7 @@ def by_labels(samples: dict[tuple, float], provider: str, *names: str) -> dict[t
     return out
 
 
-def stripe_calls_seen(proxy: FaultProxy) -> Counter:
+def stripe_calls_seen(proxy: Relay) -> Counter:
     calls = Counter()
     for method, path, _status in proxy.seen:
         calls[STRIPE_OPERATIONS[(method, path.split("?", 1)[0])]] += 1
@@ -68,7 +68,7 @@ def test_stripe_calls_of_payment_runs_and_their_errors_reach_the_collector(
     def buyer(key: str) -> str:
         return f"{tenant}-{key}@example.com"
 
-    with FaultProxy(localstripe_url) as proxy, WebhookReceiver(new_secret()) as receiver:
+    with Relay(localstripe_url) as proxy, WebhookReceiver(new_secret()) as receiver:
         via_proxy = StripeResource(
             secret_key="sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=0
         )

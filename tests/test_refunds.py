@@ -9,8 +9,8 @@ from queue_pipelines.intake.payloads import PaymentPayload, RefundPayload
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.ledger import effect_key
 from queue_pipelines.payments import charge_once
+from queue_pipelines.sandbox.relay import LOSE_REPLY, Relay
 from resources import StripeResource
-from tests.support.fault_proxy import LOSE_REPLY, FaultProxy
 from tests.support.harness import IntakeHarness, outcome_rows
 from tests.support.reexecution import reexecute_all
 from tests.test_payment_flow import payment
@@ -126,7 +126,7 @@ def test_refund_whose_reply_was_lost_is_found_on_retry_not_refunded_again(
     """Stripe refunded but the reply never came back: the retry must find that refund rather
     than refuse (the balance already includes it) or refund a second time."""
     intent_id = charged(instance, resources, intake, tenant, amount=5000)
-    with FaultProxy(localstripe_url) as proxy:
+    with Relay(localstripe_url) as proxy:
         proxy.fail_next("POST", "/v1/refunds", status=LOSE_REPLY)
         via_proxy = StripeResource(
             secret_key="sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=0

@@ -9,7 +9,7 @@ from queue_pipelines.failures import TransientError
 from queue_pipelines.intake.payloads import PaymentPayload
 from queue_pipelines.payments import charge_once, customer_key
 from queue_pipelines.providers.stripe import StripeApi, UnknownCustomer
-from tests.support.fault_proxy import FaultProxy
+from queue_pipelines.sandbox.relay import Relay
 
 
 def charge(api, ledger, tenant, key, email):
@@ -30,13 +30,13 @@ def charge(api, ledger, tenant, key, email):
     )
 
 
-def calls(proxy: FaultProxy, method: str, path: str) -> int:
+def calls(proxy: Relay, method: str, path: str) -> int:
     return sum(1 for m, p, _ in proxy.seen if m == method and p.split("?")[0] == path)
 
 
 @pytest.fixture
 def proxied(localstripe_url):
-    with FaultProxy(localstripe_url) as proxy:
+    with Relay(localstripe_url) as proxy:
         yield proxy, StripeApi("sk_test_customers", api_base=proxy.url, max_network_retries=0)
 
 

@@ -7,8 +7,8 @@ import stripe
 
 from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.providers.stripe import classify_stripe_error
+from queue_pipelines.sandbox.relay import DROP, Relay
 from resources import StripeResource
-from tests.support.fault_proxy import DROP, FaultProxy
 from tests.support.harness import IntakeHarness, outcome_rows
 from tests.support.stripe_sandbox import payment_intents_of
 from tests.test_payment_flow import payment
@@ -86,7 +86,7 @@ def test_two_declined_cards_among_twenty_payments(
 def test_transient_stripe_error_is_retried_for_that_request_alone_and_charges_once(
     instance, resources, intake, tenant, localstripe_url
 ):
-    with FaultProxy(localstripe_url) as proxy:
+    with Relay(localstripe_url) as proxy:
         proxy.fail_next("POST", "/v1/payment_intents", status=503)
         via_proxy = StripeResource(
             secret_key="sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=0
@@ -109,7 +109,7 @@ def test_transient_stripe_error_is_retried_for_that_request_alone_and_charges_on
 
 
 def test_dropped_connection_is_transient(localstripe_url):
-    with FaultProxy(localstripe_url) as proxy:
+    with Relay(localstripe_url) as proxy:
         proxy.fail_next("GET", "/v1/customers", status=DROP)
         client = StripeResource(
             secret_key="sk_test_x", api_base=proxy.url, max_network_retries=0

@@ -15,8 +15,8 @@ from queue_pipelines import deployment
 from queue_pipelines.failures import TransientError
 from queue_pipelines.providers.guard import CircuitOpen, ProviderGuard, RateLimited
 from queue_pipelines.providers.stripe import StripeApi
+from queue_pipelines.sandbox.relay import DROP, Relay
 from resources import RedisResource, StripeResource
-from tests.support.fault_proxy import DROP, FaultProxy
 from tests.support.harness import IntakeHarness, outcome_rows
 from tests.test_payment_flow import payment
 
@@ -55,7 +55,7 @@ def test_two_workers_together_keep_to_the_rate_at_the_sandbox(
     localstripe_url, redis_url, key_prefix
 ):
     marker = f"rate-{uuid.uuid4().hex[:8]}"
-    with FaultProxy(localstripe_url) as proxy:
+    with Relay(localstripe_url) as proxy:
         workers = [
             worker_api(proxy.url, redis_url, key_prefix, rate_limit="5/second") for _ in range(2)
         ]
@@ -88,7 +88,7 @@ def test_a_payment_run_keeps_to_the_rate(
     intake.enqueue_many(
         [payment(tenant, f"r{i}", customer_email=f"rate-{i}@example.com") for i in range(6)]
     )
-    with FaultProxy(localstripe_url) as proxy:
+    with Relay(localstripe_url) as proxy:
         stripe = StripeResource(
             secret_key="sk_test_queue_pipelines",
             api_base=proxy.url,
@@ -111,7 +111,7 @@ def test_the_sdks_own_retries_each_take_a_rate_slot(localstripe_url, redis_url, 
     """Stripe counts every request it receives, retries included, so the SDK's retries of a
     failed request spend slots like the first try."""
     marker = f"retries-{uuid.uuid4().hex[:8]}"
-    with FaultProxy(localstripe_url) as proxy:
+    with Relay(localstripe_url) as proxy:
         guard = ProviderGuard(
             RedisResource(url=redis_url, key_prefix=key_prefix).client(),
             "stripe",
@@ -137,7 +137,7 @@ def test_breaker_opened_by_failures_of_one_worker_stops_the_other_before_the_san
 ):
     marker = f"breaker-{uuid.uuid4().hex[:8]}"
     limits = {"rate_limit": "off", "breaker_fail_max": 3, "breaker_reset_seconds": 2}
-    with FaultProxy(localstripe_url) as proxy:
+    with Relay(localstripe_url) as proxy:
         first, second = (worker_api(proxy.url, redis_url, key_prefix, **limits) for _ in "12")
         # Stripe down: two 500s, then a connection dropped without an answer.
         proxy.fail_next("GET", "/v1/customers", status=500, times=2)
