@@ -158,6 +158,20 @@ def test_webhook_timestamps_beyond_the_tolerance_ahead_are_refused(gateway, clie
     assert client.xlen(f"{key_prefix}:intake:stripe_event") == 1
 
 
+def test_a_signed_timestamp_is_read_as_stripe_reads_it(gateway, client, key_prefix):
+    """The SDK reads `t=<ts>=x` as <ts> and accepts the signature; the future-timestamp check
+    reads it the same way instead of failing on the `=x`."""
+    body = event("payment_intent.succeeded", intent())
+    now = int(time.time())
+    t_part, v1_part = sign(body, timestamp=now).split(",")
+    reply = deliver(gateway, body, f"{t_part}=x,{v1_part}")
+    assert reply.status_code == 200, reply.text
+    ahead = sign(body, timestamp=now + 3600).split(",")
+    reply = deliver(gateway, body, f"{ahead[0]}=x,{ahead[1]}")
+    assert reply.status_code == 400 and "future" in reply.json()["error"]
+    assert client.xlen(f"{key_prefix}:intake:stripe_event") == 1
+
+
 # --- bad input: 400 or 413, never 500 --------------------------------------------------
 
 

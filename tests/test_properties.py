@@ -212,6 +212,40 @@ def test_the_stripe_webhook_route_never_answers_500(gateway, body):
     assert reply.status_code in {200, 400, 409, 413}, (reply.status_code, reply.text)
 
 
+def _signature_headers():
+    """Headers around a valid signature of a valid event: the signed timestamp with text
+    after it, parts added, dropped or reordered, and headers of any text."""
+    body = event("payment_intent.succeeded", intent("pi_header", amount=500))
+
+    @st.composite
+    def bent(draw):
+        parts = sign(body).split(",")
+        if draw(st.booleans()):
+            parts[0] += draw(st.sampled_from(["=", "=x", "==", " ", "x", ".5"]))
+        extra = st.text(st.sampled_from("tv01=,x .-"), max_size=12)
+        parts += draw(st.lists(extra, max_size=3))
+        if draw(st.booleans()):
+            parts = draw(st.permutations(parts))
+        return ",".join(draw(st.lists(st.sampled_from(parts), min_size=0, max_size=5)))
+
+    printable = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
+    return body, st.one_of(bent(), printable)
+
+
+_HEADER_BODY, _HEADERS = _signature_headers()
+
+
+@SERVED
+@given(header=_HEADERS)
+def test_any_stripe_signature_header_is_answered_without_500(gateway, header):
+    reply = gateway.post(
+        "/v1/webhooks/stripe",
+        content=_HEADER_BODY,
+        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+    )
+    assert reply.status_code in {200, 400}, (header, reply.status_code, reply.text)
+
+
 field_values = st.one_of(st.text(max_size=50), st.binary(max_size=50), raw_bodies)
 
 

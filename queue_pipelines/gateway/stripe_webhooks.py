@@ -32,11 +32,16 @@ class WebhookRejected(Exception):
 
 
 def _signed_timestamp(signature: str) -> int:
+    """The `t=` of a header the SDK has accepted, read the way the SDK reads it (the first
+    `t`, up to a second `=`)."""
     for part in signature.split(","):
-        key, _, value = part.partition("=")
-        if key == "t":
-            return int(value)
-    raise ValueError("no t= in the header")
+        fields = part.split("=", 2)
+        if fields[0] == "t" and len(fields) > 1:
+            try:
+                return int(fields[1])
+            except ValueError:
+                break
+    raise WebhookRejected("signature verification failed: malformed Stripe-Signature header")
 
 
 def verify_event(
