@@ -250,7 +250,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "QP_LOG_FORMAT",
         "optional",
-        "plain text; `json`: one JSON object per line",
+        "plain text; `json`: one JSON object per line: every line of the gateway; in the code "
+        "server and run workers, Python's loggers (a run's own event lines stay Dagster's text "
+        "on the console, structured in its event log)",
         "gateway, code location",
     ),
 )

@@ -77,6 +77,18 @@ def configure_logging(env: dict[str, str] | None = None, stream=None) -> bool:
     return True
 
 
+def plain_logging(name: str = "queue_pipelines", stream=None) -> None:
+    """Plain text (the default): this project's records from INFO up, the gateway's access log
+    among them, one line each on stderr beside uvicorn's own. Without it Python shows only
+    warnings, so the access log would never be seen."""
+    logger = logging.getLogger(name)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 class AccessLogMiddleware:
     """One line per HTTP request: method, path (no query string), status, duration, client,
     and a request id (the caller's X-Request-ID when it is sane, else a new one), which the

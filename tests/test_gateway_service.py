@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from queue_pipelines.gateway.app import build_app
 from queue_pipelines.gateway.config import GatewaySettings, JWTSettings
 from queue_pipelines.sandbox.servers import free_port
 from tests.support.gateway_server import serve
+from tests.test_gateway_jobs import SECRET, claims, hs256, payment_envelope
+from tests.test_metrics import gateway_process
 
 
 def gateway_command(env: dict) -> subprocess.CompletedProcess:
@@ -110,3 +113,66 @@ def test_redis_down_is_not_ready_and_metrics_say_so(instance, key_prefix):
     assert 'queue_metrics_source_up{source="redis"} 0.0' in metrics.text
     assert 'queue_metrics_source_up{source="dagster"} 1.0' in metrics.text
     assert stats.status_code == 503
+
+
+def service_env(tmp_path, redis_url: str, key_prefix: str, **settings: str) -> dict:
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GATEWAY_", "STRIPE_", "DAGSTER_", "QP_LOG"))
+    }
+    return {
+        **env,
+        "DAGSTER_HOME": str(home),
+        "REDIS_URL": redis_url,
+        "QUEUE_KEY_PREFIX": key_prefix,
+        "GATEWAY_JWT_SECRET": SECRET,
+        **settings,
+    }
+
+
+def test_the_served_gateway_logs_each_request_in_plain_text_by_default(
+    tmp_path, redis_url, key_prefix, tenant
+):
+    log = tmp_path / "gateway.log"
+    token = hs256(claims(tenant))
+    with gateway_process(service_env(tmp_path, redis_url, key_prefix), log) as url:
+        accepted = httpx.post(
+            f"{url}/v1/jobs",
+            json=payment_envelope(tenant),
+            headers={"Authorization": f"Bearer {token}", "X-Request-ID": "plain-1"},
+            timeout=30,
+        )
+        httpx.get(f"{url}/health/live?access_token=query-secret", timeout=30)
+    assert accepted.status_code == 202, accepted.text
+    lines = log.read_text().splitlines()
+    access = [line for line in lines if "queue_pipelines.gateway.access" in line]
+    assert any("POST /v1/jobs 202" in line for line in access), lines
+    assert any("GET /health/live 200" in line for line in access), lines
+    assert not any(token in line or "query-secret" in line for line in lines)
+
+
+def test_json_logs_and_a_metrics_port_of_its_own(tmp_path, redis_url, key_prefix):
+    log, metrics_port = tmp_path / "gateway.log", free_port()
+    env = service_env(
+        tmp_path,
+        redis_url,
+        key_prefix,
+        QP_LOG_FORMAT="json",
+        GATEWAY_METRICS_PORT=str(metrics_port),
+    )
+    with gateway_process(env, log) as url:
+        public = httpx.get(f"{url}/metrics", headers={"X-Request-ID": "json-1"}, timeout=30)
+        private = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60)
+    assert public.status_code == 404
+    assert private.status_code == 200 and "queue_jobs_processed_total" in private.text
+    # Every line, the start-up warnings among them, is one JSON object.
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert any("STRIPE_WEBHOOK_SECRET is unset" in e["message"] for e in entries)
+    access = [e for e in entries if e["logger"] == "queue_pipelines.gateway.access"]
+    assert {"request_id": "json-1", "path": "/metrics", "status": 404}.items() <= next(
+        e for e in access if e.get("request_id") == "json-1"
+    ).items()

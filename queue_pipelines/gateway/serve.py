@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -38,7 +39,7 @@ async def serve_all(configs) -> None:
 
 def run_gateway(host: str, port: int, redis_url: str | None = None, prefix: str = "qp") -> int:
     from queue_pipelines.env_vars import SandboxSecretError, refuse_sandbox_secrets
-    from queue_pipelines.logs import configure_logging
+    from queue_pipelines.logs import configure_logging, plain_logging
 
     try:
         settings = settings_from_env(key_prefix=prefix)
@@ -55,16 +56,15 @@ def run_gateway(host: str, port: int, redis_url: str | None = None, prefix: str 
     from queue_pipelines.gateway.app import build_app, build_metrics_app
 
     json_logs = configure_logging()
+    if not json_logs:
+        plain_logging()
+    log = logging.getLogger("queue_pipelines.gateway")
     if not settings.stripe_webhook_secret:
-        print(
-            "warning: STRIPE_WEBHOOK_SECRET is unset: /v1/webhooks/stripe answers 503",
-            file=sys.stderr,
-        )
+        log.warning("STRIPE_WEBHOOK_SECRET is unset: /v1/webhooks/stripe answers 503")
     if settings.metrics_port is None and not settings.metrics_token:
-        print(
-            "warning: /metrics* are open on the public port: set GATEWAY_METRICS_TOKEN or "
-            "GATEWAY_METRICS_PORT (docs/gateway.md)",
-            file=sys.stderr,
+        log.warning(
+            "/metrics* are open on the public port: set GATEWAY_METRICS_TOKEN or "
+            "GATEWAY_METRICS_PORT (docs/gateway.md)"
         )
     home = embedded.dagster_home().resolve()
     os.environ.setdefault("DAGSTER_HOME", str(home))
