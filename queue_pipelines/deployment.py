@@ -61,20 +61,14 @@ def stripe_limits(redis: RedisResource) -> dict:
 
 
 def stripe_resource(redis: RedisResource) -> StripeResource:
-    webhook_secret = (
-        dg.EnvVar("STRIPE_WEBHOOK_SECRET") if os.environ.get("STRIPE_WEBHOOK_SECRET") else None
-    )
     limits = stripe_limits(redis)
     if not settings.stripe_is_sandbox():
-        return StripeResource(
-            secret_key=dg.EnvVar("STRIPE_SECRET_KEY"), webhook_secret=webhook_secret, **limits
-        )
+        return StripeResource(secret_key=dg.EnvVar("STRIPE_SECRET_KEY"), **limits)
     api_base = os.environ.get("STRIPE_API_BASE") or defaults.SANDBOX_STRIPE_URL
     log.warning("STRIPE_SECRET_KEY is unset: Stripe calls go to the sandbox at %s", api_base)
     return StripeResource(
         secret_key=defaults.SANDBOX_STRIPE_KEY,
         api_base=api_base,
-        webhook_secret=webhook_secret,
         **limits,
     )
 

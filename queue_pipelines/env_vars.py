@@ -97,7 +97,7 @@ VARIABLES: tuple[Variable, ...] = (
         "STRIPE_WEBHOOK_SECRET",
         "where Stripe webhooks are received",
         "`/v1/webhooks/stripe` answers 503",
-        "gateway, Stripe resource",
+        "gateway",
         secret=True,
     ),
     Variable(

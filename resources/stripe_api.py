@@ -21,9 +21,6 @@ class StripeResource(dg.ConfigurableResource):
     """
 
     secret_key: str = Field(description="Stripe secret key; pass it with EnvVar.")
-    webhook_secret: str | None = Field(
-        default=None, description="Signing secret of the Stripe webhook endpoint (whsec_...)."
-    )
     api_base: str | None = Field(
         default=None, description="API address override, for the localstripe sandbox only."
     )
