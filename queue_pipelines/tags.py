@@ -8,6 +8,7 @@ SANDBOX = "queue/sandbox"
 PRIORITY = "dagster/priority"
 # Set by Dagster on a failed run that its run-retry daemon will launch again.
 WILL_RETRY = "dagster/will_retry"
+AUTO_RETRY_RUN_ID = "dagster/auto_retry_run_id"  # set on a failed run once its retry exists
 # Set on a run in which a notification failed for good while the effect before it stands:
 # how many requests had that (docs/notifications.md). Their entries are acked all the same.
 NOTIFICATION_FAILED = "queue/notification_failed"

@@ -41,12 +41,17 @@ def lookup_batch_runs(
     instance: dg.DagsterInstance, batch_keys: Sequence[str]
 ) -> dict[str, BatchRun]:
     """The state of each batch's runs. A batch can have several (Dagster's run retries, an
-    operator's re-execution): while any is live, or one will be retried, the batch is live."""
+    operator's re-execution): while any is live, or one will be retried, the batch is live.
+    A failed run keeps `will_retry=true` after its retry is launched (the retry, which carries
+    the batch's tags, is named in `auto_retry_run_id`), so from then on the retry decides."""
     runs = instance.get_runs(filters=dg.RunsFilter(tags={tags.BATCH: list(batch_keys)}))
     found: dict[str, BatchRun] = {}
     for run in runs:  # newest first
         key = run.tags[tags.BATCH]
-        live = run.status in _IN_PROGRESS or run.tags.get(tags.WILL_RETRY) == "true"
+        retry_pending = (
+            run.tags.get(tags.WILL_RETRY) == "true" and tags.AUTO_RETRY_RUN_ID not in run.tags
+        )
+        live = run.status in _IN_PROGRESS or retry_pending
         if live:
             found[key] = BatchRun(RunState.IN_PROGRESS, run.run_id)
         elif key not in found:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+
+import dagster as dg
 import pytest
 
+from queue_pipelines import tags
+from queue_pipelines.intake.dispatch import RunState
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.jobs.payment import payment_job
+from sensors.intake import lookup_batch_runs
 from tests.support.harness import RUN_KEY_TAG, IntakeHarness
 from tests.support.stripe_sandbox import payment_intents_of
 from tests.test_payment_flow import payment
@@ -124,3 +130,35 @@ def test_a_run_canceled_before_it_started_is_run_again_a_bounded_number_of_times
     assert letter["run_id"] == last_run
     assert payment_intents_of(stripe_resource, tenant) == []
     assert intake.client.xlen(intake.stream_key("payment")) == 0
+
+
+@dg.op
+def fails():
+    raise RuntimeError("injected: the run worker failed")
+
+
+@dg.job
+def failing_job():
+    fails()
+
+
+def failed_run(instance, batch_key: str, **extra_tags: str) -> str:
+    result = failing_job.execute_in_process(
+        instance=instance, raise_on_error=False, tags={tags.BATCH: batch_key, **extra_tags}
+    )
+    assert not result.success
+    return result.run_id
+
+
+def test_a_batch_is_live_until_its_retry_is_launched_and_then_follows_the_retry(instance):
+    """Dagster keeps `will_retry=true` on a failed run after launching its retry; the batch
+    must then follow the retry, or it would stay in flight for good once the retry failed."""
+    batch_key = f"payment:t:{uuid.uuid4().hex[:8]}"
+    first = failed_run(instance, batch_key, **{tags.WILL_RETRY: "true"})
+    assert lookup_batch_runs(instance, [batch_key])[batch_key].state == RunState.IN_PROGRESS
+
+    retry = failed_run(instance, batch_key, **{tags.WILL_RETRY: "false"})
+    instance.add_run_tags(first, {tags.AUTO_RETRY_RUN_ID: retry})
+    found = lookup_batch_runs(instance, [batch_key])[batch_key]
+    assert (found.state, found.run_id) == (RunState.ENDED, retry)
+    assert found.failure.startswith(f"run {retry} failed in step fails")
