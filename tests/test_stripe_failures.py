@@ -6,6 +6,7 @@ import pytest
 import stripe
 
 from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.intake.dead_letters import replay_dead_letter
 from queue_pipelines.providers.stripe import classify_stripe_error
 from queue_pipelines.sandbox.relay import DROP, Relay
 from resources import StripeResource
@@ -141,3 +142,34 @@ def test_classification(error, permanent):
 def test_an_api_key_quoted_by_stripe_is_not_repeated():
     error = stripe.AuthenticationError("Invalid API Key provided: sk_live_****abcd", 401)
     assert "sk_live" not in classify_stripe_error(error).reason
+
+
+def test_a_declined_payment_replayed_with_a_working_card_is_charged(
+    instance, resources, intake, tenant, stripe_resource
+):
+    """The dead letter of a request that failed in its run is replayed with a fixed payload:
+    the replay runs (the failed outcome and the old payload's digest no longer stand in its
+    way) and charges once; a second replay of the now successful request is acked."""
+    intake.enqueue(payment(tenant, "fixable", payment_method="pm_card_chargeCustomerFail"))
+    harness = IntakeHarness(instance, resources, "payment")
+    harness.drain()
+    [letter] = intake.dead_letters()
+    assert "card declined" in letter["reason"]
+
+    replay_dead_letter(intake, letter, {"payment_method": "pm_card_visa"})
+    harness.drain()
+
+    assert intake.dead_letters() == []
+    assert intake.outcomes([f"payment:{tenant}:fixable"])[f"payment:{tenant}:fixable"].succeeded
+
+    def charged() -> list[str]:
+        intents = payment_intents_of(stripe_resource, tenant)
+        return [intent.id for intent in intents if intent.status == "succeeded"]
+
+    assert len(charged()) == 1
+
+    # Replaying the old dead letter again (an operator's second try) charges nothing more.
+    replay_dead_letter(intake, letter, {"payment_method": "pm_card_visa"})
+    harness.drain()
+    assert intake.dead_letters() == [] and intake.client.xlen(intake.stream_key("payment")) == 0
+    assert len(charged()) == 1

@@ -2,8 +2,9 @@
 
 A dead letter keeps the original entry's fields (`fields`, with the envelope as written), so a
 replay puts the same envelope, with the same idempotency key, back on its intake stream. A
-request that had in fact succeeded is then acked by the intake (its run exists and succeeded)
-and charged no second time; one that failed for a reason since fixed is processed.
+request that had in fact succeeded is then acked by the intake (its outcome says so) and
+charged no second time; one that failed, for a reason since fixed or with its payload fixed,
+runs again (its failed outcome is forgotten first).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from queue_pipelines.intake.schema import envelope_from_dict
-from queue_pipelines.intake.streams import IntakeStreams, entry_id_key
+from queue_pipelines.intake.streams import IntakeStreams, entry_id_key, request_digest
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -151,6 +152,9 @@ def replay_dead_letter(
         raise ReplayError(
             f"dead letter {letter['id']} does not validate: {getattr(exc, 'reason', exc)}"
         ) from exc
+    # A request that failed for good keeps that outcome for days, and the next tick would
+    # dead-letter its replay on sight of it: the operator's replay says "try again".
+    intake.reopen_request(validated.request_key, request_digest(validated))
     entry_id = intake.enqueue(validated)
     remove_dead_letters(intake, [letter])
     return entry_id, validated.request_key

@@ -56,6 +56,9 @@ _REMEMBER_REQUEST_SCRIPT = _lua("remember_request.lua")
 REQUEST_RECORD_SECONDS = 3 * 24 * 3600
 
 _SETTLE_SCRIPT = _lua("settle.lua")
+# A replayed dead letter's request may run again: its failed outcome goes, and a fixed
+# payload becomes the one its key stands for.
+_REOPEN_REQUEST_SCRIPT = _lua("reopen_request.lua")
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ class IntakeStreams:
         self._dead_letter = client.register_script(_DEAD_LETTER_SCRIPT)
         self._settle = client.register_script(_SETTLE_SCRIPT)
         self._remember_request = client.register_script(_REMEMBER_REQUEST_SCRIPT)
+        self._reopen_request = client.register_script(_REOPEN_REQUEST_SCRIPT)
         self._groups_ready: set[str] = set()
 
     # keys
@@ -230,6 +234,16 @@ class IntakeStreams:
             keys=[self.request_record_key(request_key)], args=[entry_id, digest, ttl_seconds]
         )
         return FirstRequest(first_id, first_digest)
+
+    def reopen_request(self, request_key: str, digest: str, entry_id: str = "replay") -> bool:
+        """Let a request that failed for good (or never ran) be worked again, as `digest`'s
+        payload: forget its failed outcome and make `digest` the one its key stands for.
+        False, changing nothing, when it succeeded: an entry for it is then acked."""
+        reopened = self._reopen_request(
+            keys=[self._outcome_key(request_key), self.request_record_key(request_key)],
+            args=[digest, entry_id],
+        )
+        return bool(reopened)
 
     def _assigned_key(self, request_key: str) -> str:
         return f"{self.prefix}:assigned:{request_key}"
