@@ -104,6 +104,9 @@ def test_replay_of_a_fixed_request_validates_the_change(redis_url, key_prefix, i
     )  # fmt: skip
     assert code == 1 and "payload.amount" in err
     assert len(intake.dead_letters()) == 1  # a replay that does not validate keeps it
+    # Not JSON: refused before the confirmation prompt, with the reason.
+    code, _, err = run(redis_url, key_prefix, "dlq", "replay", letter["id"], "--payload", "{amount")
+    assert code == 2 and "--payload is not JSON" in err and "?" not in err
 
     code, _, err = run(
         redis_url, key_prefix, "dlq", "replay", letter["id"], "--yes", "--payload",

@@ -64,7 +64,11 @@ def add_enqueue_parser(commands: argparse._SubParsersAction) -> None:
 def add_queue_parser(commands: argparse._SubParsersAction) -> None:
     queue = commands.add_parser("queue", help="inspect the intake streams")
     sub = queue.add_subparsers(dest="queue_command", required=True)
-    stats = sub.add_parser("stats", help="length, pending and dead letters per stream")
+    stats = sub.add_parser(
+        "stats",
+        help="per stream: length, pending, the oldest pending and waiting request's age; per "
+        "tenant: how many wait and the oldest's age; the dead-letter count",
+    )
     stats.add_argument("--json", action="store_true")
     letters = sub.add_parser(
         "dead-letters",

@@ -180,6 +180,19 @@ def run_dlq(intake: IntakeStreams, args: argparse.Namespace, out, err, stdin=Non
     if not letters:
         print(json.dumps([]) if args.json else "no dead letters match", file=out)
         return 0
+    changes = None
+    if command == "replay" and args.payload:
+        if len(letters) != 1:
+            print("error: --payload replays exactly one dead letter", file=err)
+            return 2
+        try:
+            changes = json.loads(args.payload)
+        except ValueError as exc:
+            print(f"error: --payload is not JSON: {exc}", file=err)
+            return 2
+        if not isinstance(changes, dict):
+            print("error: --payload must be a JSON object", file=err)
+            return 2
     verb = "replay" if command == "replay" else "purge for good"
     if not args.yes and not _confirm(f"{verb} {len(letters)} dead letter(s)?", stdin, err):
         print("nothing done", file=err)
@@ -193,15 +206,6 @@ def run_dlq(intake: IntakeStreams, args: argparse.Namespace, out, err, stdin=Non
             print(f"purged {removed} dead letter(s)", file=out)
         return 0
 
-    changes = None
-    if args.payload:
-        if len(letters) != 1:
-            print("error: --payload replays exactly one dead letter", file=err)
-            return 2
-        changes = json.loads(args.payload)
-        if not isinstance(changes, dict):
-            print("error: --payload must be a JSON object", file=err)
-            return 2
     replayed, failed = [], 0
     for letter in letters:
         try:
