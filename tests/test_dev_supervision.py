@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import redis
 from dagster_graphql import DagsterGraphQLClient
 
 from queue_pipelines.sandbox import defaults
-from queue_pipelines.sandbox.dev import Child, StackStopped, Supervisor
+from queue_pipelines.sandbox.dev import Child, StackStopped, Supervisor, end_leftovers
 from queue_pipelines.sandbox.servers import free_port, port_open
 from resources import RedisResource
 from tests.support.dagster_stack import RUNS_QUERY, wait_until
@@ -115,6 +116,58 @@ CHILDREN = {
     "daemon",
     "webserver",
 }
+
+
+ABANDONED_SUPERVISOR = """
+import subprocess, sys, time
+from pathlib import Path
+from queue_pipelines.sandbox.dev import Child, Supervisor
+
+def part():
+    process = subprocess.Popen(["sh", "-c", "sleep 300 & echo started; wait"],
+                               process_group=0, stdout=subprocess.PIPE)
+    process.stdout.readline()
+    return process
+
+Supervisor(Path(sys.argv[1])).add(Child("worker", part, Path(sys.argv[1])))
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def test_parts_left_running_by_a_killed_make_run_are_ended_at_the_next_start(tmp_path, capsys):
+    # An earlier start's supervisor is killed by SIGKILL: nothing stops its part, whose
+    # grandchild (as a code server's run worker) lives on too.
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", ABANDONED_SUPERVISOR, str(tmp_path)], stdout=subprocess.PIPE
+    )
+    assert supervisor.stdout.readline().strip() == b"ready"
+    record = tmp_path / "dev-children.json"
+    part = json.loads(record.read_text())["worker"]
+    supervisor.kill()
+    supervisor.wait()
+    assert group_alive(part)
+    # A pid on the record that some process took after the record was written: not ours.
+    # (Start times are known to the second: the stranger starts 3 s after the part.)
+    time.sleep(3)
+    stranger = subprocess.Popen(["sleep", "300"], process_group=0)
+    record.write_text(json.dumps({"worker": part, "gone": stranger.pid}))
+    written = time.time() - 2  # after the part started, before the stranger did
+    os.utime(record, (written, written))
+    try:
+        end_leftovers(tmp_path)
+
+        assert not group_alive(part)
+        assert stranger.poll() is None
+        assert not record.exists()
+        said = capsys.readouterr().out
+        assert f"dev: worker (pid {part}) was left running by a make run" in said
+        assert "gone" not in said
+    finally:
+        for pgid in (part, stranger.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        stranger.wait()
 
 
 @dataclass

@@ -45,6 +45,7 @@ BIN = Path(sys.executable).parent
 MAX_RESTARTS = int(os.environ.get("QP_DEV_MAX_RESTARTS", "5"))
 RESTART_WINDOW_SECONDS = 300
 STOP_GRACE_SECONDS = 30
+CHILDREN_FILE = "dev-children.json"  # {part: pid}; each pid leads a process group
 
 
 def say(message: str) -> None:
@@ -201,7 +202,7 @@ class Supervisor:
             for name, child in self.children.items()
             if child.process is not None
         }
-        (self.home / "dev-children.json").write_text(json.dumps(pids))
+        (self.home / CHILDREN_FILE).write_text(json.dumps(pids))
 
     def add(self, child: Child) -> None:
         self.children[child.name] = child
@@ -246,21 +247,8 @@ class Supervisor:
         process = child.process
         if process is None:
             return
-        pgid = process.pid  # each child leads a group of its own
-        try:
-            os.killpg(pgid, child.stop_signal)
-        except ProcessLookupError:
-            process.poll()
-            return
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while time.monotonic() < deadline:
-            process.poll()
-            if not _group_alive(pgid):
-                return
-            time.sleep(0.1)
-        say(f"{child.name} did not stop within {STOP_GRACE_SECONDS} s; killing it")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+        if not _stop_group(process.pid, child.stop_signal, reap=process.poll):
+            say(f"{child.name} did not stop within {STOP_GRACE_SECONDS} s; killed it")
         process.wait()
 
     def stop_all(self) -> None:
@@ -274,7 +262,62 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-        (self.home / "dev-children.json").unlink(missing_ok=True)
+        (self.home / CHILDREN_FILE).unlink(missing_ok=True)
+
+
+def _stop_group(pgid: int, stop_signal: int, reap: Callable[[], object] = lambda: None) -> bool:
+    """Send `stop_signal` to the process group and wait for it to be gone, SIGKILL after
+    STOP_GRACE_SECONDS; whether it went by itself. `reap` collects an exited leader that is
+    this process's child (until then its group counts as alive)."""
+    try:
+        os.killpg(pgid, stop_signal)
+    except ProcessLookupError:
+        reap()
+        return True
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        reap()
+        if not _group_alive(pgid):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    return False
+
+
+def _started_at(pid: int) -> float | None:
+    """When process `pid` started, in Unix seconds (to the second), or None: no such process
+    (Linux: /proc/<pid>/stat, field 22, in clock ticks after boot)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, StopIteration, IndexError):
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def end_leftovers(home: Path) -> None:
+    """End the parts an earlier `make run` recorded and left running: it was killed, and
+    SIGKILL gave it no time to stop them. Their ports come free, and no run worker of theirs
+    goes on alone. A recorded pid whose process started after the record was written belongs
+    to someone else by now, and is left alone."""
+    path = home / CHILDREN_FILE
+    try:
+        recorded = json.loads(path.read_text())
+        written = path.stat().st_mtime
+    except (OSError, ValueError):
+        return
+    for name, pid in reversed(list(recorded.items())):
+        started = _started_at(pid) if isinstance(pid, int) else None
+        if started is None or started > written + 1:
+            continue
+        say(f"{name} (pid {pid}) was left running by a make run that did not stop; ending it")
+        _stop_group(pid, signal.SIGTERM)
+    path.unlink(missing_ok=True)
 
 
 def _own_children() -> list[int]:
@@ -305,6 +348,7 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: signal.default_int_handler(signal.SIGINT, None))
     home = _prepare_home()
+    end_leftovers(home)
     # Dagster's telemetry upload thread (in the daemon and the webserver) ignores dagster.yaml's
     # `telemetry: enabled: false` and takes $DAGSTER_HOME/logs for its own: it renames the
     # directory away to upload it, and with several such threads racing, deletes it, so the
