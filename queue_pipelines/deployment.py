@@ -39,25 +39,39 @@ def redis_resource() -> RedisResource:
     return RedisResource(url=defaults.EMBEDDED_REDIS_URL, key_prefix=prefix)
 
 
-def stripe_limits(redis: RedisResource) -> dict:
-    """STRIPE_RATE_LIMIT ("25/second", "off"; unset: Stripe's documented limit for the key's
-    mode, live 100/second, test 25/second) and the circuit breaker, STRIPE_BREAKER_FAIL_MAX
-    consecutive transient failures opening it for STRIPE_BREAKER_RESET_SECONDS; all shared by
-    every run worker through Redis."""
-    rate = os.environ.get("STRIPE_RATE_LIMIT") or None
-    if rate is None and settings.stripe_is_sandbox():
-        # localstripe has no limit to respect, and the throughput benchmark (bench/e2e.py)
-        # drives ~50 payments/s through it: test mode's 25/s would cap what it measures.
-        rate = OFF
+# Each provider's rate limit and circuit breaker settings (ProviderLimits' fields).
+LIMIT_VARIABLES = {
+    "stripe": ("STRIPE_RATE_LIMIT", "STRIPE_BREAKER_FAIL_MAX", "STRIPE_BREAKER_RESET_SECONDS"),
+    "smtp": ("SMTP_RATE_LIMIT", "SMTP_BREAKER_FAIL_MAX", "SMTP_BREAKER_RESET_SECONDS"),
+}
+
+
+def provider_limits(provider: str, redis: RedisResource) -> dict:
+    """The provider's rate limit ("25/second", "off"; unset: the resource's default) and
+    circuit breaker (consecutive transient failures that open it, 0: none; seconds it stays
+    open), from LIMIT_VARIABLES; all shared by every run worker through Redis."""
+    rate, fail_max, reset = LIMIT_VARIABLES[provider]
     configured = {
-        name: kind(os.environ[variable])
-        for name, variable, kind in (
-            ("breaker_fail_max", "STRIPE_BREAKER_FAIL_MAX", int),
-            ("breaker_reset_seconds", "STRIPE_BREAKER_RESET_SECONDS", float),
+        field: kind(os.environ[variable])
+        for field, variable, kind in (
+            ("rate_limit", rate, str),
+            ("breaker_fail_max", fail_max, int),
+            ("breaker_reset_seconds", reset, float),
         )
         if os.environ.get(variable)
     }
-    return {"redis": redis, "rate_limit": rate, **configured}
+    return {"redis": redis, **configured}
+
+
+def stripe_limits(redis: RedisResource) -> dict:
+    """provider_limits for Stripe; unset, the rate is Stripe's documented limit for the key's
+    mode (live 100/second, test 25/second), or off in sandbox mode."""
+    limits = provider_limits("stripe", redis)
+    if "rate_limit" not in limits and settings.stripe_is_sandbox():
+        # localstripe has no limit to respect, and the throughput benchmark (bench/e2e.py)
+        # drives ~50 payments/s through it: test mode's 25/s would cap what it measures.
+        limits["rate_limit"] = OFF
+    return limits
 
 
 def stripe_resource(redis: RedisResource) -> StripeResource:
@@ -83,7 +97,8 @@ def _env_or_none(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def smtp_resource() -> SmtpResource:
+def smtp_resource(redis: RedisResource) -> SmtpResource:
+    limits = provider_limits("smtp", redis)
     if settings.smtp_is_sandbox():
         log.warning(
             "SMTP_HOST is unset: mail goes to the local sink on 127.0.0.1:%d (queue-pipelines "
@@ -91,7 +106,11 @@ def smtp_resource() -> SmtpResource:
             defaults.SMTP_SINK_PORT,
         )
         return SmtpResource(
-            host="127.0.0.1", port=defaults.SMTP_SINK_PORT, security="none", sandbox=True
+            host="127.0.0.1",
+            port=defaults.SMTP_SINK_PORT,
+            security="none",
+            sandbox=True,
+            **limits,
         )
     optional = {
         name: value
@@ -108,6 +127,7 @@ def smtp_resource() -> SmtpResource:
         username=_env_or_none("SMTP_USERNAME"),
         password=_env_or_none("SMTP_PASSWORD"),
         **optional,
+        **limits,
     )
 
 
@@ -191,7 +211,7 @@ def all_resources() -> dict[str, dg.ConfigurableResource]:
         "redis": redis,
         "stripe": stripe_resource(redis),
         "effect_ledger": effect_ledger_resource(),
-        "smtp": smtp_resource(),
+        "smtp": smtp_resource(redis),
         "webhooks": webhook_resource(),
         "notification_settings": notification_settings_resource(),
         "solana": solana_resource(),

@@ -128,6 +128,24 @@ VARIABLES: tuple[Variable, ...] = (
         "SMTP_PASSWORD", "when the server wants a login", "no login", "SMTP resource", secret=True
     ),
     Variable(
+        "SMTP_RATE_LIMIT",
+        "optional",
+        "`off`; e.g. `14/second` for a relay that allows that many, shared by all run workers",
+        "SMTP resource",
+    ),
+    Variable(
+        "SMTP_BREAKER_FAIL_MAX",
+        "optional",
+        "5 consecutive transient failures open the SMTP circuit breaker; 0 turns it off",
+        "SMTP resource",
+    ),
+    Variable(
+        "SMTP_BREAKER_RESET_SECONDS",
+        "optional",
+        "30: an open breaker refuses sends this long, then lets one through",
+        "SMTP resource",
+    ),
+    Variable(
         "WEBHOOK_SECRET",
         "required in production mode",
         "the public sandbox secret (refused in production mode)",

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-import dagster as dg
 from pydantic import Field
 
+from queue_pipelines.providers.guard import OFF
 from queue_pipelines.providers.smtp import SmtpSender
+from resources.provider_limits import ProviderLimits
 
 
-class SmtpResource(dg.ConfigurableResource):
+class SmtpResource(ProviderLimits):
     """An SMTP server. Production: SMTP_HOST and friends, password with EnvVar. Locally: the
-    outbox sink that `make run` starts on loopback (security "none")."""
+    outbox sink that `make run` starts on loopback (security "none").
+
+    With `redis`, every try passes a circuit breaker shared by every run worker, and takes a
+    slot of `rate_limit` when one is set (relays differ: none by default)."""
 
     host: str
     port: int = 587
@@ -45,4 +49,5 @@ class SmtpResource(dg.ConfigurableResource):
             max_attempts=self.max_attempts,
             backoff_seconds=self.backoff_seconds,
             sandbox=self.sandbox,
+            guard=self.provider_guard("smtp", OFF),
         )

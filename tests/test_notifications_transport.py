@@ -4,11 +4,13 @@ receiver on loopback: what is retried, what is not, and what the receiver sees."
 from __future__ import annotations
 
 import logging
+import time
 from email.message import EmailMessage
 
 import pytest
 
 from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.providers.guard import CircuitOpen
 from queue_pipelines.providers.smtp import SmtpSender
 from queue_pipelines.providers.webhook_signing import new_secret
 from queue_pipelines.sandbox.servers import free_port
@@ -217,3 +219,35 @@ def test_implicit_tls(tmp_path, tls_certificates):
     finally:
         controller.stop()
     assert [str(m["To"]) for m in handler.received] == ["implicit@example.com"]
+
+
+def test_an_smtp_server_that_keeps_failing_opens_the_breaker_for_every_worker(
+    redis_resource, tmp_path
+):
+    """Two workers' senders share one breaker through Redis: after 3 transient failures (a
+    server refusing connections), both refuse to send, without a connection, until it
+    resets; then a send goes through and closes it. A 5xx refusal does not count."""
+    port = free_port()  # nothing listens there yet
+    limits = {"redis": redis_resource, "breaker_fail_max": 3, "breaker_reset_seconds": 1}
+    first, second = (smtp_at(port, max_attempts=1, **limits) for _ in "12")
+    for sender in (first, second, first):
+        with pytest.raises(TransientError) as failed:
+            sender.send(message("down@example.com"))
+        assert not isinstance(failed.value, CircuitOpen)
+    with pytest.raises(CircuitOpen):
+        second.send(message("down@example.com"))
+
+    up = MailSink(tmp_path / "outbox", port=port).start()  # the server comes up
+    try:
+        time.sleep(1.1)  # the breaker's reset
+        assert second.send(message("back@example.com")) == 1  # the probe, which closes it
+        assert first.guard.breaker_state() == {}
+        assert [m["To"] for m in up.to("back@example.com")] == ["back@example.com"]
+        # A permanent refusal says the server is up: it never opens the breaker.
+        up.handler.refuse_next_rcpt("550 no such user", times=5)
+        for _ in range(5):
+            with pytest.raises(PermanentError):
+                first.send(message("nobody@example.com"))
+        assert first.send(message("still@example.com")) == 1
+    finally:
+        up.stop()

@@ -245,3 +245,25 @@ def test_a_setting_that_cannot_work_stops_the_code_location_loading(
     deployment_env.setenv(variable, value)
     with pytest.raises(ValidationError, match=variable.removeprefix("STRIPE_").lower()):
         deployment.stripe_resource(deployment.redis_resource())
+
+
+def test_the_deployment_gives_smtp_its_own_limits(deployment_env):
+    for name in ("SMTP_RATE_LIMIT", "SMTP_BREAKER_FAIL_MAX", "SMTP_BREAKER_RESET_SECONDS"):
+        deployment_env.delenv(name, raising=False)
+
+    def smtp_guard():
+        resources = deployment.all_resources()
+        assert resources["smtp"].redis is resources["redis"]
+        with resources["smtp"].process_config_and_initialize_cm() as smtp:
+            return smtp.sender().guard
+
+    guard = smtp_guard()
+    assert (guard.provider, guard.rate, guard.fail_max, guard.reset_timeout) == (
+        "smtp", "off", 5, 30.0
+    )  # fmt: skip
+    deployment_env.setenv("SMTP_RATE_LIMIT", "14/second")
+    deployment_env.setenv("SMTP_BREAKER_FAIL_MAX", "0")
+    deployment_env.setenv("SMTP_BREAKER_RESET_SECONDS", "12")
+    guard = smtp_guard()
+    assert (guard.rate, guard.breaker_on, guard.reset_timeout) == ("14/second", False, 12.0)
+    assert deployed_guard().fail_max == 5  # Stripe's own settings are its own

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import smtplib
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Literal
 
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
 from queue_pipelines.metrics.providers import observe_provider_call
+from queue_pipelines.providers.guard import CircuitOpen, ProviderGuard, RateLimited
 
 log = logging.getLogger("queue_pipelines.smtp")
 
@@ -66,7 +68,8 @@ def classify_smtp_error(exc: BaseException) -> ProviderError:
 
 @dataclass(frozen=True)
 class SmtpSender:
-    """An SMTP server to send through; `send` retries transient failures a few times."""
+    """An SMTP server to send through; `send` retries transient failures a few times. With a
+    `guard`, each try takes a slot of its rate limit and passes its circuit breaker."""
 
     host: str
     port: int = 587
@@ -79,6 +82,7 @@ class SmtpSender:
     max_attempts: int = 3
     backoff_seconds: float = 1.0
     sandbox: bool = False
+    guard: ProviderGuard | None = field(default=None, compare=False)
 
     def _tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.tls_ca_file)
@@ -105,6 +109,17 @@ class SmtpSender:
         if refused:  # some of several recipients refused: say so rather than pass silently
             raise classify_smtp_error(smtplib.SMTPRecipientsRefused(refused))
 
+    def _attempt(self, message: EmailMessage) -> None:
+        """One try, its failure classified (the guard counts only the transient ones)."""
+        with self.guard.guarded() if self.guard else contextlib.nullcontext():
+            try:
+                with observe_provider_call("smtp", "send", classify_smtp_error):
+                    self._send_once(message)
+            except ProviderError:
+                raise
+            except Exception as exc:
+                raise classify_smtp_error(exc) from exc
+
     def send(self, message: EmailMessage) -> int:
         """Send `message` (From is filled in when missing); returns the attempts it took."""
         if "From" not in message:
@@ -112,13 +127,12 @@ class SmtpSender:
         delay = self.backoff_seconds
         for attempt in range(1, self.max_attempts + 1):
             try:
-                with observe_provider_call("smtp", "send", classify_smtp_error):
-                    self._send_once(message)
+                self._attempt(message)
                 return attempt
+            except (CircuitOpen, RateLimited):
+                raise  # nothing was sent: the caller waits for the server, spending no try
             except ProviderError as exc:
                 error = exc
-            except Exception as exc:
-                error = classify_smtp_error(exc)
             if error.permanent or attempt == self.max_attempts:
                 raise error
             log.warning(
