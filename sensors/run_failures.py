@@ -19,7 +19,14 @@ def describe_run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
         if data.user_failure_data and data.user_failure_data.description:
             message = data.user_failure_data.description
         elif data.error:
-            message = data.error.message.strip()
+            error = data.error
+            # Dagster wraps what the op raised ("Error occurred while executing op ..."):
+            # the dead letter says what was raised.
+            while (
+                error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError"
+            ):
+                error = error.cause
+            message = error.message.strip()
         else:
             message = "unknown error"
         return f"run {run_id} failed in step {event.step_key}: {message}"

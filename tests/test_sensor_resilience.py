@@ -161,4 +161,6 @@ def test_a_batch_is_live_until_its_retry_is_launched_and_then_follows_the_retry(
     instance.add_run_tags(first, {tags.AUTO_RETRY_RUN_ID: retry})
     found = lookup_batch_runs(instance, [batch_key])[batch_key]
     assert (found.state, found.run_id) == (RunState.ENDED, retry)
-    assert found.failure.startswith(f"run {retry} failed in step fails")
+    assert found.failure == (
+        f"run {retry} failed in step fails: RuntimeError: injected: the run worker failed"
+    )
