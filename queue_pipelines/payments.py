@@ -43,7 +43,7 @@ def customer_key(tenant_id: str, email: str) -> str:
     """The ledger row naming the tenant's Stripe customer for `email`, noted with the first
     payment that used it: later payments skip the lookup at Stripe (one call of two, and
     half of the rate limit's budget)."""
-    return f"{CUSTOMER_KIND}:{tenant_id}:{email}"
+    return effect_key(CUSTOMER_KIND, tenant_id, email)
 
 
 def _check_resumable(claim: Claim, now: datetime | None = None) -> None:
