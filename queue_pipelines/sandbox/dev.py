@@ -285,11 +285,17 @@ def _stop_group(pgid: int, stop_signal: int, reap: Callable[[], object] = lambda
     return False
 
 
+def _stat_fields(stat: Path) -> list[str]:
+    """A /proc/<pid>/stat's fields after the command name (which may hold spaces and
+    parentheses): the process state (field 3) first."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
 def _started_at(pid: int) -> float | None:
     """When process `pid` started, in Unix seconds (to the second), or None: no such process
     (Linux: /proc/<pid>/stat, field 22, in clock ticks after boot)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = _stat_fields(Path(f"/proc/{pid}/stat"))
         boot = next(
             float(line.split()[1])
             for line in Path("/proc/stat").read_text().splitlines()
@@ -325,7 +331,7 @@ def _own_children() -> list[int]:
     me, found = os.getpid(), []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(stat)
         except OSError:
             continue
         pid = int(stat.parent.name)
