@@ -26,6 +26,7 @@ from dagster_graphql import DagsterGraphQLClient
 
 from queue_pipelines.sandbox import defaults
 from queue_pipelines.sandbox.dev import Child, StackStopped, Supervisor, end_leftovers
+from queue_pipelines.sandbox.processes import group_alive, started_at, wait_group_gone
 from queue_pipelines.sandbox.servers import free_port, port_open
 from resources import RedisResource
 from tests.support.dagster_stack import RUNS_QUERY, wait_until
@@ -39,19 +40,28 @@ from tests.support.stack_checks import (
 IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+# A stand-in for a run worker: it ends on SIGINT, as a run worker does, and says "started"
+# once it does. (A `sleep` started with `&` would not: a non-interactive shell starts its
+# background jobs with SIGINT ignored, and the stop under test would be the 30-s SIGKILL
+# fallback, not the path `make run` takes.)
+RUN_WORKER = (
+    f"{sys.executable} -c 'import signal, time; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    'print("started", flush=True); time.sleep(300)\''
+)
+SHELL_WITH_WORKER = f"{RUN_WORKER} & wait"
+
+
+def gone(pgid: int) -> bool:
+    """Whether process group `pgid` ends within 10 s (its zombies, which PID 1 may reap
+    seconds later, count as ended)."""
+    return wait_group_gone(pgid, timeout=10)
 
 
 def shell_with_grandchild(log: Path) -> subprocess.Popen:
     # The shell's child stays in its group, like a code server's run worker; the shell says
     # when it has started it.
     process = subprocess.Popen(
-        ["sh", "-c", "sleep 300 & echo started; wait"], process_group=0,
+        ["sh", "-c", SHELL_WITH_WORKER], process_group=0,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     assert process.stdout.readline().strip() == b"started"
@@ -60,7 +70,14 @@ def shell_with_grandchild(log: Path) -> subprocess.Popen:
 
 def test_a_dead_child_is_restarted_and_its_group_ended(tmp_path, capsys):
     supervisor = Supervisor(tmp_path, max_restarts=2)
-    supervisor.add(Child("worker", lambda: shell_with_grandchild(tmp_path / "w.log"), tmp_path))
+    supervisor.add(
+        Child(
+            "worker",
+            lambda: shell_with_grandchild(tmp_path / "w.log"),
+            tmp_path,
+            stop_signal=signal.SIGINT,  # as the code server, whose run workers end on SIGINT
+        )
+    )
     first = supervisor.children["worker"].process
     try:
         os.kill(first.pid, signal.SIGKILL)  # the leader dies; its grandchild lives on
@@ -71,19 +88,46 @@ def test_a_dead_child_is_restarted_and_its_group_ended(tmp_path, capsys):
             poll_seconds=0.05, until=lambda: supervisor.children["worker"].process is not first
         )
 
-        assert not group_alive(first.pid)  # the orphan went with it
+        assert gone(first.pid)  # the orphan went with it
         second = supervisor.children["worker"].process
         assert second.poll() is None
         assert json.loads((tmp_path / "dev-children.json").read_text()) == {"worker": second.pid}
-        assert "dev: worker exited with code -9; restarting it (1/2" in capsys.readouterr().out
+        said = capsys.readouterr().out
+        assert "dev: worker exited with code -9; restarting it (1/2" in said
+        assert "did not stop" not in said  # the orphan ended on SIGINT, as a run worker does
     finally:
         supervisor.stop_all()
-    assert not group_alive(supervisor.children["worker"].process.pid)
+    assert gone(supervisor.children["worker"].process.pid)
+    # The group ended on SIGINT, as `make run`'s code server and its run workers do, not by
+    # the SIGKILL that follows a stop's grace period.
+    assert "did not stop" not in capsys.readouterr().out
 
 
-def test_a_child_that_keeps_dying_stops_the_stack_with_its_reason(tmp_path):
+def test_a_zombie_counts_as_gone_where_killpg_still_finds_it():
+    # A killed child that nobody has reaped yet: what an orphan is until PID 1 reaps it.
+    process = subprocess.Popen(["sleep", "300"], process_group=0)
+    try:
+        assert group_alive(process.pid)
+        os.kill(process.pid, signal.SIGKILL)
+        assert wait_group_gone(process.pid, timeout=10)
+        os.killpg(process.pid, 0)  # still in the process table: no ProcessLookupError
+        assert started_at(process.pid) is None
+    finally:
+        process.wait()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)
+
+
+def test_a_child_that_keeps_dying_stops_the_stack_with_its_reason(tmp_path, capsys):
     supervisor = Supervisor(tmp_path, max_restarts=1)
-    supervisor.add(Child("steady", lambda: shell_with_grandchild(tmp_path / "s.log"), tmp_path))
+    supervisor.add(
+        Child(
+            "steady",
+            lambda: shell_with_grandchild(tmp_path / "s.log"),
+            tmp_path,
+            stop_signal=signal.SIGINT,
+        )
+    )
     supervisor.add(
         Child(
             "flaky",
@@ -95,7 +139,8 @@ def test_a_child_that_keeps_dying_stops_the_stack_with_its_reason(tmp_path):
     with pytest.raises(StackStopped, match=r"flaky exited \(code 3\) 2 times within 300 s"):
         supervisor.watch(poll_seconds=0.05)
     supervisor.stop_all()
-    assert not group_alive(steady.pid)
+    assert gone(steady.pid)
+    assert "did not stop" not in capsys.readouterr().out
     assert not (tmp_path / "dev-children.json").exists()
 
 
@@ -124,8 +169,7 @@ from pathlib import Path
 from queue_pipelines.sandbox.dev import Child, Supervisor
 
 def part():
-    process = subprocess.Popen(["sh", "-c", "sleep 300 & echo started; wait"],
-                               process_group=0, stdout=subprocess.PIPE)
+    process = subprocess.Popen(["sh", "-c", sys.argv[2]], process_group=0, stdout=subprocess.PIPE)
     process.stdout.readline()
     return process
 
@@ -139,7 +183,8 @@ def test_parts_left_running_by_a_killed_make_run_are_ended_at_the_next_start(tmp
     # An earlier start's supervisor is killed by SIGKILL: nothing stops its part, whose
     # grandchild (as a code server's run worker) lives on too.
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", ABANDONED_SUPERVISOR, str(tmp_path)], stdout=subprocess.PIPE
+        [sys.executable, "-c", ABANDONED_SUPERVISOR, str(tmp_path), SHELL_WITH_WORKER],
+        stdout=subprocess.PIPE,
     )
     assert supervisor.stdout.readline().strip() == b"ready"
     record = tmp_path / "dev-children.json"
@@ -157,7 +202,7 @@ def test_parts_left_running_by_a_killed_make_run_are_ended_at_the_next_start(tmp
     try:
         end_leftovers(tmp_path)
 
-        assert not group_alive(part)
+        assert gone(part)
         assert stranger.poll() is None
         assert not record.exists()
         said = capsys.readouterr().out
@@ -239,7 +284,7 @@ def dev_stack(tmp_path: Path, env_overrides: dict[str, str] | None = None):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        dev.leftover = [pid for pid in dev.seen if group_alive(pid)]
+        dev.leftover = [pid for pid in dev.seen if not gone(pid)]
         for pid in dev.leftover:
             os.killpg(pid, signal.SIGKILL)
 

@@ -31,6 +31,7 @@ import yaml
 
 from queue_pipelines import settings
 from queue_pipelines.sandbox import defaults
+from queue_pipelines.sandbox.processes import own_group_leaders, started_at, wait_group_gone
 from queue_pipelines.sandbox.servers import (
     refuse_taken_port,
     start_localstripe,
@@ -258,7 +259,7 @@ class Supervisor:
         for child in reversed(list(self.children.values())):
             self._end_group(child)
         # A child whose start was interrupted (Ctrl-C while it came up) is in no list yet.
-        for pid in _own_children():
+        for pid in own_group_leaders():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
@@ -268,42 +269,17 @@ class Supervisor:
 def _stop_group(pgid: int, stop_signal: int, reap: Callable[[], object] = lambda: None) -> bool:
     """Send `stop_signal` to the process group and wait for it to be gone, SIGKILL after
     STOP_GRACE_SECONDS; whether it went by itself. `reap` collects an exited leader that is
-    this process's child (until then its group counts as alive)."""
+    this process's child (until then it is a zombie, which counts as gone)."""
     try:
         os.killpg(pgid, stop_signal)
     except ProcessLookupError:
         reap()
         return True
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while time.monotonic() < deadline:
-        reap()
-        if not _group_alive(pgid):
-            return True
-        time.sleep(0.1)
+    if wait_group_gone(pgid, STOP_GRACE_SECONDS, reap=reap):
+        return True
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
     return False
-
-
-def _stat_fields(stat: Path) -> list[str]:
-    """A /proc/<pid>/stat's fields after the command name (which may hold spaces and
-    parentheses): the process state (field 3) first."""
-    return stat.read_text().rsplit(")", 1)[1].split()
-
-
-def _started_at(pid: int) -> float | None:
-    """When process `pid` started, in Unix seconds (to the second), or None: no such process
-    (Linux: /proc/<pid>/stat, field 22, in clock ticks after boot)."""
-    try:
-        fields = _stat_fields(Path(f"/proc/{pid}/stat"))
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-    except (OSError, StopIteration, IndexError):
-        return None
-    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def end_leftovers(home: Path) -> None:
@@ -318,34 +294,12 @@ def end_leftovers(home: Path) -> None:
     except (OSError, ValueError):
         return
     for name, pid in reversed(list(recorded.items())):
-        started = _started_at(pid) if isinstance(pid, int) else None
+        started = started_at(pid) if isinstance(pid, int) else None
         if started is None or started > written + 1:
             continue
         say(f"{name} (pid {pid}) was left running by a make run that did not stop; ending it")
         _stop_group(pid, signal.SIGTERM)
     path.unlink(missing_ok=True)
-
-
-def _own_children() -> list[int]:
-    """Pids of this process's children that lead a process group of their own (Linux)."""
-    me, found = os.getpid(), []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = _stat_fields(stat)
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        if int(fields[1]) == me and int(fields[2]) == pid:
-            found.append(pid)
-    return found
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:

@@ -28,6 +28,7 @@ import yaml
 from dagster_graphql import DagsterGraphQLClient
 
 from queue_pipelines.sandbox.dev import code_server_command, write_workspace
+from queue_pipelines.sandbox.processes import group_alive, wait_group_gone
 from queue_pipelines.sandbox.servers import free_port, port_open
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -164,28 +165,25 @@ class DagsterStack:
 
     # stopping
     def alive(self) -> bool:
-        if self.pgid is None:
-            return False
-        try:
-            os.killpg(self.pgid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return self.pgid is not None and group_alive(self.pgid)
 
     def send(self, sig: int) -> None:
         """Send `sig` to every process of the stack at once, as a terminal's Ctrl-C does."""
-        if self.alive():
-            os.killpg(self.pgid, sig)
+        if self.pgid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pgid, sig)
 
     def wait_gone(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Wait for every process of the stack to have ended (a zombie PID 1 has yet to reap
+        counts as ended); whether they did within `timeout`."""
+        if self.pgid is None:
+            return True
+
+        def reap() -> None:  # the direct children, so they stop counting as alive
             for process in self.processes.values():
-                process.poll()  # reap the direct children, so they stop counting as alive
-            if not self.alive():
-                return True
-            time.sleep(0.2)
-        return False
+                process.poll()
+
+        return wait_group_gone(self.pgid, timeout, reap=reap, interval=0.2)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
         """Stop the whole process group: `sig`, then SIGKILL for whatever outlives `timeout`."""
