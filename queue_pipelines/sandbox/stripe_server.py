@@ -22,6 +22,8 @@ import localstripe.resources
 import localstripe.server
 from aiohttp import web
 
+from queue_pipelines.sandbox import stripe_listing
+
 
 def keep_state_in(path: Path | None) -> None:
     store = localstripe.resources.Store
@@ -51,6 +53,7 @@ def main() -> None:
     if args.state is not None:
         args.state.parent.mkdir(parents=True, exist_ok=True)
     keep_state_in(args.state)
+    stripe_listing.install()
     if args.state is not None:
         localstripe.resources.store.try_load_from_disk()
     # localstripe.server.start() would listen on every interface ('::'): loopback only here.
