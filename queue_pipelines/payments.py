@@ -5,23 +5,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from queue_pipelines.currencies import format_amount
+from queue_pipelines.effects import act_once
 from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.intake.payloads import PaymentPayload, RefundPayload
 from queue_pipelines.ledger import Claim, EffectLedger, effect_key
 from queue_pipelines.providers.stripe import (
+    PaymentIntentSummary,
     RefundableBalance,
     RefundSummary,
     StripeApi,
     UnknownCustomer,
 )
 
-# Stripe keeps an idempotency key for at least 24 hours; past that a replayed request could
-# act again, so an attempt that never recorded its outcome is not resumed blindly.
-STRIPE_IDEMPOTENCY_WINDOW = timedelta(hours=23)
+# "processing" settles on its own (Stripe's events report how): money may move, so it is
+# recorded like a success. Any other status moved no money.
+MONEY_MOVED = frozenset({"succeeded", "processing"})
+
 CUSTOMER_KIND = "customer"
+# How far before a claim an earlier attempt's PaymentIntent is looked for (clocks differ).
+IN_DOUBT_LOOKBACK = timedelta(hours=1)
 
 
 def stripe_idempotency_key(key: str) -> str:
@@ -46,26 +51,17 @@ def customer_key(tenant_id: str, email: str) -> str:
     return effect_key(CUSTOMER_KIND, tenant_id, email)
 
 
-def _check_resumable(claim: Claim, now: datetime | None = None) -> None:
-    if not claim.resumed:
-        return
-    age = (now or datetime.now(UTC)) - claim.created_at
-    if age > STRIPE_IDEMPOTENCY_WINDOW:
-        raise PermanentError(
-            f"an attempt for {claim.effect_key} started {claim.created_at.isoformat()} never "
-            "recorded its outcome, and Stripe's idempotency window has passed: reconcile it "
-            "by hand in the Stripe dashboard before retrying",
-            code="needs_reconciliation",
-        )
+class CustomerForgotten(TransientError):
+    """Stripe refused the charge for naming a customer deleted since it was noted: nothing
+    happened; the retry looks the customer up again."""
+
+    def __init__(self, exc: UnknownCustomer):
+        super().__init__(f"{exc.reason}; looking the customer up again", code=exc.code)
 
 
-def _give_up(ledger: EffectLedger, claim: Claim) -> None:
-    """Stripe refused the request. After a first attempt that means nothing happened, so the
-    claim goes and a later attempt starts afresh. After an attempt whose outcome is unknown
-    the claim stays: it keeps the start of Stripe's idempotency window, past which nobody
-    may retry blindly."""
-    if claim.attempts == 1:
-        ledger.release(claim.effect_key)
+def _recordable(outcome: PaymentOutcome | RefundOutcome) -> dict:
+    """What the ledger keeps of an outcome: all but whether this attempt replayed it."""
+    return {k: v for k, v in asdict(outcome).items() if k != "replayed"}
 
 
 @dataclass(frozen=True)
@@ -94,68 +90,89 @@ def charge_once(
 ) -> PaymentOutcome:
     """Create and confirm the payment unless this request was already charged."""
     key = effect_key("payment", tenant_id, idempotency_key)
-    claim = ledger.claim(key, "payment", run_id, run_is_live)
-    if claim.done:
-        return PaymentOutcome(**claim.result, replayed=True)
-    _check_resumable(claim)
     email = str(payment.customer_email).lower()
     known = ledger.result_of(customer_key(tenant_id, email))
-    try:
-        customer_id = (
-            known["customer_id"]
-            if known
-            else stripe.find_or_create_customer(
-                tenant_id=tenant_id,
-                email=email,
-                name=payment.customer_name,
-                idempotency_key=stripe_idempotency_key(f"customer:{key}"),
+
+    def outcome_of(intent: PaymentIntentSummary, customer_id: str) -> dict:
+        return _recordable(
+            PaymentOutcome(
+                payment_intent_id=intent.id,
+                status=intent.status,
+                amount=intent.amount,
+                currency=intent.currency,
+                customer_id=customer_id,
             )
         )
-        intent = stripe.create_payment_intent(
-            amount=payment.amount,
-            currency=payment.currency,
-            customer_id=customer_id,
-            payment_method=payment.payment_method,
-            description=payment.description,
-            metadata=stripe_metadata(
-                tenant_id, idempotency_key, payment.order_id, payment.metadata
-            ),
-            idempotency_key=stripe_idempotency_key(key),
+
+    def earlier_charge(claim: Claim) -> dict | None:
+        # The customer, then its PaymentIntents carrying this request's metadata.
+        customer_id = known["customer_id"] if known else stripe.find_customer(tenant_id, email)
+        if customer_id is None:
+            return None
+        intent = stripe.find_payment_intent(
+            customer_id,
+            tenant_id=tenant_id,
+            idempotency_key=idempotency_key,
+            created_after=claim.created_at - IN_DOUBT_LOOKBACK,
         )
-    except UnknownCustomer as exc:
-        if not known:
-            _give_up(ledger, claim)
-            raise
-        # Deleted at Stripe since we noted it: forget it; the retry looks the e-mail up again.
-        ledger.forget_index(customer_key(tenant_id, email), CUSTOMER_KIND)
-        raise TransientError(f"{exc.reason}; looking the customer up again", code=exc.code) from exc
-    except PermanentError:
-        _give_up(ledger, claim)
-        raise
-    outcome = PaymentOutcome(
-        payment_intent_id=intent.id,
-        status=intent.status,
-        amount=intent.amount,
-        currency=intent.currency,
-        customer_id=customer_id,
-    )
-    # "processing" will settle on its own (Stripe's events report how): money may move, so it
-    # is recorded like a success. Any other status moved no money.
-    if intent.status not in {"succeeded", "processing"}:
-        _give_up(ledger, claim)
-        raise PermanentError(
-            f"payment {intent.id} ended in status {intent.status!r}, not 'succeeded' "
-            "(it needs customer action, which a background job cannot take)",
-            code=intent.status,
-        )
-    ledger.record(
+        if intent is None or intent.status not in MONEY_MOVED:
+            return None
+        return outcome_of(intent, customer_id)
+
+    def charge() -> dict:
+        try:
+            customer_id = (
+                known["customer_id"]
+                if known
+                else stripe.find_or_create_customer(
+                    tenant_id=tenant_id,
+                    email=email,
+                    name=payment.customer_name,
+                    idempotency_key=stripe_idempotency_key(f"customer:{key}"),
+                )
+            )
+            intent = stripe.create_payment_intent(
+                amount=payment.amount,
+                currency=payment.currency,
+                customer_id=customer_id,
+                payment_method=payment.payment_method,
+                description=payment.description,
+                metadata=stripe_metadata(
+                    tenant_id, idempotency_key, payment.order_id, payment.metadata
+                ),
+                idempotency_key=stripe_idempotency_key(key),
+            )
+        except UnknownCustomer as exc:
+            if not known:
+                raise
+            # Deleted at Stripe since we noted it: forget it; the retry looks it up again.
+            ledger.forget_index(customer_key(tenant_id, email), CUSTOMER_KIND)
+            raise CustomerForgotten(exc) from exc
+        if intent.status not in MONEY_MOVED:
+            raise PermanentError(
+                f"payment {intent.id} ended in status {intent.status!r}, not 'succeeded' "
+                "(it needs customer action, which a background job cannot take)",
+                code=intent.status,
+            )
+        return outcome_of(intent, customer_id)
+
+    def customer_index(result: dict) -> tuple[str, str, dict] | None:
+        if known:
+            return None
+        return customer_key(tenant_id, email), CUSTOMER_KIND, {"customer_id": result["customer_id"]}
+
+    effect = act_once(
+        ledger,
         key,
-        {k: v for k, v in asdict(outcome).items() if k != "replayed"},
-        index=None
-        if known
-        else (customer_key(tenant_id, email), CUSTOMER_KIND, {"customer_id": customer_id}),
+        "payment",
+        run_id,
+        charge,
+        in_doubt=earlier_charge,
+        run_is_live=run_is_live,
+        index_of=customer_index,
+        refusals=(PermanentError, CustomerForgotten),
     )
-    return outcome
+    return PaymentOutcome(**effect.result, replayed=effect.replayed)
 
 
 def check_refundable(amount: int, balance: RefundableBalance) -> None:
@@ -194,51 +211,53 @@ def refund_once(
     run_id: str,
     run_is_live: Callable[[str], bool],
 ) -> RefundOutcome:
-    """Refund `refund.amount` (or all that remains) unless this request was already refunded."""
+    """Refund `refund.amount` (or all that remains) unless this request was already refunded.
+    Only a payment of `tenant_id`'s is refunded (PermanentError otherwise, before any call
+    that moves money)."""
     key = effect_key("refund", tenant_id, idempotency_key)
-    claim = ledger.claim(key, "refund", run_id, run_is_live)
-    if claim.done:
-        return RefundOutcome(**claim.result, replayed=True)
-    _check_resumable(claim)
-    try:
-        balance = stripe.refundable_balance(refund.payment_intent_id)
-        if claim.resumed:
-            # An earlier attempt may have refunded already; the balance then includes it and
-            # would refuse the same refund again, so look for it first.
-            earlier = stripe.find_refund(refund.payment_intent_id, idempotency_key)
-            if earlier is not None:
-                return _record_refund(ledger, key, earlier, balance.remaining)
+    intent_id = refund.payment_intent_id
+
+    def outcome_of(created: RefundSummary, remaining: int) -> dict:
+        return _recordable(
+            RefundOutcome(
+                refund_id=created.id,
+                status=created.status,
+                amount=created.amount,
+                currency=created.currency,
+                payment_intent_id=created.payment_intent_id,
+                remaining=remaining,
+            )
+        )
+
+    def earlier_refund(_claim: Claim) -> dict | None:
+        balance = stripe.refundable_balance(intent_id, tenant_id)  # includes an earlier refund
+        earlier = stripe.find_refund(intent_id, idempotency_key)
+        return None if earlier is None else outcome_of(earlier, balance.remaining)
+
+    def issue_refund() -> dict:
+        balance = stripe.refundable_balance(intent_id, tenant_id)
         amount = refund.amount if refund.amount is not None else balance.remaining
         check_refundable(amount, balance)
         created = stripe.create_refund(
-            payment_intent_id=refund.payment_intent_id,
+            payment_intent_id=intent_id,
             amount=amount,
             reason=refund.reason,
             metadata=stripe_metadata(tenant_id, idempotency_key, refund.order_id, refund.metadata),
             idempotency_key=stripe_idempotency_key(key),
         )
-    except PermanentError:
-        _give_up(ledger, claim)
-        raise
-    if created.status in {"failed", "canceled"}:
-        _give_up(ledger, claim)
-        raise PermanentError(
-            f"refund {created.id} of {refund.payment_intent_id} ended {created.status!r}",
-            code=created.status,
-        )
-    return _record_refund(ledger, key, created, balance.remaining - created.amount)
+        if created.status in {"failed", "canceled"}:
+            raise PermanentError(
+                f"refund {created.id} of {intent_id} ended {created.status!r}", code=created.status
+            )
+        return outcome_of(created, balance.remaining - created.amount)
 
-
-def _record_refund(
-    ledger: EffectLedger, key: str, refund: RefundSummary, remaining: int
-) -> RefundOutcome:
-    outcome = RefundOutcome(
-        refund_id=refund.id,
-        status=refund.status,
-        amount=refund.amount,
-        currency=refund.currency,
-        payment_intent_id=refund.payment_intent_id,
-        remaining=remaining,
+    effect = act_once(
+        ledger,
+        key,
+        "refund",
+        run_id,
+        issue_refund,
+        in_doubt=earlier_refund,
+        run_is_live=run_is_live,
     )
-    ledger.record(key, {k: v for k, v in asdict(outcome).items() if k != "replayed"})
-    return outcome
+    return RefundOutcome(**effect.result, replayed=effect.replayed)

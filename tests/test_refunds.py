@@ -142,9 +142,12 @@ def test_refund_whose_reply_was_lost_is_found_on_retry_not_refunded_again(
     assert refunds_of(stripe_resource, intent_id) == [3000]
 
 
-def test_a_refused_retry_keeps_the_claim_of_an_attempt_with_unknown_outcome(
+def test_an_attempt_in_doubt_that_stripe_has_no_trace_of_is_tried_and_a_refusal_releases_it(
     ledger, stripe_resource, tenant
 ):
+    """A claim taken by an attempt whose outcome nobody saw: Stripe is asked first. It holds
+    no PaymentIntent of this request, so the charge is tried; the card is declined, nothing
+    happened, and the claim goes (a replay with a working card starts afresh)."""
     key = effect_key("payment", tenant, "unknown-outcome")
     ledger.claim(key, "payment", "run-that-died")  # the attempt whose outcome nobody saw
     declined = PaymentPayload(
@@ -158,6 +161,4 @@ def test_a_refused_retry_keeps_the_claim_of_an_attempt_with_unknown_outcome(
             payment=declined, run_id="retry-run", run_is_live=lambda run_id: False,
         )  # fmt: skip
 
-    # Still pending and still dated from the first attempt: Stripe's window is counted from it.
-    held = ledger.get(key)
-    assert (held["status"], held["attempts"], held["run_id"]) == ("pending", 2, "retry-run")
+    assert ledger.get(key) is None

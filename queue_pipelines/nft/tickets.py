@@ -25,6 +25,7 @@ from spl.token import instructions as token_ix
 from spl.token import models as token_models
 from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 
+from queue_pipelines.effects import act_again, act_once
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.payloads import MintPayload
 from queue_pipelines.ledger import DONE, EffectLedger, effect_key
@@ -293,25 +294,28 @@ def mint_ticket_once(
 
     `store_metadata(name, document) -> uri` is the MetadataStore's `put`."""
     key = effect_key("mint", tenant_id, idempotency_key)
-    claim = ledger.claim(key, "mint", run_id)
-    if claim.done:
-        return MintOutcome(**claim.result, replayed=True)
-    try:
-        outcome = _mint(chain, payer, store_metadata, key, payload)
-    except PermanentError:
-        # Refused before or by the chain: the atomic transaction did not land.
-        ledger.release(key)
-        raise
-    ledger.record(
+    effect = act_once(
+        ledger,
         key,
-        {k: v for k, v in asdict(outcome).items() if k != "replayed"},
-        index=(
-            mint_address_key(outcome.mint),
+        "mint",
+        run_id,
+        lambda: _recordable(_mint(chain, payer, store_metadata, key, payload)),
+        # The mint's address derives from the key: `_mint` finds an earlier attempt's ticket
+        # on the chain and adopts it. A refusal (PermanentError) came before or from the
+        # chain, where the transaction is atomic: it did not land.
+        in_doubt=act_again,
+        index_of=lambda result: (
+            mint_address_key(result["mint"]),
             MINT_ADDRESS_KIND,
             {"tenant_id": tenant_id, "effect_key": key},
         ),
     )
-    return outcome
+    return MintOutcome(**effect.result, replayed=effect.replayed)
+
+
+def _recordable(outcome: MintOutcome | TransferOutcome) -> dict[str, Any]:
+    """What the ledger keeps of an outcome: all but whether this attempt replayed it."""
+    return {k: v for k, v in asdict(outcome).items() if k != "replayed"}
 
 
 def mint_address_key(mint: str) -> str:
@@ -456,16 +460,16 @@ def transfer_ticket_once(
     Only a ticket this service minted for `tenant_id` is moved (require_minted_for)."""
     require_minted_for(ledger, tenant_id, mint)
     key = effect_key("transfer", tenant_id, idempotency_key)
-    claim = ledger.claim(key, "transfer", run_id)
-    if claim.done:
-        return TransferOutcome(**claim.result, replayed=True)
-    try:
-        outcome = _transfer(chain, payer, custodial, mint, to_wallet, expected_owner)
-    except PermanentError:
-        ledger.release(key)
-        raise
-    ledger.record(key, {k: v for k, v in asdict(outcome).items() if k != "replayed"})
-    return outcome
+    effect = act_once(
+        ledger,
+        key,
+        "transfer",
+        run_id,
+        lambda: _recordable(_transfer(chain, payer, custodial, mint, to_wallet, expected_owner)),
+        # `_transfer` reads the holder first: a ticket an earlier attempt moved is found there.
+        in_doubt=act_again,
+    )
+    return TransferOutcome(**effect.result, replayed=effect.replayed)
 
 
 def _transfer(chain, payer, custodial, mint_address, to_wallet, expected_owner):

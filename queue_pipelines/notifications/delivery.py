@@ -16,8 +16,9 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
 from typing import Any
 
+from queue_pipelines.effects import act_again, act_once
 from queue_pipelines.failures import PermanentError, ProviderError
-from queue_pipelines.ledger import EffectLedger
+from queue_pipelines.ledger import Claim, EffectLedger
 from queue_pipelines.notifications.templates import RenderedMessage
 from queue_pipelines.providers.smtp import SmtpSender
 from queue_pipelines.providers.webhooks import WebhookSender
@@ -84,23 +85,25 @@ def _deliver_once(
 ) -> Delivery:
     if resend:
         key = f"{key}:resend:{run_id}"
-    claim = ledger.claim(key, kind, run_id)
-    if claim.done:
-        return Delivery(key, claim.result or {}, replayed=True)
-    if claim.resumed and not resumable:
+
+    def unknown(_claim: Claim) -> None:
         raise PermanentError(
             f"an earlier attempt for {key} ended without recording whether the message went "
             "out; to send it anyway, re-execute with resend: true in the step's config",
             code="needs_resend_decision",
         )
-    try:
-        result = send()
-    except ProviderError:
-        # The server did not accept the message: nothing was delivered, a later try may.
-        ledger.release(key)
-        raise
-    ledger.record(key, result)
-    return Delivery(key, result, replayed=False)
+
+    effect = act_once(
+        ledger,
+        key,
+        kind,
+        run_id,
+        send,
+        in_doubt=act_again if resumable else unknown,
+        # The sender says the server did not take the message: nothing was delivered.
+        refusals=(ProviderError,),
+    )
+    return Delivery(key, effect.result, replayed=effect.replayed)
 
 
 def send_email_once(

@@ -91,8 +91,12 @@ class Notifier:
         ):
             try:
                 told.update(send(notice))
-            except ProviderError as exc:
-                reason = f"{what} failed: {exc.reason}"
+            except Exception as exc:  # noqa: BLE001 - whatever fails here, the effect stands
+                # Building the message (a template, a header) as much as sending it: what
+                # fails after the effect is a failed notice, never a failed effect.
+                if not isinstance(exc, ProviderError):
+                    log.exception("%s for %s raised", what, notice.idempotency_key)
+                reason = f"{what} failed: {_describe(exc)}"
                 told.setdefault("notification_failed", [])
                 told["notification_failed"].append(reason)
                 self.alert_operators(
@@ -117,6 +121,12 @@ class Notifier:
             run_id=self.run_id,
             tenant_id=tenant_id,
         )
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ProviderError):
+        return exc.reason
+    return f"unexpected {type(exc).__name__}: {exc}"
 
 
 def alert_operators(

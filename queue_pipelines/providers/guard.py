@@ -27,6 +27,7 @@ small Lua script per transition, atomic in Redis.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -39,6 +40,7 @@ from limits.strategies import MovingWindowRateLimiter
 from queue_pipelines.failures import ProviderError, TransientError
 
 T = TypeVar("T")
+log = logging.getLogger("queue_pipelines.providers.guard")
 
 # Stripe's documented limits: 25 read+write requests/s in test mode, 100/s live.
 DEFAULT_RATES = {"stripe": "25/second", "stripe_live": "100/second"}
@@ -198,10 +200,22 @@ class ProviderGuard:
         return state == "probe"
 
     def _report(self, ok: bool) -> None:
-        self._after(
-            keys=[self._breaker_key],
-            args=[self.clock(), self.fail_max, self.reset_timeout, "ok" if ok else "fail"],
-        )
+        """Tell the breaker how a call went. Only bookkeeping: the provider has answered by
+        now, so a Redis that is away must not turn that answer into a failure (a charge that
+        went through, retried as failed, charges twice). It is logged instead."""
+        try:
+            self._after(
+                keys=[self._breaker_key],
+                args=[self.clock(), self.fail_max, self.reset_timeout, "ok" if ok else "fail"],
+            )
+        except redis.RedisError as exc:
+            log.warning(
+                "%s: the circuit breaker could not note a call's outcome (%s): %s; the call's "
+                "own outcome stands",
+                self.provider,
+                "ok" if ok else "failed",
+                exc,
+            )
 
     @property
     def breaker_on(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import stripe
@@ -69,6 +70,16 @@ class PaymentIntentSummary:
     currency: str
     customer_id: str | None
 
+    @classmethod
+    def of(cls, intent: Any) -> PaymentIntentSummary:
+        return cls(
+            id=intent.id,
+            status=intent.status,
+            amount=intent.amount,
+            currency=intent.currency,
+            customer_id=_id_of(intent.customer),
+        )
+
 
 @dataclass(frozen=True)
 class RefundableBalance:
@@ -106,6 +117,14 @@ def _id_of(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return value.id
+
+
+def _creating(idempotency_key: str) -> dict[str, Any]:
+    """Request options of a call that creates something (money may move). The SDK does not
+    send it again on its own: an answer lost on the way back leaves the effect in doubt, and
+    the effect protocol asks Stripe what happened before it tries again
+    (queue_pipelines/effects.py). The idempotency key is Stripe's line behind that one."""
+    return {"idempotency_key": idempotency_key, "max_network_retries": 0}
 
 
 def _metadata_of(obj: Any) -> dict[str, str]:
@@ -181,19 +200,26 @@ class StripeApi:
                 return
             page = self._call(list_fn, params={**params, "starting_after": page.data[-1].id})
 
-    def find_or_create_customer(
-        self, *, tenant_id: str, email: str, name: str | None, idempotency_key: str
-    ) -> str:
-        """The tenant's customer with this e-mail, created on first use."""
+    def find_customer(self, tenant_id: str, email: str) -> str | None:
+        """The tenant's customer with this e-mail, if Stripe has one."""
         customers = self.client().v1.customers
         for customer in self._each(customers.list, {"email": email, "limit": 100}):
             if _metadata_of(customer).get("tenant_id") == tenant_id:
                 return customer.id
+        return None
+
+    def find_or_create_customer(
+        self, *, tenant_id: str, email: str, name: str | None, idempotency_key: str
+    ) -> str:
+        """The tenant's customer with this e-mail, created on first use."""
+        found = self.find_customer(tenant_id, email)
+        if found is not None:
+            return found
         params: dict[str, Any] = {"email": email, "metadata": {"tenant_id": tenant_id}}
         if name:
             params["name"] = name
         created = self._call(
-            customers.create, params=params, options={"idempotency_key": idempotency_key}
+            self.client().v1.customers.create, params=params, options=_creating(idempotency_key)
         )
         return created.id
 
@@ -222,22 +248,48 @@ class StripeApi:
         intent = self._call(
             self.client().v1.payment_intents.create,
             params=params,
-            options={"idempotency_key": idempotency_key},
+            options=_creating(idempotency_key),
         )
-        return PaymentIntentSummary(
-            id=intent.id,
-            status=intent.status,
-            amount=intent.amount,
-            currency=intent.currency,
-            customer_id=_id_of(intent.customer),
-        )
+        return PaymentIntentSummary.of(intent)
 
-    def refundable_balance(self, payment_intent_id: str) -> RefundableBalance:
+    def find_payment_intent(
+        self, customer_id: str, *, tenant_id: str, idempotency_key: str, created_after: datetime
+    ) -> PaymentIntentSummary | None:
+        """The customer's PaymentIntent made for this request (its metadata names the tenant
+        and the idempotency key), created after `created_after`; the one that moved money
+        when there are several."""
+        listing = self._each(
+            self.client().v1.payment_intents.list,
+            {
+                "customer": customer_id,
+                "created": {"gte": int(created_after.timestamp())},
+                "limit": 100,
+            },
+        )
+        found = [
+            PaymentIntentSummary.of(intent)
+            for intent in listing
+            if _metadata_of(intent).get("tenant_id") == tenant_id
+            and _metadata_of(intent).get("idempotency_key") == idempotency_key[:500]
+        ]
+        found.sort(key=lambda intent: intent.status not in {"succeeded", "processing"})
+        return found[0] if found else None
+
+    def refundable_balance(self, payment_intent_id: str, tenant_id: str) -> RefundableBalance:
+        """What a payment of `tenant_id`'s can still refund. Another tenant's payment is
+        refused as such (ids are not secrets: they are in buyers' mails and webhooks)."""
         intent = self._call(
             self.client().v1.payment_intents.retrieve,
             payment_intent_id,
             params={"expand": ["latest_charge"]},
         )
+        if _metadata_of(intent).get("tenant_id") != tenant_id:
+            # Whose payment it is, if anyone's, stays unsaid: another tenant's business.
+            raise PermanentError(
+                f"{payment_intent_id} is not a payment of tenant {tenant_id}: a tenant can "
+                "refund only its own payments",
+                code="not_tenant_payment",
+            )
         charge = intent.latest_charge
         if intent.status != "succeeded" or charge is None:
             raise PermanentError(
@@ -281,9 +333,7 @@ class StripeApi:
         if reason:
             params["reason"] = reason
         refund = self._call(
-            self.client().v1.refunds.create,
-            params=params,
-            options={"idempotency_key": idempotency_key},
+            self.client().v1.refunds.create, params=params, options=_creating(idempotency_key)
         )
         return RefundSummary.of(refund, payment_intent_id)
 
