@@ -37,6 +37,19 @@ async def serve_all(configs) -> None:
     await asyncio.gather(*(server.serve() for server in servers))
 
 
+# Seconds a Redis command may take before the request that needs it answers 503.
+REDIS_TIMEOUT_SECONDS = 5.0
+
+
+def gateway_redis_client(url: str):
+    """The project's one Redis client configuration (`intake.streams.redis_client`): replies
+    that are not UTF-8 are read with surrogateescape, so one bad stream entry cannot make
+    /metrics or the probes answer 500."""
+    from queue_pipelines.intake.streams import redis_client
+
+    return redis_client(url, REDIS_TIMEOUT_SECONDS)
+
+
 def run_gateway(host: str, port: int, redis_url: str | None = None, prefix: str = "qp") -> int:
     from queue_pipelines.env_vars import SandboxSecretError, refuse_sandbox_secrets
     from queue_pipelines.logs import configure_logging, plain_logging
@@ -51,7 +64,6 @@ def run_gateway(host: str, port: int, redis_url: str | None = None, prefix: str 
     import asyncio
 
     import dagster as dg
-    import redis
 
     from queue_pipelines.gateway.app import build_app, build_metrics_app
 
@@ -69,13 +81,7 @@ def run_gateway(host: str, port: int, redis_url: str | None = None, prefix: str 
     home = embedded.dagster_home().resolve()
     os.environ.setdefault("DAGSTER_HOME", str(home))
     home.mkdir(parents=True, exist_ok=True)
-    client = redis.Redis.from_url(
-        redis_url or embedded.redis_url(),
-        decode_responses=True,
-        socket_timeout=5,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-    )
+    client = gateway_redis_client(redis_url or embedded.redis_url())
     log_config = {"log_config": None} if json_logs else {}
     with dg.DagsterInstance.get() as instance:
         app = build_app(settings, client, instance)

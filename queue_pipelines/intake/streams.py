@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -164,13 +165,18 @@ def redis_client(url: str, timeout_seconds: float = 10.0) -> redis.Redis:
     )
 
 
+_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 def _tenant_of(raw_envelope: str | None) -> str:
     """The tenant an entry names, or '?' for one that will be rejected."""
     try:
         tenant = json.loads(raw_envelope or "").get("tenant_id")
     except (ValueError, AttributeError):
         return "?"
-    return tenant if isinstance(tenant, str) else "?"
+    # Only a tenant id the envelope would accept (payloads.Identifier): one read from bytes
+    # that are not UTF-8 holds surrogates, which no JSON or metrics answer can encode.
+    return tenant if isinstance(tenant, str) and _TENANT_ID.fullmatch(tenant) else "?"
 
 
 def _now_iso() -> str:
