@@ -6,6 +6,9 @@ asked to do: answer slowly, fail a chosen request, drop a connection.
 - `fail_next` makes the next matching requests fail: an HTTP status with Stripe's error
   object, `DROP` (the connection is closed unanswered, the server never sees the request) or
   `LOSE_REPLY` (the server acts, the client never hears of it) (the tests).
+- `after_answer` runs a fault of the test's at the exact moment the server has acted and
+  the client has not yet heard of it: Redis or the ledger's database cut, the client's
+  process killed (the tests of docs/guarantees.md).
 
 Everything else reaches the server unchanged, over one pooled client. `seen` records each
 request's method, path and the status answered; `arrivals` the moment each came in.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -35,6 +39,8 @@ class Relay:
         self.delay_seconds = delay_seconds
         # (method, path prefix, status or DROP or LOSE_REPLY, the error object to answer)
         self.failures: list[tuple[str, str, int, dict | None]] = []
+        # (method, path prefix, what to do, whether the client then gets the answer)
+        self.answer_hooks: list[tuple[str, str, Callable[[], object], bool]] = []
         self.seen: list[tuple[str, str, int]] = []  # (method, path, status answered)
         self.arrivals: list[float] = []  # time.monotonic() as each request came in
         self._lock = threading.Lock()
@@ -69,6 +75,23 @@ class Relay:
         LOSE_REPLY."""
         with self._lock:
             self.failures += [(method, path_prefix, status, error)] * times
+
+    def after_answer(
+        self, method: str, path_prefix: str, action: Callable[[], object], reply: bool = True
+    ) -> None:
+        """Once, for the next matching request: when the server has answered it, run `action`
+        before the client hears anything; then give the client the answer, or (`reply`
+        False) hang up."""
+        with self._lock:
+            self.answer_hooks.append((method, path_prefix, action, reply))
+
+    def _take_hook(self, method: str, path: str) -> tuple[Callable[[], object], bool] | None:
+        with self._lock:
+            for i, (m, prefix, action, reply) in enumerate(self.answer_hooks):
+                if m == method and path.startswith(prefix):
+                    del self.answer_hooks[i]
+                    return action, reply
+        return None
 
     def _take_failure(self, method: str, path: str) -> tuple[int | None, dict | None]:
         with self._lock:
@@ -129,6 +152,13 @@ class Relay:
                 if status == LOSE_REPLY:
                     relay._record(method, path, LOSE_REPLY)
                     return self._hang_up()
+                hook = relay._take_hook(method, path)
+                if hook is not None:
+                    action, reply_after = hook
+                    action()
+                    if not reply_after:
+                        relay._record(method, path, LOSE_REPLY)
+                        return self._hang_up()
                 relay._record(method, path, reply.status_code)
                 headers = [
                     (name, value)
