@@ -126,7 +126,23 @@ def intake(redis_resource) -> IntakeStreams:
 
 @pytest.fixture(scope="session")
 def localstripe_url(tmp_path_factory) -> Iterator[str]:
+    # Idempotency-Key ignored here, on purpose: Stripe's keys are the second line, so the
+    # project's tests of at-most-once must prove the first (the effect ledger) on its own,
+    # with nothing behind it to hide a duplicate charge.
     log_file = tmp_path_factory.mktemp("localstripe") / "log"
+    port, process = start_on_a_free_port(
+        lambda p: start_localstripe(p, log_file=log_file, idempotency=False)
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def idempotent_localstripe_url(tmp_path_factory) -> Iterator[str]:
+    """The sandbox as `make run` starts it, honouring Idempotency-Key: for its own tests."""
+    log_file = tmp_path_factory.mktemp("idempotent-localstripe") / "log"
     port, process = start_on_a_free_port(lambda p: start_localstripe(p, log_file=log_file))
     try:
         yield f"http://127.0.0.1:{port}"

@@ -103,12 +103,16 @@ def start_localstripe(
     log_file: Path | None = None,
     state_file: Path | None = None,
     process_group: int | None = None,
+    idempotency: bool = True,
 ) -> subprocess.Popen:
-    """The localstripe fake Stripe API; its objects persist in `state_file` when given."""
+    """The localstripe fake Stripe API; its objects persist in `state_file` when given.
+    It honours `Idempotency-Key` as Stripe does, unless `idempotency=False`."""
     refuse_taken_port(port, "localstripe")
     args = [sys.executable, "-m", "queue_pipelines.sandbox.stripe_server", "--port", str(port)]
     if state_file is not None:
         args += ["--state", str(state_file)]
+    if not idempotency:
+        args.append("--no-idempotency")
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         args, stdout=output, stderr=subprocess.STDOUT, process_group=process_group

@@ -5,7 +5,11 @@ at start. That one path is shared by every localstripe on the machine: two of th
 beside `make run`) overwrite each other, and one may load the other's half-written file and
 die. Here each server keeps its own file (`--state`), written atomically, or none at all.
 
+localstripe also ignores `Idempotency-Key`; here it is honoured as Stripe does
+(stripe_idempotency.py), unless `--no-idempotency` says otherwise.
+
     python -m queue_pipelines.sandbox.stripe_server --port 8420 [--state .dagster_home/stripe.pickle]
+        [--no-idempotency]
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ import localstripe.server
 from aiohttp import web
 
 from queue_pipelines.sandbox import stripe_listing
+from queue_pipelines.sandbox.stripe_idempotency import IdempotencyLayer
+
+# The saved answers to idempotency keys live in localstripe's own store, under a name no
+# localstripe object has (its lists pick objects by an "<object>:" prefix): so they go to the
+# state file in the same atomic write as the objects their requests made, come back with
+# them after a restart (a retry then is not charged twice), and are flushed with them.
+IDEMPOTENCY_RECORDS = "queue_pipelines.idempotency_records"
 
 
 def keep_state_in(path: Path | None) -> None:
@@ -45,10 +56,24 @@ def keep_state_in(path: Path | None) -> None:
     store.dump_to_disk = dump
 
 
+def honour_idempotency_keys(app: web.Application) -> None:
+    store = localstripe.resources.store
+    layer = IdempotencyLayer(lambda: store.setdefault(IDEMPOTENCY_RECORDS, {}))
+    # Innermost: behind localstripe's auth check, and inside its middleware that writes the
+    # state file after each POST, so that write holds the answer just saved.
+    app.middlewares.append(layer.middleware)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state", type=Path, help="state file (default: memory only)")
+    parser.add_argument(
+        "--no-idempotency",
+        dest="idempotency",
+        action="store_false",
+        help="ignore Idempotency-Key, as localstripe itself does",
+    )
     args = parser.parse_args()
     if args.state is not None:
         args.state.parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +81,8 @@ def main() -> None:
     stripe_listing.install()
     if args.state is not None:
         localstripe.resources.store.try_load_from_disk()
+    if args.idempotency:
+        honour_idempotency_keys(localstripe.server.app)
     # localstripe.server.start() would listen on every interface ('::'): loopback only here.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
