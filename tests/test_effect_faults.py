@@ -34,11 +34,14 @@ from queue_pipelines.intake.payloads import PaymentPayload, RefundPayload
 from queue_pipelines.ledger import EffectLedger, effect_key
 from queue_pipelines.nft.tickets import mint_ticket_once, transfer_ticket_once
 from queue_pipelines.notifications.delivery import send_email_once, send_webhook_once
+from queue_pipelines.notifications.events import payment_notice
+from queue_pipelines.notifications.notifier import Notifier
 from queue_pipelines.payments import charge_once, refund_once
 from queue_pipelines.providers.guard import ProviderGuard
 from queue_pipelines.providers.stripe import StripeApi
 from queue_pipelines.providers.webhooks import WebhookSender
 from queue_pipelines.sandbox.relay import Relay
+from resources import NotificationSettingsResource
 from tests.support.solana_fixtures import ticket_payload
 from tests.support.stripe_sandbox import payment_intents_of
 from tests.support.tcp_cut import TcpCut
@@ -342,3 +345,34 @@ def test_a_mint_and_a_transfer_whose_record_failed_are_found_on_the_chain(
     assert moved.to_owner == str(new_owner)
     assert moved.signature is None  # found done on the chain: no second transaction
     assert cut_ledger.get(effect_key("transfer", tenant, "t"))["status"] == "done"
+
+
+# What fails after the effect is a failed notice, never a failed effect --------------------
+
+
+def test_a_notice_that_cannot_be_built_after_a_charge_is_a_failed_notice(
+    ledger, stripe_resource, smtp_resource, mail_sink, tenant
+):
+    """A name the mail header cannot carry (the intake refuses such names; this one comes
+    from a request older than that rule): the charge stands, the notice is reported failed
+    and the operators are told."""
+    settings = NotificationSettingsResource()
+    notifier = Notifier(
+        smtp=smtp_resource.sender(), webhooks=WebhookSender(secret="whsec_test"), ledger=ledger,
+        profile_of=settings.profile, webhook_url_for=lambda _kind, _profile: None,
+        operator_email=settings.operator_email, run_id="run-1",
+    )  # fmt: skip
+    payment = buyer_payment().model_copy(update={"customer_name": "Ada\r\nBcc: x@example.com"})
+    charged = charge(stripe_resource.api(), ledger, tenant, "crlf", payment)
+
+    told = notifier.tell(
+        payment_notice(tenant, "crlf", payment, charged), f"payment {charged.payment_intent_id}"
+    )
+
+    assert (
+        "e-mail payment_confirmation failed: unexpected ValueError" in told["notification_failed"]
+    )
+    assert ledger.get(effect_key("payment", tenant, "crlf"))["status"] == "done"
+    assert mail_sink.to(str(payment.customer_email)) == []
+    alerts = [m.get_body(("plain",)).get_content() for m in mail_sink.to(settings.operator_email)]
+    assert any(charged.payment_intent_id in text and "and stands" in text for text in alerts)
