@@ -391,8 +391,10 @@ def run(args: argparse.Namespace) -> dict:
             lambda p: start_redis(p, None, workdir / "redis.log")
         )
         stack.callback(stop, redis_server)
+        # Idempotency-Key ignored, so that `duplicate_charges` counts what the project's own
+        # ledger let through, not what the sandbox's idempotency cache hid.
         stripe_port, localstripe = start_on_a_free_port(
-            lambda p: start_localstripe(p, workdir / "localstripe.log")
+            lambda p: start_localstripe(p, workdir / "localstripe.log", idempotency=False)
         )
         stack.callback(stop, localstripe)
         stripe_direct = f"http://127.0.0.1:{stripe_port}"
