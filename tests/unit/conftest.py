@@ -20,6 +20,7 @@ SERVER_FIXTURES = {
     "redis_resource",
     "intake",
     "localstripe_url",
+    "idempotent_localstripe_url",
     "stripe_resource",
     "postgres_server_url",
     "postgres_url",
