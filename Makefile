@@ -3,6 +3,10 @@
 UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 RUN := $(UV) run --frozen
+# The environment may set PYTHONDONTWRITEBYTECODE, and uv installs no bytecode by default: then
+# every process compiles each module it imports (`import dagster` 1.35 s against 0.55 s
+# compiled, every run worker). uv compiles once at install; later syncs take ~0.3 s.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: help sync run test test-unit test-restarts test-intake-redis62 lint format validate schema bench bench-smoke uv qp
 

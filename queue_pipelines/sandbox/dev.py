@@ -99,8 +99,10 @@ CODE_SERVER_MAX_WORKERS = 16
 
 
 def code_server_command(port: int) -> list[str]:
+    # `python -m dagster` rather than the `dagster` script: runs it launches reached
+    # RUN_START in 1.95 s against 2.35 s through the script (compiled venv, issue 18).
     return [
-        str(BIN / "dagster"), "api", "grpc",
+        sys.executable, "-m", "dagster", "api", "grpc",
         "--module-name", "queue_pipelines.definitions",
         "--location-name", "queue_pipelines",
         "--host", "127.0.0.1", "--port", str(port),
