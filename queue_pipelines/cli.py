@@ -97,7 +97,11 @@ def add_gateway_parser(commands: argparse._SubParsersAction) -> None:
         "token", help="print an HS256 token signed with GATEWAY_JWT_SECRET (for local use)"
     )
     token.add_argument("--tenant", required=True)
-    token.add_argument("--scope", help="space-separated scopes, e.g. 'jobs:write:payment'")
+    token.add_argument(
+        "--scope",
+        default="jobs:write",
+        help="space-separated scopes, e.g. 'jobs:write:payment' (default: 'jobs:write')",
+    )
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
 
 

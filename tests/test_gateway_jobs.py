@@ -42,8 +42,11 @@ def hs256(claims: dict, secret: str = SECRET) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def claims(tenant: str, ttl: int = 300, **extra) -> dict:
-    return {"tenant": tenant, "exp": int(time.time()) + ttl, **extra}
+def claims(tenant: str, ttl: int = 300, scope: str | None = "jobs:write", **extra) -> dict:
+    """A tenant's claims; `scope=None` leaves the scope claim out (such a token writes
+    nothing unless the gateway allows unscoped tokens)."""
+    scoped = {"scope": scope} if scope is not None else {}
+    return {"tenant": tenant, "exp": int(time.time()) + ttl, **scoped, **extra}
 
 
 @pytest.fixture(scope="module")
@@ -237,11 +240,9 @@ def test_bad_bodies(hs_gateway, client, key_prefix, tenant):
 
 
 def test_scopes_per_job_type(client, instance, key_prefix, tenant):
-    settings = gateway_settings(
-        key_prefix, JWTSettings(algorithm="HS256", key=SECRET, require_scope=True)
-    )
+    settings = gateway_settings(key_prefix, JWTSettings(algorithm="HS256", key=SECRET))
     with serve(build_app(settings, client, instance)) as url:
-        unscoped = post(url, payment_envelope(tenant), hs256(claims(tenant)))
+        unscoped = post(url, payment_envelope(tenant), hs256(claims(tenant, scope=None)))
         refund_only = post(
             url, payment_envelope(tenant), hs256(claims(tenant, scope="jobs:write:refund"))
         )
@@ -249,6 +250,8 @@ def test_scopes_per_job_type(client, instance, key_prefix, tenant):
             url, payment_envelope(tenant), hs256(claims(tenant, scope="jobs:write:payment"))
         )
     assert (unscoped.status_code, refund_only.status_code, payment.status_code) == (403, 403, 202)
+    assert "no scope claim" in unscoped.json()["error"]
+    assert "'jobs:write:payment'" in unscoped.json()["error"]
     assert stream_length(client, key_prefix) == 1
 
 
@@ -268,9 +271,7 @@ def test_a_tenant_token_scoped_for_transfers_enqueues_a_transfer(
             "order_id": "r-7",
         },
     }
-    settings = gateway_settings(
-        key_prefix, JWTSettings(algorithm="HS256", key=SECRET, require_scope=True)
-    )
+    settings = gateway_settings(key_prefix, JWTSettings(algorithm="HS256", key=SECRET))
     with serve(build_app(settings, client, instance)) as url:
         mint_only = post(url, transfer, hs256(claims(tenant, scope="jobs:write:mint")))
         scoped = post(url, transfer, hs256(claims(tenant, scope="jobs:write:transfer")))

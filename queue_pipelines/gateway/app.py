@@ -160,7 +160,7 @@ def build_app(
                 f"{NOT_FROM_TENANTS[envelope.type]}",
             )
         try:
-            caller.authorize(envelope.tenant_id, envelope.type, settings.jwt.require_scope)
+            caller.authorize(envelope.tenant_id, envelope.type, settings.jwt.allow_unscoped)
         except AuthError as exc:
             return _error(exc.status, exc.reason)
         try:

@@ -1,5 +1,6 @@
-"""Bearer JWTs for POST /v1/jobs: one pinned algorithm, `exp` required, a tenant claim, and an
-optional scope per job type."""
+"""Bearer JWTs for POST /v1/jobs: one pinned algorithm, `exp` required within a maximum
+lifetime, a tenant claim, and a scope per job type (a token without a scope claim writes
+nothing unless the operator allows it)."""
 
 from __future__ import annotations
 
@@ -28,14 +29,20 @@ class Caller:
     subject: str | None
     scopes: frozenset[str] | None  # None: the token carries no scope claim
 
-    def authorize(self, tenant_id: str, job_type: str, require_scope: bool) -> None:
+    def authorize(self, tenant_id: str, job_type: str, allow_unscoped: bool) -> None:
         if tenant_id != self.tenant:
             raise AuthError(
                 403, f"token is for tenant {self.tenant!r}, the request for {tenant_id!r}"
             )
-        if self.scopes is None and not require_scope:
-            return
         wanted = f"{SCOPE_ALL_JOBS}:{job_type}"
+        if self.scopes is None:
+            # Writes nothing unless the operator opted in (GATEWAY_JWT_UNSCOPED_TOKENS=allow).
+            if allow_unscoped:
+                return
+            raise AuthError(
+                403,
+                f"token has no scope claim: it needs the scope {wanted!r} (or {SCOPE_ALL_JOBS!r})",
+            )
         if not self.scopes or not ({SCOPE_ALL_JOBS, wanted} & self.scopes):
             raise AuthError(403, f"token lacks the scope {wanted!r} (or {SCOPE_ALL_JOBS!r})")
 
@@ -60,7 +67,44 @@ def verify(token: str, settings: JWTSettings) -> Caller:
             401, f"token algorithm {header.get('alg')!r} is not accepted ({settings.algorithm})"
         )
     try:
-        claims = jwt.decode(
+        claims = _decode(token, settings)
+    except (OverflowError, ValueError, TypeError):  # times no clock can hold
+        raise AuthError(401, "invalid token: unreadable time claims") from None
+    # PyJWT checks `exp` after int(), which lets the string "9999999999" through; RFC 7519
+    # makes these NumericDates, JSON numbers.
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise AuthError(401, f"the {name!r} claim must be a number (seconds since the epoch)")
+    _refuse_long_lived(claims, settings)
+    tenant = claims["tenant"]
+    if not isinstance(tenant, str) or not tenant:
+        raise AuthError(401, "the 'tenant' claim must be a non-empty string")
+    scope = claims.get("scope")
+    scopes = None if scope is None else frozenset(str(scope).split())
+    return Caller(tenant=tenant, subject=claims.get("sub"), scopes=scopes)
+
+
+def _refuse_long_lived(claims: dict, settings: JWTSettings) -> None:
+    """A token lives exp - iat, or exp - now without `iat`; past the configured maximum it is
+    refused, so that a stolen token (or an `exp` of 1e300) is not a key for ever. Compared,
+    never subtracted: Python compares any int with any float exactly, without overflow."""
+    limit = settings.max_lifetime_seconds
+    if "iat" in claims:
+        too_long = claims["exp"] > claims["iat"] + limit
+        measured = "exp - iat"
+    else:
+        too_long = claims["exp"] > time.time() + limit + settings.leeway_seconds
+        measured = "exp - now, the token having no 'iat'"
+    if too_long:
+        raise AuthError(
+            401, f"token lives longer than the {limit} s this gateway accepts ({measured})"
+        )
+
+
+def _decode(token: str, settings: JWTSettings) -> dict:
+    try:
+        return jwt.decode(
             token,
             settings.key,
             algorithms=[settings.algorithm],
@@ -77,18 +121,3 @@ def verify(token: str, settings: JWTSettings) -> Caller:
         raise AuthError(401, "token signature does not verify") from None
     except jwt.PyJWTError as exc:
         raise AuthError(401, f"invalid token: {exc}") from None
-    # PyJWT checks `exp` after int(), which lets the string "9999999999" through; RFC 7519
-    # makes these NumericDates, JSON numbers.
-    for name in ("exp", "iat", "nbf"):
-        value = claims.get(name)
-        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise AuthError(401, f"the {name!r} claim must be a number (seconds since the epoch)")
-    limit = settings.max_lifetime_seconds
-    if limit is not None and claims["exp"] - time.time() > limit + settings.leeway_seconds:
-        raise AuthError(401, f"token lives longer than the {limit} s this gateway accepts")
-    tenant = claims["tenant"]
-    if not isinstance(tenant, str) or not tenant:
-        raise AuthError(401, "the 'tenant' claim must be a non-empty string")
-    scope = claims.get("scope")
-    scopes = None if scope is None else frozenset(str(scope).split())
-    return Caller(tenant=tenant, subject=claims.get("sub"), scopes=scopes)

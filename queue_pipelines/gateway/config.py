@@ -16,6 +16,10 @@ DEFAULT_MAX_CONNECTIONS = 256
 ALGORITHMS = ("HS256", "RS256")
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
 MIN_HS256_SECRET_BYTES = 32
+# The longest a bearer token may live (exp - iat, or exp - now without iat).
+DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
+# GATEWAY_JWT_UNSCOPED_TOKENS: what a token without a scope claim may write.
+UNSCOPED_TOKENS = ("refuse", "allow")
 
 
 class GatewayConfigError(Exception):
@@ -28,11 +32,13 @@ class JWTSettings:
     key: str  # HS256: the shared secret; RS256: the PEM public key
     audience: str | None = None
     issuer: str | None = None
-    require_scope: bool = False
+    # A token without a scope claim writes nothing unless this is set (the operator opted in
+    # with GATEWAY_JWT_UNSCOPED_TOKENS=allow): then it may write every job type it could
+    # write with `jobs:write`.
+    allow_unscoped: bool = False
     leeway_seconds: int = 30
-    # When set, a token whose `exp` lies further ahead than this is refused (long-lived
-    # tokens are refused even if correctly signed).
-    max_lifetime_seconds: int | None = None
+    # A token that lives longer than this is refused, even if correctly signed.
+    max_lifetime_seconds: int = DEFAULT_MAX_TOKEN_LIFETIME_SECONDS
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,6 @@ class GatewaySettings:
             )
 
 
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _number(env: dict[str, str], name: str, default, kind=int, minimum=1):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -74,6 +76,16 @@ def _number(env: dict[str, str], name: str, default, kind=int, minimum=1):
         raise GatewayConfigError(f"{name}={raw!r} is not a number") from None
     if value < minimum:
         raise GatewayConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _unscoped_tokens(env: dict[str, str]) -> str:
+    value = (env.get("GATEWAY_JWT_UNSCOPED_TOKENS") or "refuse").strip().lower()
+    if value not in UNSCOPED_TOKENS:
+        raise GatewayConfigError(
+            f"GATEWAY_JWT_UNSCOPED_TOKENS={value!r}: use 'refuse' (the default: a token without "
+            "a scope claim writes nothing) or 'allow'"
+        )
     return value
 
 
@@ -111,8 +123,10 @@ def jwt_settings_from_env(env: dict[str, str]) -> JWTSettings:
         key=key,
         audience=env.get("GATEWAY_JWT_AUDIENCE") or None,
         issuer=env.get("GATEWAY_JWT_ISSUER") or None,
-        require_scope=_flag(env.get("GATEWAY_JWT_REQUIRE_SCOPE")),
-        max_lifetime_seconds=_number(env, "GATEWAY_JWT_MAX_LIFETIME_SECONDS", None),
+        allow_unscoped=_unscoped_tokens(env) == "allow",
+        max_lifetime_seconds=_number(
+            env, "GATEWAY_JWT_MAX_LIFETIME_SECONDS", DEFAULT_MAX_TOKEN_LIFETIME_SECONDS
+        ),
     )
 
 
