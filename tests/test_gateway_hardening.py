@@ -104,8 +104,13 @@ def test_internal_templates_are_refused_at_intake(gateway, client, key_prefix, t
     assert reply.status_code == 400, reply.text
     assert "internal" in reply.json()["reason"] and "payload.template" in reply.json()["reason"]
     allowed = {**alert, "idempotency_key": "n-2"}
-    allowed["payload"] = {**alert["payload"], "template": "payment_confirmation"}
-    assert post(gateway, allowed, hs256(claims(tenant))).status_code == 202
+    allowed["payload"] = {
+        **alert["payload"],
+        "template": "payment_confirmation",
+        "context": {"buyer_name": "Ada", "order_id": "1042"},
+    }
+    scoped = hs256(claims(tenant, scope="jobs:write:notification"))
+    assert post(gateway, allowed, scoped).status_code == 202
     assert stream_lengths(client, key_prefix) == 1
 
 

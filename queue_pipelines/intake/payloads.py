@@ -8,9 +8,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator
 
 from queue_pipelines.currencies import STRIPE_CURRENCIES
+from queue_pipelines.intake.notification_context import context_problems
 
 # Stripe rejects amounts with more than eight digits in the smallest currency unit.
 MAX_AMOUNT = 99_999_999
@@ -178,7 +179,9 @@ class NotificationPayload(WireModel):
     template: Literal["payment_confirmation", "payment_failed", "refund_issued", "nft_delivered"]
     recipient: EmailStr
     context: dict[str, Any] = Field(
-        default_factory=dict, description=f"Nested at most {MAX_CONTEXT_DEPTH} levels."
+        default_factory=dict,
+        description="Only the template's own fields, each a string of limited length and no "
+        "links (docs/notifications.md, 'What a producer may put in context').",
     )
 
     @field_validator("template", mode="before")
@@ -196,6 +199,15 @@ class NotificationPayload(WireModel):
     def _shallow_context(cls, value: Any) -> Any:
         if json_depth(value, MAX_CONTEXT_DEPTH) > MAX_CONTEXT_DEPTH:
             raise ValueError(f"nested deeper than {MAX_CONTEXT_DEPTH} levels")
+        return value
+
+    @field_validator("context")
+    @classmethod
+    def _template_fields(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        template = info.data.get("template")  # absent when the template itself was refused
+        problems = context_problems(template, value) if template else []
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
 

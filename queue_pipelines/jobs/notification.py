@@ -12,7 +12,7 @@ from queue_pipelines import tags
 from queue_pipelines.intake.payloads import NotificationPayload
 from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
 from queue_pipelines.jobs.common import notifier_for
-from queue_pipelines.notifications.events import Notice
+from queue_pipelines.notifications.events import Notice, explorer_link
 from resources import (
     EffectLedgerResource,
     NotificationSettingsResource,
@@ -43,13 +43,20 @@ def send_notifications(
 
     def send(request: Request[NotificationPayload]) -> dict:
         message = request.payload
+        context = dict(message.context)
+        if message.template == "nft_delivered" and context.get("mint_address"):
+            # The producer names the mint; the link is the operator's explorer, never text a
+            # producer wrote (intake refuses links in context).
+            context["explorer_url"] = explorer_link(
+                notification_settings.explorer_url_template, context.pop("mint_address")
+            )
         notice = Notice(
             tenant_id=request.tenant_id,
             idempotency_key=request.idempotency_key,
             template=message.template,
             recipient=str(message.recipient),
             recipient_name=None,
-            context=dict(message.context),
+            context=context,
             webhook_kind="",
             event_type="",
             event_data={},

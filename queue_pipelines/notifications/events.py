@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from queue_pipelines.currencies import format_amount
+from queue_pipelines.intake.notification_context import TEMPLATE_FIELDS, field_problem
 from queue_pipelines.intake.payloads import NotificationPayload, PaymentPayload
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.payments import PaymentOutcome, RefundOutcome
@@ -160,6 +161,14 @@ def payment_failed_request(
     if len(key) > 255:  # the envelope's limit; a digest keeps it unique
         key = "payment-failed:" + hashlib.sha256(key.encode()).hexdigest()
     email = str(payment.customer_email)
+    # The request meets the notification intake's rules like any other (no links, limited
+    # lengths); a value the payment allowed but a notification does not is replaced, since
+    # failing here would leave the buyer of a declined card untold.
+    fields = TEMPLATE_FIELDS["payment_failed"]
+
+    def fit(name: str, value: str, replacement: str) -> str:
+        return value if field_problem(fields[name], value) is None else replacement
+
     return Envelope(
         type="notification",
         tenant_id=tenant_id,
@@ -168,10 +177,17 @@ def payment_failed_request(
             template="payment_failed",
             recipient=email,
             context={
-                "buyer_name": buyer_greeting_name(payment.customer_name, email),
-                "order_id": payment.order_id,
-                "amount": format_amount(payment.amount, payment.currency),
-                "reason": reason,
+                "buyer_name": fit(
+                    "buyer_name", buyer_greeting_name(payment.customer_name, email), "there"
+                ),
+                # An order id shaped like a domain (order.com) loses its dots.
+                "order_id": fit("order_id", payment.order_id, payment.order_id.replace(".", "-")),
+                "amount": fit(
+                    "amount",
+                    format_amount(payment.amount, payment.currency),
+                    f"{payment.amount} {payment.currency.upper()}",
+                ),
+                "reason": fit("reason", reason, "the card was declined"),
             },
         ),
     )
