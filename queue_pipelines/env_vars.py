@@ -266,6 +266,45 @@ VARIABLES: tuple[Variable, ...] = (
         "gateway",
     ),
     Variable(
+        "GATEWAY_TENANT_RATE_LIMIT",
+        "optional",
+        "`50/second`: each tenant's requests to POST /v1/jobs, counted across every gateway "
+        "replica in Redis (then 429 with Retry-After); `off` for none",
+        "gateway",
+    ),
+    Variable(
+        "GATEWAY_TENANT_RATE_LIMITS",
+        "optional",
+        "none: per-tenant rates, e.g. `acme=200/second,bravo=off`",
+        "gateway",
+    ),
+    Variable(
+        "GATEWAY_TENANT_EMAIL_QUOTA",
+        "optional",
+        "1000 notification requests per tenant per UTC day (then 429 `email_quota_exceeded`); "
+        "`off` for none",
+        "gateway",
+    ),
+    Variable(
+        "GATEWAY_TENANT_EMAIL_QUOTAS",
+        "optional",
+        "none: per-tenant quotas, e.g. `acme=20000,bravo=0`",
+        "gateway",
+    ),
+    Variable(
+        "GATEWAY_TENANT_PRIORITY_RANGE",
+        "optional",
+        "`-100..0`: a tenant's token may lower its requests' priority, not raise it (403); "
+        "the `jobs:operator` scope may use -100..100",
+        "gateway",
+    ),
+    Variable(
+        "GATEWAY_TENANT_PRIORITY_RANGES",
+        "optional",
+        "none: per-tenant ranges, e.g. `acme=-100..10`",
+        "gateway",
+    ),
+    Variable(
         "QP_LOG_FORMAT",
         "optional",
         "plain text; `json`: one JSON object per line: every line of the gateway; in the code "

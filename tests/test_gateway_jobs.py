@@ -119,7 +119,7 @@ def test_same_idempotency_key_returns_the_first_entry(hs_gateway, client, key_pr
     token = hs256(claims(tenant))
     first = post(hs_gateway, payment_envelope(tenant, "order-2"), token)
     # A retry: same payload, though its envelope id, time and priority are new.
-    again = post(hs_gateway, {**payment_envelope(tenant, "order-2"), "priority": 5}, token)
+    again = post(hs_gateway, {**payment_envelope(tenant, "order-2"), "priority": -5}, token)
     other = post(hs_gateway, payment_envelope(tenant, "order-3"), token)
     assert first.status_code == again.status_code == other.status_code == 202
     assert again.json()["entry_id"] == first.json()["entry_id"]

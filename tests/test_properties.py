@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from queue_pipelines.gateway.app import build_app
 from queue_pipelines.gateway.config import GatewaySettings, JWTSettings
+from queue_pipelines.gateway.tenant_limits import TenantLimits
 from queue_pipelines.intake.dispatch import BatchPolicy, TickCursor, run_intake_tick
 from queue_pipelines.intake.schema import Envelope, EnvelopeError, parse_envelope
 from queue_pipelines.intake.streams import IntakeStreams, redis_client
@@ -25,6 +26,8 @@ from tests.test_gateway_jobs import SECRET, claims, hs256
 from tests.test_stripe_webhooks import WEBHOOK_SECRET, event, intent, sign
 
 TENANT = "acme"
+# Every job type, notifications included (they need their scope by name).
+SCOPES = "jobs:write jobs:write:notification"
 
 json_values = st.recursive(
     st.none()
@@ -149,6 +152,9 @@ def gateway(client, instance, key_prefix):
         jwt=JWTSettings(algorithm="HS256", key=SECRET),
         stripe_webhook_secret=WEBHOOK_SECRET,
         key_prefix=key_prefix,
+        # Counted as always, but never reached: the examples come faster than a tenant's
+        # default rate (tests/test_gateway_tenant_limits.py tests the rate).
+        tenant_limits=TenantLimits(rate="100000/second"),
     )
     app = build_app(gateway_settings, client, instance)
     with serve(app, gateway_settings) as url, httpx.Client(base_url=url, timeout=30) as http:
@@ -162,7 +168,7 @@ def test_post_jobs_never_answers_500(gateway, body):
         "/v1/jobs",
         content=body,
         headers={
-            "Authorization": f"Bearer {hs256(claims(TENANT))}",
+            "Authorization": f"Bearer {hs256(claims(TENANT, scope=SCOPES))}",
             "Content-Type": "application/json",
         },
     )

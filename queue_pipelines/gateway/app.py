@@ -24,6 +24,7 @@ from queue_pipelines.gateway.config import GatewaySettings
 from queue_pipelines.gateway.health import HealthChecks
 from queue_pipelines.gateway.once import EnqueueOnce
 from queue_pipelines.gateway.stripe_webhooks import WebhookRejected, event_envelope, verify_event
+from queue_pipelines.gateway.tenant_limits import TenantGate, TenantRefused
 from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.logs import AccessLogMiddleware
@@ -77,6 +78,13 @@ def _body_error(exc: Exception, settings: GatewaySettings) -> JSONResponse:
     return _error(413, f"body over the {settings.max_body_bytes}-byte limit")
 
 
+def _refused(exc: TenantRefused) -> JSONResponse:
+    reply = _error(exc.status, exc.reason, **exc.extra)
+    if exc.retry_after is not None:
+        reply.headers["Retry-After"] = str(exc.retry_after)
+    return reply
+
+
 def _bearer_matches(authorization: str | None, token: str) -> bool:
     scheme, _, given = (authorization or "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(
@@ -127,6 +135,7 @@ def build_app(
 ) -> Starlette:
     streams = IntakeStreams(client, prefix=settings.key_prefix)
     once = EnqueueOnce(streams)
+    tenant_gate = TenantGate(settings.tenant_limits, client, settings.key_prefix)
     health = HealthChecks(client, instance)
     collector = QueueMetricsCollector(instance, streams)
     system = SystemUsage()
@@ -137,6 +146,14 @@ def build_app(
             caller = verify(bearer_token(request.headers.get("authorization")), settings.jwt)
         except AuthError as exc:
             return _error(exc.status, exc.reason)
+        try:
+            # Every request of the tenant counts, the invalid ones too.
+            await run_in_threadpool(tenant_gate.hit, caller.tenant)
+        except TenantRefused as exc:
+            return _refused(exc)
+        except redis.RedisError as exc:
+            log.error("intake Redis unavailable: %s", exc)
+            return _error(503, "the intake is unavailable; retry with the same idempotency key")
         try:
             body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
         except (BodyTooLarge, BodyTimeout) as exc:
@@ -164,7 +181,11 @@ def build_app(
         except AuthError as exc:
             return _error(exc.status, exc.reason)
         try:
-            result = await run_in_threadpool(once.enqueue, envelope)
+            tenant_gate.check_priority(caller.tenant, envelope.priority, caller.operator)
+            # A notification counts against its tenant's daily e-mail quota.
+            result = await run_in_threadpool(tenant_gate.enqueue, once, envelope)
+        except TenantRefused as exc:
+            return _refused(exc)
         except EnvelopeError as exc:  # the stored form is over the size limit
             return _error(413, "envelope too large", reason=exc.reason)
         except redis.RedisError as exc:

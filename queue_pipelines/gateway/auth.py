@@ -12,6 +12,12 @@ import jwt
 from queue_pipelines.gateway.config import JWTSettings
 
 SCOPE_ALL_JOBS = "jobs:write"
+# Job types that only a token naming them (`jobs:write:<type>`) may write: neither
+# `jobs:write` nor a token without a scope claim includes them. A notification is mail in the
+# platform's name to any address, so it is granted on purpose or not at all.
+EXPLICIT_SCOPE_TYPES = frozenset({"notification"})
+# May ask for any priority the envelope allows; tenants get the range the operator set.
+SCOPE_OPERATOR = "jobs:operator"
 
 
 class AuthError(Exception):
@@ -34,6 +40,15 @@ class Caller:
             raise AuthError(
                 403, f"token is for tenant {self.tenant!r}, the request for {tenant_id!r}"
             )
+        if job_type in EXPLICIT_SCOPE_TYPES:
+            wanted = f"{SCOPE_ALL_JOBS}:{job_type}"
+            if wanted not in (self.scopes or ()):
+                raise AuthError(
+                    403,
+                    f"token lacks the scope {wanted!r}: {job_type} requests need it by name "
+                    f"({SCOPE_ALL_JOBS!r} and tokens without a scope claim do not include it)",
+                )
+            return
         wanted = f"{SCOPE_ALL_JOBS}:{job_type}"
         if self.scopes is None:
             # Writes nothing unless the operator opted in (GATEWAY_JWT_UNSCOPED_TOKENS=allow).
@@ -45,6 +60,10 @@ class Caller:
             )
         if not self.scopes or not ({SCOPE_ALL_JOBS, wanted} & self.scopes):
             raise AuthError(403, f"token lacks the scope {wanted!r} (or {SCOPE_ALL_JOBS!r})")
+
+    @property
+    def operator(self) -> bool:
+        return SCOPE_OPERATOR in (self.scopes or ())
 
 
 def bearer_token(authorization: str | None) -> str:

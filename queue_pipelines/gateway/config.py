@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from queue_pipelines.gateway.tenant_limits import (
+    TenantLimits,
+    TenantLimitsError,
+    tenant_limits_from_env,
+)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 # A request's headers together; uvicorn's own default has no cap (a 32 MB header was read).
@@ -55,6 +61,8 @@ class GatewaySettings:
     # own (and off the public one) when metrics_port is set.
     metrics_token: str | None = None
     metrics_port: int | None = None
+    # Per-tenant request rate, daily e-mail quota and priority range (tenant_limits.py).
+    tenant_limits: TenantLimits = field(default_factory=TenantLimits)
 
     def __post_init__(self):
         # The stripe SDK treats a tolerance of 0 as "no replay check at all".
@@ -147,4 +155,12 @@ def settings_from_env(env: dict[str, str] | None = None, key_prefix: str = "qp")
         max_connections=_number(env, "GATEWAY_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
         metrics_token=env.get("GATEWAY_METRICS_TOKEN") or None,
         metrics_port=_number(env, "GATEWAY_METRICS_PORT", None),
+        tenant_limits=_tenant_limits(env),
     )
+
+
+def _tenant_limits(env: dict[str, str]) -> TenantLimits:
+    try:
+        return tenant_limits_from_env(env)
+    except TenantLimitsError as exc:
+        raise GatewayConfigError(str(exc)) from None

@@ -36,7 +36,13 @@ def add_enqueue_parser(commands: argparse._SubParsersAction) -> None:
     enqueue.add_argument(
         "--key", help="idempotency key; repeat it to make a retry safe (default: a new UUID)"
     )
-    enqueue.add_argument("--priority", type=int, default=0, help="-100..100, higher runs first")
+    enqueue.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="-100..100, higher runs first (the operator's whole range; a tenant's token at "
+        "the gateway gets the range the operator set, default -100..0)",
+    )
     enqueue.add_argument("--payload", help="the payload as JSON; flags below override its fields")
     group = enqueue.add_argument_group("payment and refund fields")
     group.add_argument("--order-id")
