@@ -320,7 +320,21 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "deployment.md"
 
 
 class SandboxSecretError(Exception):
-    """Production mode with a secret still at its public sandbox value."""
+    """Production mode with a secret still at its public sandbox value, or a placeholder."""
+
+
+# Where a secret goes, the examples in deploy/ (secrets.example.yaml) hold a value containing
+# this mark, or one of EXAMPLE_SECRET_VALUES: neither is ever a real secret. Kept here, not
+# read from deploy/ (which the image does not hold); tests/test_gateway_secrets.py checks that
+# every example value in deploy/ is caught.
+PLACEHOLDER_MARK = "CHANGE-ME"
+EXAMPLE_SECRET_VALUES = frozenset(
+    {
+        "https://platform.example.internal/hooks/payment",
+        "https://platform.example.internal/hooks/refund",
+        "https://platform.example.internal/hooks/nft",
+    }
+)
 
 
 def production_mode(env: dict[str, str]) -> bool:
@@ -340,16 +354,36 @@ def sandbox_secrets(env: dict[str, str]) -> list[str]:
     ]
 
 
+def placeholder_secrets(env: dict[str, str]) -> list[str]:
+    """Names of the secrets set to a placeholder (containing CHANGE-ME, in any case) or to an
+    example value published in deploy/. Names only: a message never shows the values."""
+    values = {v.name: (env.get(v.name) or "").strip() for v in VARIABLES if v.secret}
+    return [
+        name
+        for name, value in values.items()
+        if value and (PLACEHOLDER_MARK in value.upper() or value in EXAMPLE_SECRET_VALUES)
+    ]
+
+
 def refuse_sandbox_secrets(env: dict[str, str]) -> None:
     if not production_mode(env):
         return
+    problems = []
     found = sandbox_secrets(env)
     if found:
+        problems.append(
+            ", ".join(found) + " still has the public sandbox value (unset or set to it)"
+        )
+    placeholders = placeholder_secrets(env)
+    if placeholders:
+        problems.append(
+            ", ".join(placeholders) + " holds a placeholder or an example value from deploy/"
+        )
+    if problems:
         raise SandboxSecretError(
-            "STRIPE_SECRET_KEY is a real key (production mode), but "
-            + ", ".join(found)
-            + " still has the public sandbox value (unset or set to it): set a secret of "
-            "your own (docs/deployment.md)"
+            "production mode (STRIPE_SECRET_KEY is set, not to the sandbox key), but "
+            + "; ".join(problems)
+            + ": set a secret of your own (docs/deployment.md)"
         )
 
 

@@ -22,6 +22,8 @@ DEFAULT_MAX_CONNECTIONS = 256
 ALGORITHMS = ("HS256", "RS256")
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
 MIN_HS256_SECRET_BYTES = 32
+# A bearer token for /metrics*: 16 random bytes (128 bits) at least.
+MIN_METRICS_TOKEN_BYTES = 16
 # The longest a bearer token may live (exp - iat, or exp - now without iat).
 DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
 # GATEWAY_JWT_UNSCOPED_TOKENS: what a token without a scope claim may write.
@@ -138,8 +140,41 @@ def jwt_settings_from_env(env: dict[str, str]) -> JWTSettings:
     )
 
 
+def unsafe_secrets(env: dict[str, str]) -> dict[str, str]:
+    """Each secret the gateway will not start with: {name: why}, never its value. Any
+    secret holding a placeholder (CHANGE-ME) or an example value from deploy/, an HS256 key
+    under 32 bytes, a metrics token under 16 bytes. In every mode: the gateway has no sandbox
+    value of its own to fall back to, and a token signed with a published key is anyone's."""
+    from queue_pipelines.env_vars import placeholder_secrets
+
+    why = dict.fromkeys(placeholder_secrets(env), "a placeholder or an example value from deploy/")
+    hs256 = env.get("GATEWAY_JWT_ALGORITHM", "HS256").strip().upper() == "HS256"
+    secret = env.get("GATEWAY_JWT_SECRET") or ""
+    if hs256 and secret and len(secret.encode()) < MIN_HS256_SECRET_BYTES:
+        why.setdefault("GATEWAY_JWT_SECRET", f"shorter than {MIN_HS256_SECRET_BYTES} bytes")
+    token = env.get("GATEWAY_METRICS_TOKEN") or ""
+    if token and len(token.encode()) < MIN_METRICS_TOKEN_BYTES:
+        why.setdefault("GATEWAY_METRICS_TOKEN", f"shorter than {MIN_METRICS_TOKEN_BYTES} bytes")
+    return why
+
+
+def refuse_unsafe_secrets(env: dict[str, str]) -> None:
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in unsafe_secrets(env).items():
+        by_reason.setdefault(reason, []).append(name)
+    if by_reason:
+        raise GatewayConfigError(
+            "refusing to start with unsafe secrets: "
+            + "; ".join(f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
+            + f". Set values of your own: {MIN_HS256_SECRET_BYTES}+ random bytes for "
+            f"GATEWAY_JWT_SECRET, {MIN_METRICS_TOKEN_BYTES}+ for GATEWAY_METRICS_TOKEN "
+            "(docs/gateway.md)"
+        )
+
+
 def settings_from_env(env: dict[str, str] | None = None, key_prefix: str = "qp") -> GatewaySettings:
     env = dict(os.environ if env is None else env)
+    refuse_unsafe_secrets(env)
     return GatewaySettings(
         jwt=jwt_settings_from_env(env),
         stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
