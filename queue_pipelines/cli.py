@@ -100,7 +100,9 @@ def add_gateway_parser(commands: argparse._SubParsersAction) -> None:
     token.add_argument(
         "--scope",
         default="jobs:write",
-        help="space-separated scopes, e.g. 'jobs:write:payment' (default: 'jobs:write')",
+        help="space-separated scopes, e.g. 'jobs:write:payment' (default: 'jobs:write', every "
+        "job type but notification, which needs 'jobs:write:notification' by name; "
+        "'jobs:operator' may use any priority)",
     )
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
 
