@@ -8,10 +8,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from queue_pipelines.currencies import STRIPE_CURRENCIES
 from queue_pipelines.intake.notification_context import context_problems
+from queue_pipelines.intake.text_fields import (
+    MailAddress,
+    MultiLineText,
+    SingleLineText,
+    multi_line_text,
+    single_line_text,
+    text_metadata,
+)
 
 # Stripe rejects amounts with more than eight digits in the smallest currency unit.
 MAX_AMOUNT = 99_999_999
@@ -20,7 +28,9 @@ Identifier = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ]
 Amount = Annotated[int, Field(gt=0, le=MAX_AMOUNT, strict=True)]
-Metadata = Annotated[dict[str, str], Field(max_length=20)]
+Metadata = text_metadata(20)
+# A buyer's name goes into a mail header (To: name <address>): one line.
+PersonName = single_line_text(256)
 
 
 class WireModel(BaseModel):
@@ -50,15 +60,15 @@ class PaymentPayload(WireModel):
     order_id: Identifier
     amount: Amount = Field(description="In the currency's smallest unit (cents for usd).")
     currency: str = Field(description="Lower-case ISO 4217 code that Stripe supports.")
-    customer_email: EmailStr
-    customer_name: str | None = Field(default=None, max_length=256)
+    customer_email: MailAddress
+    customer_name: PersonName | None = None
     payment_method: str = Field(
         min_length=3,
         max_length=255,
         pattern=r"^pm_[A-Za-z0-9_]+$",
         description="A Stripe PaymentMethod id collected by the front end (pm_...).",
     )
-    description: str | None = Field(default=None, max_length=1000)
+    description: multi_line_text(1000) | None = None
     metadata: Metadata = Field(default_factory=dict)
 
     @field_validator("currency")
@@ -83,10 +93,12 @@ class RefundPayload(WireModel):
 
 
 class TicketAttributes(WireModel):
-    event: str = Field(min_length=1, max_length=200)
-    venue: str = Field(min_length=1, max_length=200)
-    seat: str = Field(min_length=1, max_length=64)
-    date: str = Field(min_length=1, max_length=64, description="ISO 8601 date or date-time.")
+    event: SingleLineText = Field(min_length=1, max_length=200)
+    venue: SingleLineText = Field(min_length=1, max_length=200)
+    seat: SingleLineText = Field(min_length=1, max_length=64)
+    date: SingleLineText = Field(
+        min_length=1, max_length=64, description="ISO 8601 date or date-time."
+    )
 
 
 class MintPayload(WireModel):
@@ -94,11 +106,11 @@ class MintPayload(WireModel):
 
     order_id: Identifier
     wallet: str = Field(description="The buyer's Solana address, base58.")
-    name: str = Field(min_length=1, max_length=32)
-    symbol: str = Field(min_length=1, max_length=10)
-    description: str = Field(default="", max_length=2000)
-    image: str | None = Field(default=None, max_length=200)
-    uri: str | None = Field(default=None, max_length=200)
+    name: SingleLineText = Field(min_length=1, max_length=32)
+    symbol: SingleLineText = Field(min_length=1, max_length=10)
+    description: MultiLineText = Field(default="", max_length=2000)
+    image: single_line_text(200) | None = None
+    uri: single_line_text(200) | None = None
     attributes: TicketAttributes
     standard: Literal["token-2022", "metaplex"] = "token-2022"
     seller_fee_basis_points: int = Field(
@@ -108,10 +120,10 @@ class MintPayload(WireModel):
         default=None,
         description="Collection mint, base58, metaplex standard only (joins unverified).",
     )
-    buyer_email: EmailStr | None = Field(
+    buyer_email: MailAddress | None = Field(
         default=None, description="Where the 'your ticket is in your wallet' e-mail goes."
     )
-    buyer_name: str | None = Field(default=None, max_length=256)
+    buyer_name: PersonName | None = None
 
     @field_validator("wallet", "collection")
     @classmethod
@@ -177,7 +189,7 @@ class NotificationPayload(WireModel):
     """Send one templated message (notification_job)."""
 
     template: Literal["payment_confirmation", "payment_failed", "refund_issued", "nft_delivered"]
-    recipient: EmailStr
+    recipient: MailAddress
     context: dict[str, Any] = Field(
         default_factory=dict,
         description="Only the template's own fields, each a string of limited length and no "
@@ -232,13 +244,15 @@ class StripeEventPayload(WireModel):
     ]
     created: int = Field(ge=0, description="Unix time Stripe created the event.")
     livemode: bool = False
-    object_id: str = Field(min_length=1, max_length=255, description="pi_..., ch_... or dp_...")
+    object_id: SingleLineText = Field(
+        min_length=1, max_length=255, description="pi_..., ch_... or dp_..."
+    )
     payment_intent_id: str | None = Field(default=None, pattern=r"^pi_[A-Za-z0-9_]+$")
     amount: int | None = Field(default=None, ge=0)
     amount_refunded: int | None = Field(default=None, ge=0)
-    currency: str | None = Field(default=None, max_length=3)
-    status: str | None = Field(default=None, max_length=64)
-    reason: str | None = Field(
-        default=None, max_length=1000, description="Failure message or dispute reason."
+    currency: single_line_text(3) | None = None
+    status: single_line_text(64) | None = None
+    reason: multi_line_text(1000) | None = Field(
+        default=None, description="Failure message or dispute reason."
     )
     metadata: Annotated[dict[str, str], Field(max_length=50)] = Field(default_factory=dict)

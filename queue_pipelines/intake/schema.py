@@ -8,6 +8,7 @@ types in registry.py.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Union
@@ -16,6 +17,7 @@ from pydantic import AwareDatetime, Field, ValidationError
 
 from queue_pipelines.intake.payloads import Identifier, WireModel, json_depth
 from queue_pipelines.intake.registry import JOB_TYPES, PAYLOAD_MODELS, JobType
+from queue_pipelines.intake.text_fields import SingleLineText, escape_controls
 
 ENVELOPE_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({ENVELOPE_VERSION})
@@ -24,6 +26,7 @@ MAX_ENVELOPE_BYTES = 64 * 1024
 # (pydantic and json would otherwise recurse until Python's own limit).
 MAX_JSON_DEPTH = 16
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 # Every registered payload model, in registry order (the JSON Schema's anyOf keeps it).
 AnyPayload = Union[tuple(PAYLOAD_MODELS.values())]  # noqa: UP007 - built from the registry
@@ -32,7 +35,9 @@ AnyPayload = Union[tuple(PAYLOAD_MODELS.values())]  # noqa: UP007 - built from t
 class Envelope(WireModel):
     """One job request. `payload` is validated against the model for `type`."""
 
-    id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=64)
+    id: SingleLineText = Field(
+        default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=64
+    )
     type: JobType
     version: Literal[1] = Field(default=ENVELOPE_VERSION, description="Required on the wire.")
     tenant_id: Identifier
@@ -92,6 +97,13 @@ def envelope_from_dict(data: Any, expected_type: str | None = None) -> Envelope:
         raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
     if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise EnvelopeError(f"envelope is nested deeper than {MAX_JSON_DEPTH} levels")
+    where = lone_surrogate_in(data)
+    if where is not None:
+        raise EnvelopeError(
+            f"envelope is not valid UTF-8: {where} holds a lone surrogate (a "
+            "\\ud800-\\udfff escape or bytes that are not UTF-8)",
+            [{"field": where, "message": "holds a lone surrogate: not text"}],
+        )
     # Version and type are checked first so that the reason names them, not a payload field.
     if "version" not in data:
         raise EnvelopeError(f"version: Field required (supported: {sorted(SUPPORTED_VERSIONS)})")
@@ -122,11 +134,36 @@ def envelope_from_dict(data: Any, expected_type: str | None = None) -> Envelope:
         raise EnvelopeError(describe_validation_error(exc), validation_problems(exc)) from None
 
 
+def lone_surrogate_in(data: Any) -> str | None:
+    """The path of the first string (value or key) in JSON-like `data` holding a lone
+    surrogate, or None. JSON's "\\ud800" escapes decode to them; they cannot be written out
+    as UTF-8, so an envelope holding one would fail wherever it is serialized again."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return path
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                here = f"{path}.{escape_controls(key)}" if path else escape_controls(key)
+                if _SURROGATE.search(key):
+                    return here
+                stack.append((value, here))
+        elif isinstance(item, list):
+            stack.extend((value, f"{path}.{index}") for index, value in enumerate(item))
+    return None
+
+
 def validation_problems(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
     """One {"field": "payload.amount", "message": ...} per problem."""
     problems = []
     for error in exc.errors():
-        location = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        # A location holds the producer's own dict keys: escaped, so that a refusal printed
+        # on a terminal or in a dead letter carries no control character of theirs.
+        location = ".".join(
+            escape_controls(str(part)) for part in (prefix, *error["loc"]) if part != ""
+        )
         problems.append({"field": location, "message": error["msg"].removeprefix("Value error, ")})
     return problems
 

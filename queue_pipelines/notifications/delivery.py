@@ -12,12 +12,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import formatdate, make_msgid
 from typing import Any
 
 from queue_pipelines.effects import act_again, act_once
 from queue_pipelines.failures import PermanentError, ProviderError
+from queue_pipelines.intake.text_fields import display_name, mail_address
 from queue_pipelines.ledger import Claim, EffectLedger
 from queue_pipelines.notifications.templates import RenderedMessage
 from queue_pipelines.providers.smtp import SmtpSender
@@ -53,9 +55,20 @@ def build_email(
     reply_to: str | None = None,
     recipient_name: str | None = None,
 ) -> EmailMessage:
+    """The message to `recipient`. The address and the name go through the intake's own
+    checks (intake/text_fields.py), so whatever the intake accepted builds, an
+    internationalized domain in its IDNA form; anything else raises ValueError saying why.
+    A domain without a dot passes here: the operators' address may be an internal one.
+
+    The name goes in as an Address, not through formataddr: Python re-folds a parsed
+    `"Zoë, x@evil.example" <a@b>` into an encoded word followed by the bare `x@evil.example`,
+    which a mail client then shows as a second recipient."""
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = formataddr((recipient_name or "", recipient))
+    message["To"] = Address(
+        display_name=display_name(recipient_name) or "",
+        addr_spec=mail_address(recipient, globally_deliverable=False),
+    )
     if reply_to:
         message["Reply-To"] = reply_to
     message["Subject"] = rendered.subject
