@@ -15,6 +15,7 @@ from queue_pipelines.intake.dlq_cli import add_filter_arguments, run_dlq
 from queue_pipelines.intake.registry import JOB_TYPES
 from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict, json_schema
 from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.intake.text_fields import escape_controls
 
 FILE_BATCH = 500
 
@@ -219,8 +220,9 @@ def run_queue(intake: IntakeStreams, args: argparse.Namespace, out) -> int:
             print(f"\n{'waiting by tenant':<30}{'requests':>10}{'oldest':>12}", file=out)
             for job_type, tenant, w, complete in waiting:
                 more = "" if complete else "+"
+                # The tenant is as an entry names it, before validation: escaped.
                 print(
-                    f"{job_type + ' ' + tenant:<30}{str(w.waiting) + more:>10}"
+                    f"{job_type + ' ' + escape_controls(tenant):<30}{str(w.waiting) + more:>10}"
                     f"{_age(w.oldest_age_seconds):>12}",
                     file=out,
                 )

@@ -16,9 +16,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from queue_pipelines.intake.schema import envelope_from_dict
-from queue_pipelines.intake.streams import IntakeStreams, entry_id_key, request_digest
+from queue_pipelines.intake.schema import Envelope, envelope_from_dict
+from queue_pipelines.intake.streams import (
+    IntakeStreams,
+    entry_id_key,
+    letter_fields,
+    request_digest,
+)
 
+_LETTER_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -51,22 +57,30 @@ class DeadLetterFilter:
 
 
 def _decorate(intake: IntakeStreams, letter_id: str, raw: dict[str, str]) -> dict[str, Any]:
+    """The letter as stored, with `fields` decoded and what the filters match on: job type
+    (from the stream), tenant and idempotency key. `malformed` says what is wrong with a
+    letter the intake did not write (None for one it did)."""
     letter: dict[str, Any] = dict(raw)
     letter["id"] = letter_id
-    letter["fields"] = json.loads(raw.get("fields") or "{}")
+    letter["fields"], letter["malformed"] = letter_fields(raw)
     letter["dead_lettered_ms"] = entry_id_key(letter_id)[0]
     stream = raw.get("stream", "")
     prefix = f"{intake.prefix}:intake:"
     letter["job_type"] = stream[len(prefix) :] if stream.startswith(prefix) else None
-    envelope = _envelope_dict(letter)
-    tenant = envelope.get("tenant_id") if isinstance(envelope, dict) else None
-    if tenant is None and raw.get("request_key", "").count(":") >= 2:
-        tenant = raw["request_key"].split(":")[1]
-    letter["tenant_id"] = tenant
-    letter["idempotency_key"] = (
-        envelope.get("idempotency_key") if isinstance(envelope, dict) else None
-    )
+    envelope = _envelope_dict(letter) or {}
+    # The request key was written by the intake after validation; the envelope is the
+    # producer's (or whoever wrote the letter): the key's tenant is the one to trust.
+    key_parts = raw.get("request_key", "").split(":", 2)
+    if len(key_parts) == 3:
+        letter["tenant_id"], letter["idempotency_key"] = key_parts[1], key_parts[2]
+    else:
+        letter["tenant_id"] = _string_or_none(envelope.get("tenant_id"))
+        letter["idempotency_key"] = _string_or_none(envelope.get("idempotency_key"))
     return letter
+
+
+def _string_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _envelope_dict(letter: dict[str, Any]) -> dict | None:
@@ -107,6 +121,8 @@ def find_dead_letters(
 
 
 def get_dead_letter(intake: IntakeStreams, letter_id: str) -> dict[str, Any] | None:
+    if not _LETTER_ID.fullmatch(letter_id):  # Redis would answer an error, not "none"
+        return None
     items = intake.client.xrange(intake.dead_letter_key, letter_id, letter_id)
     return _decorate(intake, items[0][0], items[0][1]) if items else None
 
@@ -126,6 +142,35 @@ class ReplayError(Exception):
     pass
 
 
+def _refuse_another_request(letter: dict[str, Any], envelope: Envelope) -> None:
+    """A replay acts for the envelope's tenant and reopens its request's outcome, so the
+    envelope must be the request the letter was dead-lettered as. The request key and the
+    stream are the intake's own record of that; the envelope is only what the letter holds,
+    and a letter written by hand could name another tenant's request."""
+    if letter.get("job_type") != envelope.type:
+        raise ReplayError(
+            f"dead letter {letter['id']} came from stream {letter.get('stream')!r} but its "
+            f"envelope is a {envelope.type!r} request: not replayed"
+        )
+    recorded = letter.get("request_key") or ""
+    if recorded and recorded != envelope.request_key:
+        recorded_type, recorded_tenant, _ = (recorded.split(":", 2) + ["", ""])[:3]
+        differs = [
+            f"{what} {mine!r} where the letter's request key has {theirs!r}"
+            for what, mine, theirs in (
+                ("type", envelope.type, recorded_type),
+                ("tenant_id", envelope.tenant_id, recorded_tenant),
+            )
+            if mine != theirs
+        ] or ["another idempotency key"]
+        raise ReplayError(
+            f"dead letter {letter['id']} was dead-lettered as request {recorded!r}, but its "
+            f"envelope names {', '.join(differs)}: not replayed (a replay acts for the "
+            "envelope's tenant and reopens its request; only the letter's own request may be "
+            "replayed)"
+        )
+
+
 def replay_dead_letter(
     intake: IntakeStreams, letter: dict[str, Any], payload_changes: dict | None = None
 ) -> tuple[str, str]:
@@ -136,6 +181,10 @@ def replay_dead_letter(
     Enqueue first, remove second: a crash in between leaves the dead letter listed beside the
     new entry, never neither; the new entry's success then removes it (resolve_dead_letters).
     """
+    if letter.get("malformed"):
+        raise ReplayError(
+            f"dead letter {letter['id']} is malformed ({letter['malformed']}): nothing to replay"
+        )
     envelope = _envelope_dict(letter)
     if envelope is None:
         raise ReplayError(
@@ -152,6 +201,7 @@ def replay_dead_letter(
         raise ReplayError(
             f"dead letter {letter['id']} does not validate: {getattr(exc, 'reason', exc)}"
         ) from exc
+    _refuse_another_request(letter, validated)
     # A request that failed for good keeps that outcome for days, and the next tick would
     # dead-letter its replay on sight of it: the operator's replay says "try again".
     intake.reopen_request(validated.request_key, request_digest(validated))

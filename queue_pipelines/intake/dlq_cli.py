@@ -21,6 +21,7 @@ from queue_pipelines.intake.dead_letters import (
 )
 from queue_pipelines.intake.schema import JOB_TYPES
 from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.intake.text_fields import escape_controls
 
 
 def _duration(text: str) -> float:
@@ -107,13 +108,23 @@ def _public(letter: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in letter.items() if k != "dead_lettered_ms"}
 
 
+def _text(value: Any) -> str:
+    """A letter's value as it may go to a terminal: letters hold what producers wrote, and
+    an ESC there would be a terminal escape sequence; JSON output escapes on its own."""
+    return escape_controls(str(value))
+
+
 def _line(letter: dict[str, Any]) -> str:
-    run = f" run {letter['run_id']}" if letter.get("run_id") else ""
-    who = f" {letter['tenant_id']}" if letter.get("tenant_id") else ""
-    return (
-        f"{letter['id']}  {letter.get('dead_lettered_at', '')}  {letter.get('job_type') or '?'}"
-        f"{who} entry {letter.get('entry_id', '?')}{run}\n    {letter.get('reason', '')}"
+    run = f" run {_text(letter['run_id'])}" if letter.get("run_id") else ""
+    who = f" {_text(letter['tenant_id'])}" if letter.get("tenant_id") else ""
+    first = (
+        f"{letter['id']}  {_text(letter.get('dead_lettered_at', ''))}  "
+        f"{_text(letter.get('job_type') or '?')}{who} entry "
+        f"{_text(letter.get('entry_id', '?'))}{run}"
     )
+    if letter.get("malformed"):
+        return f"{first}\n    malformed dead letter: {_text(letter['malformed'])}"
+    return f"{first}\n    {_text(letter.get('reason', ''))}"
 
 
 def print_letters(letters: list[dict[str, Any]], as_json: bool, out) -> None:
@@ -142,7 +153,7 @@ def _select(intake: IntakeStreams, args: argparse.Namespace, err) -> list[dict] 
         for letter_id in args.ids:
             letter = get_dead_letter(intake, letter_id)
             if letter is None:
-                print(f"error: no dead letter {letter_id}", file=err)
+                print(f"error: no dead letter {_text(letter_id)}", file=err)
                 return None
             letters.append(letter)
         return letters
@@ -162,7 +173,7 @@ def run_dlq(intake: IntakeStreams, args: argparse.Namespace, out, err, stdin=Non
     if command == "show":
         letter = get_dead_letter(intake, args.id)
         if letter is None:
-            print(f"error: no dead letter {args.id}", file=err)
+            print(f"error: no dead letter {_text(args.id)}", file=err)
             return 1
         if args.json:
             print(json.dumps(_public(letter), indent=2), file=out)
@@ -170,7 +181,8 @@ def run_dlq(intake: IntakeStreams, args: argparse.Namespace, out, err, stdin=Non
             print(_line(letter), file=out)
             for key in ("stream", "entry_id", "request_key", "run_id"):
                 if letter.get(key):
-                    print(f"    {key}: {letter[key]}", file=out)
+                    print(f"    {key}: {_text(letter[key])}", file=out)
+            # json.dumps writes every character outside ASCII as an escape.
             print(f"    fields: {json.dumps(letter['fields'], indent=2)}", file=out)
         return 0
 
@@ -212,13 +224,13 @@ def run_dlq(intake: IntakeStreams, args: argparse.Namespace, out, err, stdin=Non
             entry_id, request_key = replay_dead_letter(intake, letter, changes)
         except ReplayError as exc:
             failed += 1
-            print(f"error: {exc}", file=err)
+            print(f"error: {_text(exc)}", file=err)
             continue
         replayed.append(
             {"dead_letter": letter["id"], "entry_id": entry_id, "request_key": request_key}
         )
         if not args.json:
-            print(f"replayed {letter['id']} as entry {entry_id} ({request_key})", file=out)
+            print(f"replayed {letter['id']} as entry {entry_id} ({_text(request_key)})", file=out)
     if args.json:
         print(json.dumps({"replayed": replayed, "failed": failed}, indent=2), file=out)
     return 1 if failed else 0

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.intake.text_fields import escape_controls
 
 # Dead letters are a stream, newest last: how far back `request show` looks for this request's.
 DEAD_LETTER_SCAN = 10_000
@@ -64,8 +65,11 @@ def run_request(intake: IntakeStreams, args: argparse.Namespace, out) -> int:
     print(args.key, file=out)
     if report["outcome"]:
         o = report["outcome"]
-        reason = f": {o['reason']}" if o["reason"] else ""
-        print(f"  outcome: {o['status']} in run {o['run_id'] or '-'}{reason}", file=out)
+        reason = f": {escape_controls(o['reason'])}" if o["reason"] else ""
+        print(
+            f"  outcome: {escape_controls(o['status'])} in run {o['run_id'] or '-'}{reason}",
+            file=out,
+        )
     if report["in_flight"]:
         f = report["in_flight"]
         print(f"  in flight: batch {f['batch']} (run key; attempt {f['attempt']})", file=out)
@@ -73,7 +77,8 @@ def run_request(intake: IntakeStreams, args: argparse.Namespace, out) -> int:
         print(f"  entries on the intake: {', '.join(report['waiting_entries'])}", file=out)
     for letter in report["dead_letters"]:
         print(
-            f"  dead letter {letter['id']} ({letter['dead_lettered_at']}): {letter['reason']}",
+            f"  dead letter {letter['id']} ({escape_controls(str(letter['dead_lettered_at']))}): "
+            f"{escape_controls(str(letter['reason']))}",
             file=out,
         )
     return 0

@@ -168,6 +168,32 @@ def redis_client(url: str, timeout_seconds: float = 10.0) -> redis.Redis:
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
+# What the dead-letter script writes on every letter (lua/dead_letter.lua), besides the
+# run_id and request_key that only some letters have a value for.
+DEAD_LETTER_FIELDS = ("stream", "entry_id", "reason", "fields", "dead_lettered_at")
+
+
+def letter_fields(letter: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """A dead letter's copy of its original entry's fields, and what is wrong with the
+    letter (None: nothing). A letter not written by the intake (by hand, or by another
+    program) may lack fields or hold something else: it is reported, never a crash."""
+    missing = [name for name in DEAD_LETTER_FIELDS if name not in letter]
+    problems = [f"missing {', '.join(missing)}"] if missing else []
+    original: object = {}
+    if "fields" in letter:
+        try:
+            original = json.loads(letter["fields"])
+        except ValueError as exc:
+            problems.append(f"'fields' is not JSON ({exc})")
+            original = {}
+    if not isinstance(original, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in original.items()
+    ):
+        problems.append("'fields' is not an object of strings")
+        original = {}
+    return original, "; ".join(problems) or None
+
+
 def _tenant_of(raw_envelope: str | None) -> str:
     """The tenant an entry names, or '?' for one that will be rejected."""
     try:
@@ -533,13 +559,16 @@ class IntakeStreams:
 
     # operators
     def dead_letters(self, count: int = 100) -> list[dict]:
-        """The newest dead letters first, each with its original fields decoded."""
+        """The newest dead letters first, each with its original fields decoded; a letter
+        whose fields cannot be (not written by the intake) has `malformed` saying why."""
         items = self.client.xrevrange(self.dead_letter_key, count=count)
         letters = []
         for letter_id, fields in items:
             letter = dict(fields)
             letter["id"] = letter_id
-            letter["fields"] = json.loads(fields.get("fields") or "{}")
+            letter["fields"], problem = letter_fields(fields)
+            if problem:
+                letter["malformed"] = problem
             letters.append(letter)
         return letters
 
