@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from queue_pipelines.intake.payloads import StripeEventPayload
-from queue_pipelines.ledger import DONE, EffectLedger, effect_key, effects
+from queue_pipelines.ledger import DONE, EffectLedger, effect_key
 
 _metadata = sa.MetaData()
 stripe_events = sa.Table(
@@ -80,13 +80,14 @@ def _ledger_result(ledger: EffectLedger, key: str) -> tuple[str | None, dict]:
     return row["status"], json.loads(row["result"]) if row["result"] else {}
 
 
-def _refunded_in_ledger(ledger: EffectLedger, payment_intent_id: str) -> int:
-    needle = f'"payment_intent_id": {json.dumps(payment_intent_id)}'
-    query = sa.select(effects.c.result).where(
-        effects.c.kind == "refund", effects.c.status == DONE, effects.c.result.contains(needle)
-    )
-    with ledger.engine.connect() as conn:
-        return sum(json.loads(result)["amount"] for (result,) in conn.execute(query))
+def _refunded_in_ledger(ledger: EffectLedger, payment_intent_id: str, tenant: str | None) -> int:
+    """What the ledger records as refunded on the PaymentIntent: its done refunds, `tenant`'s
+    when the event names one. `find_done` matches the id exactly and escapes LIKE's
+    wildcards: ids and tenant ids hold `_`, which a bare LIKE takes for any character, so
+    pi_a_1 would also have counted the refunds of piXaX1, and tenant a_b those of aXb."""
+    prefix = effect_key("refund", tenant, "") if tenant else "refund:"
+    found = ledger.find_done("refund", prefix, "payment_intent_id", payment_intent_id)
+    return sum(json.loads(row["result"])["amount"] for row in found)
 
 
 def judge(
@@ -131,7 +132,7 @@ def judge(
         return "failure_confirmed", f"{intent} failed: {event.reason or 'no reason given'}"
 
     if event.event_type == "charge.refunded":
-        recorded = _refunded_in_ledger(ledger, intent) if intent else 0
+        recorded = _refunded_in_ledger(ledger, intent, tenant) if intent else 0
         refunded = event.amount_refunded or 0
         if refunded == recorded:
             return "matched", f"{refunded} refunded on {intent}, as recorded"
