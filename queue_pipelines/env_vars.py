@@ -251,7 +251,25 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("GATEWAY_MAX_BODY_BYTES", "optional", "65536", "gateway"),
     Variable("GATEWAY_MAX_HEADER_BYTES", "optional", "16384 (all headers of a request)", "gateway"),
     Variable("GATEWAY_BODY_TIMEOUT_SECONDS", "optional", "10 (then 408)", "gateway"),
-    Variable("GATEWAY_MAX_CONNECTIONS", "optional", "256 (then 503)", "gateway"),
+    Variable(
+        "GATEWAY_MAX_CONNECTIONS",
+        "optional",
+        "256 open connections; at the cap the one waiting longest for a request is closed, "
+        "503 only when all are busy",
+        "gateway",
+    ),
+    Variable(
+        "GATEWAY_HEADER_TIMEOUT_SECONDS",
+        "optional",
+        "10: a request head (line and headers) not complete by then is closed (408)",
+        "gateway",
+    ),
+    Variable(
+        "GATEWAY_KEEPALIVE_TIMEOUT_SECONDS",
+        "optional",
+        "5: an idle kept-alive connection is closed",
+        "gateway",
+    ),
     Variable(
         "GATEWAY_METRICS_TOKEN",
         "this or GATEWAY_METRICS_PORT",

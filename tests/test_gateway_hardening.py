@@ -1,6 +1,7 @@
 """The gateway against hostile or broken input, over real HTTP on loopback: forged Stripe
 events, internal templates, token and envelope strictness, bad JSON, odd webhook shapes,
-and the HTTP limits (header size, slow body, connection cap)."""
+and the HTTP limits (header size, slow body; idle and slow connections and the connection
+cap: test_gateway_connections.py)."""
 
 from __future__ import annotations
 
@@ -340,27 +341,3 @@ def test_a_body_that_never_finishes_is_answered_408(client, instance, key_prefix
         finally:
             sock.close()
     assert status == 408
-
-
-def test_connections_over_the_cap_are_answered_503(client, instance, key_prefix):
-    settings = make_settings(key_prefix, max_connections=3)
-    with serve(build_app(settings, client, instance), settings) as url:
-        idle = [_connect(url) for _ in range(3)]
-        try:
-            # The server counts a connection once it is accepted.
-            deadline = time.monotonic() + 10
-            while True:
-                extra = _connect(url)
-                extra.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-                status = _read_status(extra)
-                extra.close()
-                if status == 503 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-        finally:
-            for sock in idle:
-                sock.close()
-        time.sleep(0.2)
-        after = httpx.get(f"{url}/health/live")
-    assert status == 503
-    assert after.status_code == 200

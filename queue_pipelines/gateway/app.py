@@ -74,8 +74,12 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
 
 def _body_error(exc: Exception, settings: GatewaySettings) -> JSONResponse:
     if isinstance(exc, BodyTimeout):
-        return _error(408, f"the body did not arrive within {settings.body_timeout_seconds:g} s")
-    return _error(413, f"body over the {settings.max_body_bytes}-byte limit")
+        reply = _error(408, f"the body did not arrive within {settings.body_timeout_seconds:g} s")
+    else:
+        reply = _error(413, f"body over the {settings.max_body_bytes}-byte limit")
+    # The rest of the body is not read: the connection ends here rather than wait for it.
+    reply.headers["Connection"] = "close"
+    return reply
 
 
 def _refused(exc: TenantRefused) -> JSONResponse:

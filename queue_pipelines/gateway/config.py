@@ -17,8 +17,15 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 # A body that has not fully arrived after this long is answered 408 (slow-body clients).
 DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
-# Open connections at once; past it uvicorn answers 503 instead of queueing without bound.
+# Open connections at once. At the cap, the one that has waited longest for a request head
+# (idle or slow) is closed to make room; only when all hold a request in progress is a new
+# request answered 503 (gateway/connections.py).
 DEFAULT_MAX_CONNECTIONS = 256
+# A request head (request line and headers) must arrive within this long of the connection
+# opening, or of the next request's first byte on a kept-alive connection; else it is closed.
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+# A kept-alive connection with no next request after this long is closed.
+DEFAULT_KEEPALIVE_TIMEOUT_SECONDS = 5.0
 ALGORITHMS = ("HS256", "RS256")
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
 MIN_HS256_SECRET_BYTES = 32
@@ -59,6 +66,8 @@ class GatewaySettings:
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout_seconds: float = DEFAULT_HEADER_TIMEOUT_SECONDS
+    keepalive_timeout_seconds: float = DEFAULT_KEEPALIVE_TIMEOUT_SECONDS
     # /metrics*: behind `Authorization: Bearer <metrics_token>` when set; on a port of their
     # own (and off the public one) when metrics_port is set.
     metrics_token: str | None = None
@@ -188,6 +197,12 @@ def settings_from_env(env: dict[str, str] | None = None, key_prefix: str = "qp")
             env, "GATEWAY_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS, kind=float
         ),
         max_connections=_number(env, "GATEWAY_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
+        header_timeout_seconds=_number(
+            env, "GATEWAY_HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT_SECONDS, kind=float
+        ),
+        keepalive_timeout_seconds=_number(
+            env, "GATEWAY_KEEPALIVE_TIMEOUT_SECONDS", DEFAULT_KEEPALIVE_TIMEOUT_SECONDS, kind=float
+        ),
         metrics_token=env.get("GATEWAY_METRICS_TOKEN") or None,
         metrics_port=_number(env, "GATEWAY_METRICS_PORT", None),
         tenant_limits=_tenant_limits(env),

@@ -11,18 +11,20 @@ from queue_pipelines.gateway.config import GatewayConfigError, GatewaySettings, 
 
 
 def server_config(app, settings: GatewaySettings, host: str, port: int, **extra):
-    """uvicorn with the gateway's HTTP limits: h11 (whose parser caps the header block),
-    a cap on open connections (503 past it), and short keep-alives."""
+    """uvicorn with the gateway's HTTP limits: h11 (whose parser caps the header block), a
+    deadline for each request head, short keep-alives, and a cap on open connections that
+    drops idle and slow ones first (gateway/connections.py)."""
     import uvicorn
+
+    from queue_pipelines.gateway.connections import limited_h11_protocol
 
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        http="h11",
+        http=limited_h11_protocol(settings.header_timeout_seconds, settings.max_connections),
         h11_max_incomplete_event_size=settings.max_header_bytes,
-        limit_concurrency=settings.max_connections,
-        timeout_keep_alive=5,
+        timeout_keep_alive=settings.keepalive_timeout_seconds,
         **{"access_log": False, **extra},
     )
 
