@@ -82,8 +82,9 @@ def add_gateway_parser(commands: argparse._SubParsersAction) -> None:
         "gateway",
         help="serve the HTTP gateway: POST /v1/jobs, Stripe webhooks, health, /metrics",
         description="Serve the gateway (docs/gateway.md). Requires GATEWAY_JWT_SECRET (HS256) "
-        "or GATEWAY_JWT_ALGORITHM=RS256 with GATEWAY_JWT_PUBLIC_KEY; refuses to start without. "
-        "Reads the Dagster instance in DAGSTER_HOME and the intake Redis.",
+        "or GATEWAY_JWT_ALGORITHM=RS256 with GATEWAY_JWT_PUBLIC_KEY; refuses to start without, "
+        "or with a placeholder (CHANGE-ME) or weak secret. Reads the Dagster instance in "
+        "DAGSTER_HOME and the intake Redis.",
     )
     gateway.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     gateway.add_argument(
@@ -104,7 +105,13 @@ def add_gateway_parser(commands: argparse._SubParsersAction) -> None:
         "job type but notification, which needs 'jobs:write:notification' by name; "
         "'jobs:operator' may use any priority)",
     )
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument(
+        "--ttl",
+        type=int,
+        default=3600,
+        help="seconds until it expires (default 3600; at most GATEWAY_JWT_MAX_LIFETIME_SECONDS, "
+        "default 86400)",
+    )
 
 
 def main(argv: list[str] | None = None, out=None, err=None, stdin=None) -> int:
