@@ -16,7 +16,7 @@ import redis
 from queue_pipelines.gateway.app import build_app, build_metrics_app
 from queue_pipelines.gateway.config import GatewaySettings, JWTSettings, settings_from_env
 from queue_pipelines.logs import ACCESS_LOGGER, JsonFormatter, configure_logging
-from queue_pipelines.metrics.providers import PROVIDER_REGISTRY
+from queue_pipelines.telemetry.provider_calls import PROVIDER_REGISTRY
 from tests.support.gateway_server import serve
 from tests.test_gateway_jobs import SECRET, claims, hs256, payment_envelope
 

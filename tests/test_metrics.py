@@ -261,7 +261,7 @@ LABELS = {"queue", "status", "reason", "currency", "le", "source", "instance", "
 def test_dashboard_uses_only_exported_metric_names(instance, intake):
     import re
 
-    from queue_pipelines.metrics import QueueMetricsCollector, build_registry
+    from queue_pipelines.metrics.collector import QueueMetricsCollector, build_registry
 
     registry = build_registry(QueueMetricsCollector(instance, intake))
     exported = set()
@@ -294,7 +294,7 @@ def test_run_totals_count_the_requests_of_real_batch_runs_incrementally(
     from queue_pipelines.jobs.batch import batch_run_config
     from queue_pipelines.jobs.notification import notification_job
     from queue_pipelines.jobs.payment import payment_job
-    from queue_pipelines.metrics import RunTotals
+    from queue_pipelines.metrics.run_totals import RunTotals
     from tests.test_notifications_jobs import notification
     from tests.test_payment_flow import payment as payment_envelope
 

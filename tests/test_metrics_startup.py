@@ -15,8 +15,7 @@ import pytest
 from queue_pipelines.batch import FAILED, SUCCEEDED, ItemResult
 from queue_pipelines.gateway.health import HealthChecks
 from queue_pipelines.jobs.batch import outcome_table
-from queue_pipelines.metrics import RunTotals
-from queue_pipelines.metrics.run_totals import STATE_KEY
+from queue_pipelines.metrics.run_totals import STATE_KEY, RunTotals
 from tests.conftest import postgres_instance
 
 

@@ -10,10 +10,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from queue_pipelines.metrics import QueueMetricsCollector, build_registry
-from queue_pipelines.metrics.providers import LATENCY_BUCKETS
+from queue_pipelines.metrics.collector import QueueMetricsCollector, build_registry
 from queue_pipelines.providers.webhook_signing import new_secret
 from queue_pipelines.sandbox.relay import Relay
+from queue_pipelines.telemetry.provider_calls import LATENCY_BUCKETS
 from resources import StripeResource, WebhookResource
 from tests.conftest import postgres_instance
 from tests.support.harness import IntakeHarness, outcome_rows
@@ -25,6 +25,8 @@ STRIPE_OPERATIONS = {
     ("GET", "/v1/customers"): "CustomerService.list",
     ("POST", "/v1/customers"): "CustomerService.create",
     ("POST", "/v1/payment_intents"): "PaymentIntentService.create",
+    # A request retried after a failed charge is in doubt: its PaymentIntents are looked up.
+    ("GET", "/v1/payment_intents"): "PaymentIntentService.list",
 }
 
 

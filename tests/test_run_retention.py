@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
-from queue_pipelines.metrics import RunTotals
+from queue_pipelines.metrics.run_totals import RunTotals
 from tests.conftest import postgres_instance
 
 SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "k8s" / "purge_runs.py"

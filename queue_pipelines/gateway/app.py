@@ -28,7 +28,7 @@ from queue_pipelines.gateway.tenant_limits import TenantGate, TenantRefused
 from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.logs import AccessLogMiddleware
-from queue_pipelines.metrics import QueueMetricsCollector, build_registry
+from queue_pipelines.metrics.collector import QueueMetricsCollector, build_registry
 from queue_pipelines.metrics.system import SystemUsage
 
 log = logging.getLogger("queue_pipelines.gateway")

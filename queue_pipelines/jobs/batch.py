@@ -39,8 +39,8 @@ from queue_pipelines.intake.dispatch import Batch
 from queue_pipelines.intake.registry import SPECS, run_concurrency
 from queue_pipelines.intake.schema import describe_validation_error
 from queue_pipelines.intake.streams import IntakeStreams
-from queue_pipelines.metrics.conventions import PROVIDER_CALLS_KEY
-from queue_pipelines.metrics.providers import tally_provider_calls
+from queue_pipelines.telemetry.conventions import PROVIDER_CALLS_KEY
+from queue_pipelines.telemetry.provider_calls import tally_provider_calls
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
 

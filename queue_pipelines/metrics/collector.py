@@ -20,9 +20,9 @@ from prometheus_client.registry import Collector
 from queue_pipelines import tags
 from queue_pipelines.intake.registry import JOB_TYPES
 from queue_pipelines.intake.streams import IntakeStreams
-from queue_pipelines.metrics.histogram import DurationHistogram
-from queue_pipelines.metrics.providers import OK
 from queue_pipelines.metrics.run_totals import RunTotals
+from queue_pipelines.telemetry.histogram import DurationHistogram
+from queue_pipelines.telemetry.provider_calls import OK
 
 log = logging.getLogger("queue_pipelines.metrics")
 
@@ -219,8 +219,8 @@ class QueueMetricsCollector(Collector):
 
 
 def build_registry(collector: QueueMetricsCollector, system=None) -> CollectorRegistry:
-    from queue_pipelines.metrics.providers import provider_collectors
     from queue_pipelines.metrics.system import SystemCollector, SystemUsage
+    from queue_pipelines.telemetry.provider_calls import provider_collectors
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)

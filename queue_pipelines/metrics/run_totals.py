@@ -31,9 +31,9 @@ import dagster as dg
 from dagster._core.event_api import RunStatusChangeRecordsFilter
 
 from queue_pipelines import tags
-from queue_pipelines.metrics import conventions as conv
-from queue_pipelines.metrics.histogram import DurationHistogram
-from queue_pipelines.metrics.providers import LATENCY_BUCKETS, tally_as_json, tally_from_json
+from queue_pipelines.telemetry import conventions as conv
+from queue_pipelines.telemetry.histogram import DurationHistogram
+from queue_pipelines.telemetry.provider_calls import LATENCY_BUCKETS, tally_as_json, tally_from_json
 
 log = logging.getLogger("queue_pipelines.metrics")
 

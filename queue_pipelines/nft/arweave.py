@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from queue_pipelines.failures import PermanentError, TransientError
-from queue_pipelines.metrics.providers import observe_provider_call
+from queue_pipelines.telemetry.provider_calls import observe_provider_call
 
 MAX_SINGLE_CHUNK = 256 * 1024
 NAME_TAG = "QP-Document"

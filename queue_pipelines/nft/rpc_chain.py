@@ -27,7 +27,6 @@ from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 
 from queue_pipelines.failures import TransientError
-from queue_pipelines.metrics.providers import observe_provider_call
 from queue_pipelines.nft.chain import (
     AlreadyProcessed,
     Chain,
@@ -35,6 +34,7 @@ from queue_pipelines.nft.chain import (
     classify_transaction_error,
 )
 from queue_pipelines.nft.token2022 import is_token_account
+from queue_pipelines.telemetry.provider_calls import observe_provider_call
 
 T = TypeVar("T")
 

@@ -12,8 +12,8 @@ from email.message import EmailMessage
 from typing import Literal
 
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
-from queue_pipelines.metrics.providers import observe_provider_call
 from queue_pipelines.providers.guard import CircuitOpen, ProviderGuard, RateLimited
+from queue_pipelines.telemetry.provider_calls import observe_provider_call
 
 log = logging.getLogger("queue_pipelines.smtp")
 

@@ -16,8 +16,8 @@ from typing import Any
 import stripe
 
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
-from queue_pipelines.metrics.providers import observe_provider_call
 from queue_pipelines.providers.guard import DEFAULT_RATES, ProviderGuard
+from queue_pipelines.telemetry.provider_calls import observe_provider_call
 
 
 def documented_rate(secret_key: str) -> str:

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
-from queue_pipelines.metrics.providers import observe_provider_call
 from queue_pipelines.providers import webhook_signing as signing
+from queue_pipelines.telemetry.provider_calls import observe_provider_call
 
 log = logging.getLogger("queue_pipelines.webhooks")
 

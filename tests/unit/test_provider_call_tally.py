@@ -1,4 +1,4 @@
-"""The tally of provider calls a batch run records for /metrics (metrics/providers.py): which
+"""The tally of provider calls a batch run records for /metrics (telemetry/provider_calls.py): which
 calls it sees, how it classes their errors, and what a reader accepts back."""
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ import stripe
 
 from queue_pipelines.batch import Backoff, Item, process_items
 from queue_pipelines.failures import TransientError
-from queue_pipelines.metrics.providers import (
+from queue_pipelines.metrics.run_totals import Totals
+from queue_pipelines.providers.smtp import classify_smtp_error
+from queue_pipelines.providers.stripe import classify_stripe_error
+from queue_pipelines.providers.webhooks import classify_transport_error, status_error
+from queue_pipelines.telemetry.provider_calls import (
     LATENCY_BUCKETS,
     observe_provider_call,
     tally_from_json,
     tally_provider_calls,
 )
-from queue_pipelines.metrics.run_totals import Totals
-from queue_pipelines.providers.smtp import classify_smtp_error
-from queue_pipelines.providers.stripe import classify_stripe_error
-from queue_pipelines.providers.webhooks import classify_transport_error, status_error
 
 ONE_TRY = Backoff(attempts=1, first_delay=0, max_delay=0, jitter=0)
 

@@ -20,7 +20,7 @@ metric by following the convention, with no change here.
   `stage` started / settled.
 - Provider calls of run workers: the JSON metadata `provider_calls` of a batch run's op
   (step output or step failure), written by jobs/batch.py from the run's ProviderCallTally
-  (metrics/providers.py): latency bucket counts and sum per provider, operation and outcome
+  (telemetry/provider_calls.py): latency bucket counts and sum per provider, operation and outcome
   (`ok`, `transient`, `permanent`, `unexpected`).
 - Wallet balance: the newest step output metadata `wallet_balance_sol` (a float), labelled
   by the output's `wallet` metadata.

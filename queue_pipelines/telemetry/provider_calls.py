@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from queue_pipelines.failures import ProviderError
-from queue_pipelines.metrics.histogram import DurationHistogram
+from queue_pipelines.telemetry.histogram import DurationHistogram
 
 # Seconds: the sandbox answers in milliseconds, live providers in 100-500 ms, SMTP and
 # webhooks up to their 15-30 s timeouts.

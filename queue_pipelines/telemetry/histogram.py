@@ -7,7 +7,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from queue_pipelines.metrics import conventions as conv
+from queue_pipelines.telemetry import conventions as conv
 
 
 @dataclass
