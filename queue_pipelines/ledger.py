@@ -118,8 +118,13 @@ class EffectLedger:
             # Run workers are separate processes: wait for a writer rather than fail.
             engine = sa.create_engine(database_url, connect_args={"timeout": 30})
             _serialize_sqlite_transactions(engine)
+            # Reads take no write lock: in WAL mode a reader sees the last commit and waits
+            # for nobody, so lookups (a customer noted earlier, a recorded result) do not
+            # queue behind every worker's claims.
+            self._reader = sa.create_engine(database_url, connect_args={"timeout": 30})
         else:
             engine = sa.create_engine(database_url, pool_pre_ping=True)
+            self._reader = engine
         self.engine = engine
         _metadata.create_all(engine, checkfirst=True)
 
@@ -235,7 +240,7 @@ class EffectLedger:
             effects.c.effect_key.startswith(key_prefix, autoescape=True),
             effects.c.result.contains(needle, autoescape=True),
         )
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = [dict(row._mapping) for row in conn.execute(query)]
         return [row for row in rows if json.loads(row["result"]).get(result_field) == value]
 
@@ -265,7 +270,7 @@ class EffectLedger:
             )
 
     def get(self, effect_key: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             row = conn.execute(
                 sa.select(effects).where(effects.c.effect_key == effect_key)
             ).one_or_none()
@@ -277,8 +282,9 @@ class EffectLedger:
             query = query.where(effects.c.kind == kind)
         if status:
             query = query.where(effects.c.status == status)
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._reader.dispose()

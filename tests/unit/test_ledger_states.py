@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from queue_pipelines.failures import TransientError
 from queue_pipelines.ledger import DONE, PENDING, EffectInFlight, EffectLedger
@@ -116,3 +117,20 @@ def test_the_ledger_keeps_its_state_across_instances_on_the_same_file(tmp_path):
         assert second.claim(KEY, "payment", "run-2").result == {"payment_intent_id": "pi_1"}
     finally:
         second.dispose()
+
+
+def test_reads_do_not_wait_for_a_writer(tmp_path):
+    """Another worker holds SQLite's write lock (a claim under way): a lookup still answers,
+    from the last commit, instead of queueing behind it (or failing once its wait ran out)."""
+    writer = EffectLedger(f"sqlite:///{tmp_path}/ledger.db")
+    writer.claim(KEY, "payment", "run-1")
+    writer.record(KEY, {"payment_intent_id": "pi_1"})
+    reader = EffectLedger(f"sqlite:///{tmp_path}/ledger.db")
+    try:
+        with writer.engine.begin() as conn:  # BEGIN IMMEDIATE: the write lock, held
+            conn.execute(sa.text("SELECT 1"))
+            assert reader.result_of(KEY) == {"payment_intent_id": "pi_1"}
+            assert reader.count("payment", DONE) == 1
+    finally:
+        reader.dispose()
+        writer.dispose()
