@@ -25,9 +25,9 @@ import redis
 from dagster_graphql import DagsterGraphQLClient
 
 from queue_pipelines.sandbox import defaults
-from queue_pipelines.sandbox.dev import Child, StackStopped, Supervisor, end_leftovers
 from queue_pipelines.sandbox.processes import group_alive, started_at, wait_group_gone
 from queue_pipelines.sandbox.servers import free_port, port_open
+from queue_pipelines.sandbox.supervisor import Child, StackStopped, Supervisor, end_leftovers
 from resources import RedisResource
 from tests.support.dagster_stack import RUNS_QUERY, wait_until
 from tests.support.stack_checks import (
@@ -166,7 +166,7 @@ CHILDREN = {
 ABANDONED_SUPERVISOR = """
 import subprocess, sys, time
 from pathlib import Path
-from queue_pipelines.sandbox.dev import Child, Supervisor
+from queue_pipelines.sandbox.supervisor import Child, Supervisor
 
 def part():
     process = subprocess.Popen(["sh", "-c", sys.argv[2]], process_group=0, stdout=subprocess.PIPE)
