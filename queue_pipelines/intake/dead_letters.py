@@ -142,12 +142,14 @@ class ReplayError(Exception):
     pass
 
 
-def _refuse_another_request(letter: dict[str, Any], envelope: Envelope) -> None:
+def _refuse_another_request(
+    intake: IntakeStreams, letter: dict[str, Any], envelope: Envelope
+) -> None:
     """A replay acts for the envelope's tenant and reopens its request's outcome, so the
     envelope must be the request the letter was dead-lettered as. The request key and the
     stream are the intake's own record of that; the envelope is only what the letter holds,
     and a letter written by hand could name another tenant's request."""
-    if letter.get("job_type") != envelope.type:
+    if letter.get("stream") != intake.stream_key(envelope.type):
         raise ReplayError(
             f"dead letter {letter['id']} came from stream {letter.get('stream')!r} but its "
             f"envelope is a {envelope.type!r} request: not replayed"
@@ -201,7 +203,7 @@ def replay_dead_letter(
         raise ReplayError(
             f"dead letter {letter['id']} does not validate: {getattr(exc, 'reason', exc)}"
         ) from exc
-    _refuse_another_request(letter, validated)
+    _refuse_another_request(intake, letter, validated)
     # A request that failed for good keeps that outcome for days, and the next tick would
     # dead-letter its replay on sight of it: the operator's replay says "try again".
     intake.reopen_request(validated.request_key, request_digest(validated))
