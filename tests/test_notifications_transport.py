@@ -16,6 +16,7 @@ from queue_pipelines.providers.webhook_signing import new_secret
 from queue_pipelines.sandbox.servers import free_port
 from resources import SmtpResource, WebhookResource
 from tests.support.mail_sink import MailSink
+from tests.support.tcp_cut import TcpCut
 from tests.support.webhook_receiver import WebhookReceiver
 
 
@@ -251,3 +252,21 @@ def test_an_smtp_server_that_keeps_failing_opens_the_breaker_for_every_worker(
         assert first.send(message("still@example.com")) == 1
     finally:
         up.stop()
+
+
+def test_a_worker_thread_sends_its_messages_over_one_connection_and_replaces_a_dropped_one(
+    own_sink,
+):
+    with TcpCut("127.0.0.1", own_sink.port) as relay:
+        sender = smtp_at(relay.port)
+        for n in range(3):
+            assert sender.send(message(f"reuse-{n}@example.com")) == 1
+        assert relay.connections == 1
+
+        relay.cut()  # the server hangs up on the idle connection (as servers do after a while)
+        relay.restore()
+        assert sender.send(message("after-drop@example.com")) == 1  # found dead, replaced
+
+        assert relay.connections == 2
+    assert [len(own_sink.to(f"reuse-{n}@example.com")) for n in range(3)] == [1, 1, 1]
+    assert len(own_sink.to("after-drop@example.com")) == 1

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import smtplib
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -83,6 +84,10 @@ class SmtpSender:
     backoff_seconds: float = 1.0
     sandbox: bool = False
     guard: ProviderGuard | None = field(default=None, compare=False)
+    # Each thread's open connection, reused for its next message (`_client`).
+    _connections: threading.local = field(
+        default_factory=threading.local, compare=False, repr=False
+    )
 
     def _tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.tls_ca_file)
@@ -101,11 +106,43 @@ class SmtpSender:
             raise
         return client
 
-    def _send_once(self, message: EmailMessage) -> None:
-        with self._connect() as client:
+    def _client(self) -> smtplib.SMTP:
+        """This thread's connection, logged in: the one it sent its last message on while
+        the server still answers NOOP, else a new one. A connection, TLS and login cost
+        several round trips, each message of a batch's worker thread saves them."""
+        client = getattr(self._connections, "client", None)
+        if client is not None:
+            try:
+                if client.noop()[0] == 250:
+                    return client
+            except (smtplib.SMTPException, OSError):
+                pass
+            self._drop_connection()
+        client = self._connect()
+        try:
             if self.username:
                 client.login(self.username, self.password or "")
+        except BaseException:
+            client.close()
+            raise
+        self._connections.client = client
+        return client
+
+    def _drop_connection(self) -> None:
+        client = getattr(self._connections, "client", None)
+        self._connections.client = None
+        if client is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.quit()
+            client.close()
+
+    def _send_once(self, message: EmailMessage) -> None:
+        client = self._client()
+        try:
             refused = client.send_message(message)
+        except BaseException:
+            self._drop_connection()  # in whatever state the failure left it: not reused
+            raise
         if refused:  # some of several recipients refused: say so rather than pass silently
             raise classify_smtp_error(smtplib.SMTPRecipientsRefused(refused))
 

@@ -24,6 +24,7 @@ class TcpCut:
         self._lock = threading.Lock()
         self._cut = False
         self._closed = False
+        self.connections = 0  # let through to the server, ever
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
     def _accept(self) -> None:
@@ -43,6 +44,7 @@ class TcpCut:
             server.settimeout(None)
             with self._lock:
                 self._open |= {client, server}
+                self.connections += 1
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
