@@ -7,11 +7,14 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 
 from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.providers.guard import CircuitOpen, ProviderGuard, RateLimited
+from tests.support.tcp_cut import TcpCut
 
 
 def guard(redis_resource, provider: str, **kwargs) -> ProviderGuard:
@@ -187,3 +190,30 @@ def test_a_breaker_set_to_zero_never_opens_and_keeps_no_state(redis_resource):
 def test_a_negative_breaker_setting_is_refused(redis_resource):
     with pytest.raises(ValueError, match="0 for no breaker"):
         guard(redis_resource, "stripe", fail_max=-1)
+
+
+def test_a_clear_breaker_is_trusted_for_its_cache_window_and_a_failure_still_reported(
+    redis_url, key_prefix
+):
+    """Found closed with nothing counted, the breaker is not asked again within the window:
+    with Redis cut right after that, successful calls still go through, touching no Redis.
+    A failure is reported (and, Redis being away, logged, never raised in its place); the
+    next call asks Redis again, before anything is sent."""
+    parts = urlsplit(redis_url)
+    with TcpCut(parts.hostname, parts.port or 6379) as cut:
+        client = redis.Redis(host="127.0.0.1", port=cut.port, db=int(parts.path[1:] or 0))
+        worker = ProviderGuard(
+            client, "stripe", key_prefix=key_prefix, rate="off", cache_seconds=600
+        )
+        provider = Provider()
+        provider.down = False
+        assert worker.call(provider.request) == "ok"  # asked Redis: closed, no failures
+        cut.cut()
+
+        assert [worker.call(provider.request) for _ in range(5)] == ["ok"] * 5
+        provider.down = True
+        with pytest.raises(TransientError, match="HTTP 503"):  # the provider's own error
+            worker.call(provider.request)
+        with pytest.raises(redis.ConnectionError):
+            worker.call(provider.request)
+    assert provider.calls == 7  # the last call was refused before it was sent

@@ -16,7 +16,11 @@ provider, both kept in Redis so that all processes (runs, pods) count against on
   provider that is down. Then one call is let through (half-open): success closes the
   breaker, failure opens it again. A permanent error (declined card) says nothing about the
   provider's health and does not count. `fail_max=0` turns the breaker off (the rate limit
-  stays): no call is refused and Redis is not asked.
+  stays): no call is refused and Redis is not asked. A guard that found the breaker closed
+  with no failure counted trusts that for `cache_seconds` (1 s): its calls in that window ask
+  Redis nothing before or after (a success has nothing to reset), so a healthy provider costs
+  no round trip per call; a failure is always reported, and another worker's trip is seen
+  within that second.
 
 Why not `pybreaker`'s CircuitRedisStorage: it shares state, but `CircuitBreaker.call` holds
 an instance lock for the whole call, which would serialize the concurrent provider calls of
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -84,11 +89,13 @@ class CircuitOpen(TransientError):
 
 
 # KEYS[1] breaker hash. ARGV: now (s), fail_max, reset_timeout (s).
-# Returns {state, seconds until a call is allowed}; state 'closed', 'open' or 'probe' (this
-# caller holds the one half-open call).
+# Returns {state, seconds until a call is allowed, failures counted (closed only)}; state
+# 'closed', 'open' or 'probe' (this caller holds the one half-open call).
 _BEFORE_CALL = """
 local opened_until = tonumber(redis.call('HGET', KEYS[1], 'opened_until') or '0')
-if opened_until == 0 then return {'closed', '0'} end
+if opened_until == 0 then
+  return {'closed', '0', redis.call('HGET', KEYS[1], 'failures') or '0'}
+end
 local now = tonumber(ARGV[1])
 if now < opened_until then return {'open', tostring(opened_until - now)} end
 -- Half-open: the first caller after the timeout probes; the others wait for its outcome.
@@ -146,6 +153,7 @@ class ProviderGuard:
         key_prefix: str = "qp",
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        cache_seconds: float = 1.0,
     ):
         if fail_max < 0:
             raise ValueError(f"fail_max {fail_max}: 1 or more, or 0 for no breaker")
@@ -156,6 +164,9 @@ class ProviderGuard:
         self.reset_timeout = reset_timeout
         self.clock = clock
         self.sleep = sleep
+        self.cache_seconds = cache_seconds
+        self._clear_until = 0.0
+        self._lock = threading.Lock()
         self._item = None if self.rate == OFF else parse(self.rate)
         self._limiter = MovingWindowRateLimiter(
             RedisStorage(
@@ -189,20 +200,37 @@ class ProviderGuard:
     def breaker_state(self) -> dict[str, str]:
         return self.client.hgetall(self._breaker_key)
 
+    def _known_clear(self) -> bool:
+        """Whether this guard saw the breaker closed with no failure counted within the last
+        `cache_seconds`: then a call needs no round trip to Redis before it, and a success
+        none after it (there is nothing to reset)."""
+        with self._lock:
+            return time.monotonic() < self._clear_until
+
+    def _note_clear(self, clear: bool) -> None:
+        with self._lock:
+            self._clear_until = time.monotonic() + self.cache_seconds if clear else 0.0
+
     def _check_breaker(self) -> bool:
-        state, retry_in = self._before(
+        if self._known_clear():
+            return False
+        state, retry_in, *failures = self._before(
             keys=[self._breaker_key],
             args=[self.clock(), self.fail_max, self.reset_timeout],
         )
         state = state.decode() if isinstance(state, bytes) else state
         if state == "open":
             raise CircuitOpen(self.provider, float(retry_in))
+        self._note_clear(state == "closed" and int(failures[0] if failures else 0) == 0)
         return state == "probe"
 
     def _report(self, ok: bool) -> None:
         """Tell the breaker how a call went. Only bookkeeping: the provider has answered by
         now, so a Redis that is away must not turn that answer into a failure (a charge that
         went through, retried as failed, charges twice). It is logged instead."""
+        if ok and self._known_clear():
+            return
+        self._note_clear(False)
         try:
             self._after(
                 keys=[self._breaker_key],
@@ -216,6 +244,8 @@ class ProviderGuard:
                 "ok" if ok else "failed",
                 exc,
             )
+            return
+        self._note_clear(ok)
 
     @property
     def breaker_on(self) -> bool:
