@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -91,7 +92,8 @@ def charge_once(
     """Create and confirm the payment unless this request was already charged."""
     key = effect_key("payment", tenant_id, idempotency_key)
     email = str(payment.customer_email).lower()
-    known = ledger.result_of(customer_key(tenant_id, email))
+    # The customer noted by an earlier payment, looked up once and only if Stripe is called.
+    noted_customer = functools.cache(lambda: ledger.result_of(customer_key(tenant_id, email)))
 
     def outcome_of(intent: PaymentIntentSummary, customer_id: str) -> dict:
         return _recordable(
@@ -106,6 +108,7 @@ def charge_once(
 
     def earlier_charge(claim: Claim) -> dict | None:
         # The customer, then its PaymentIntents carrying this request's metadata.
+        known = noted_customer()
         customer_id = known["customer_id"] if known else stripe.find_customer(tenant_id, email)
         if customer_id is None:
             return None
@@ -120,6 +123,7 @@ def charge_once(
         return outcome_of(intent, customer_id)
 
     def charge() -> dict:
+        known = noted_customer()
         try:
             customer_id = (
                 known["customer_id"]
@@ -157,7 +161,7 @@ def charge_once(
         return outcome_of(intent, customer_id)
 
     def customer_index(result: dict) -> tuple[str, str, dict] | None:
-        if known:
+        if noted_customer():
             return None
         return customer_key(tenant_id, email), CUSTOMER_KIND, {"customer_id": result["customer_id"]}
 
