@@ -30,9 +30,11 @@ from solders.keypair import Keypair
 
 from queue_pipelines.effects import EffectUnrecorded
 from queue_pipelines.failures import PermanentError
+from queue_pipelines.intake.keys import IntakeKeys
 from queue_pipelines.intake.payloads import PaymentPayload, RefundPayload
 from queue_pipelines.ledger import EffectLedger, effect_key
-from queue_pipelines.nft.tickets import mint_ticket_once, transfer_ticket_once
+from queue_pipelines.nft.minting import mint_ticket_once
+from queue_pipelines.nft.transfers import transfer_ticket_once
 from queue_pipelines.notifications.delivery import send_email_once, send_webhook_once
 from queue_pipelines.notifications.events import payment_notice
 from queue_pipelines.notifications.notifier import Notifier
@@ -133,7 +135,7 @@ def test_redis_gone_after_stripe_answered_fails_nothing_and_acts_once(
     kind, redis_cut, stripe_relay, ledger, stripe_resource, tenant, key_prefix
 ):
     cut, guarded_redis = redis_cut
-    guard = ProviderGuard(guarded_redis, "stripe", key_prefix=key_prefix, rate="off")
+    guard = ProviderGuard(guarded_redis, "stripe", keys=IntakeKeys(key_prefix), rate="off")
     api = StripeApi(SECRET_KEY, api_base=stripe_relay.url, max_network_retries=0, guard=guard)
     path = "/v1/payment_intents" if kind == "payment" else "/v1/refunds"
     intent_id = None

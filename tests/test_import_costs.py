@@ -17,7 +17,8 @@ DAGSTER_FREE = [
     "queue_pipelines.effects",
     "queue_pipelines.payments",
     "queue_pipelines.notifications.notifier",
-    "queue_pipelines.nft.tickets",
+    "queue_pipelines.nft.minting",
+    "queue_pipelines.nft.transfers",
     "queue_pipelines.intake.streams",
 ]
 

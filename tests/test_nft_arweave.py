@@ -16,7 +16,7 @@ from solders.pubkey import Pubkey
 
 from queue_pipelines.nft import token2022
 from queue_pipelines.nft.arweave import ArweaveGateway, ArweaveWallet, generate_wallet_jwk
-from queue_pipelines.nft.tickets import mint_ticket_once
+from queue_pipelines.nft.minting import mint_ticket_once
 from queue_pipelines.sandbox.servers import free_port, stop, wait_for_port
 from resources import MetadataStoreResource
 from tests.support.requirements import node_and_npm

@@ -14,7 +14,7 @@ from queue_pipelines.intake.streams import ENVELOPE_FIELD
 from queue_pipelines.jobs.mint import mint_job
 from queue_pipelines.jobs.wallet_balance import wallet_balance_job
 from queue_pipelines.metrics.run_totals import RunTotals
-from queue_pipelines.nft.tickets import holds
+from queue_pipelines.nft.holders import holds
 from queue_pipelines.providers.webhook_signing import new_secret
 from resources import NotificationSettingsResource, WebhookResource
 from tests.support.harness import IntakeHarness, outcome_rows

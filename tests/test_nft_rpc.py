@@ -9,7 +9,8 @@ from solders.system_program import TransferParams, transfer
 
 from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.nft import token2022
-from queue_pipelines.nft.tickets import holds, mint_ticket_once
+from queue_pipelines.nft.holders import holds
+from queue_pipelines.nft.minting import mint_ticket_once
 from tests.support.solana_fixtures import ticket_payload, token_2022_mints
 
 

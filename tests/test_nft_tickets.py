@@ -16,13 +16,10 @@ from spl.token.instructions import get_associated_token_address
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.ledger import effects
 from queue_pipelines.nft import token2022
+from queue_pipelines.nft.holders import holder_of, holds
 from queue_pipelines.nft.keys import derived_mint_keypair, keygen_json
-from queue_pipelines.nft.tickets import (
-    holder_of,
-    holds,
-    mint_ticket_once,
-    transfer_ticket_once,
-)
+from queue_pipelines.nft.minting import mint_ticket_once
+from queue_pipelines.nft.transfers import transfer_ticket_once
 from queue_pipelines.sandbox.solana_rpc import LedgerRpcServer
 from resources import MetadataStoreResource, SolanaResource
 from tests.support.harness import outcome_rows

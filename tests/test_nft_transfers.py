@@ -17,7 +17,7 @@ from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.intake.streams import ENVELOPE_FIELD
 from queue_pipelines.metrics.run_totals import RunTotals
-from queue_pipelines.nft.tickets import holder_of, require_minted_for
+from queue_pipelines.nft.holders import holder_of, require_minted_for
 from tests.support.harness import IntakeHarness, outcome_rows
 from tests.support.solana_fixtures import mint_envelope
 

@@ -34,8 +34,9 @@ def mint_tickets(
 ) -> dg.Output[dict[str, int]]:
     # The Solana stack loads here, in mint runs only: other runs of this code location
     # (payments, refunds, notifications) never import it.
+    from queue_pipelines.nft.holders import holder_of
     from queue_pipelines.nft.keys import parse_address
-    from queue_pipelines.nft.tickets import holder_of, mint_ticket_once
+    from queue_pipelines.nft.minting import mint_ticket_once
 
     ledger = effect_ledger.ledger()
     chain, payer = solana.chain(), solana.payer()

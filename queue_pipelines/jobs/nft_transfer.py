@@ -19,7 +19,7 @@ def transfer_tickets(
     effect_ledger: EffectLedgerResource,
 ) -> dg.Output[dict[str, int]]:
     # The Solana stack loads in transfer runs only (as in mint runs).
-    from queue_pipelines.nft.tickets import transfer_ticket_once
+    from queue_pipelines.nft.transfers import transfer_ticket_once
 
     ledger = effect_ledger.ledger()
     chain, payer, custodial = solana.chain(), solana.payer(), solana.custodial()
