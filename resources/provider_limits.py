@@ -44,5 +44,5 @@ class ProviderLimits(dg.ConfigurableResource):
             rate=self.rate_limit or default_rate,
             fail_max=self.breaker_fail_max,
             reset_timeout=self.breaker_reset_seconds,
-            key_prefix=self.redis.key_prefix,
+            keys=self.redis.redis_keys(),
         )

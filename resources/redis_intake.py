@@ -6,7 +6,9 @@ import dagster as dg
 import redis
 from pydantic import Field, PrivateAttr
 
-from queue_pipelines.intake.streams import IntakeStreams, redis_client
+from queue_pipelines.intake.connection import redis_client
+from queue_pipelines.intake.keys import IntakeKeys
+from queue_pipelines.intake.streams import IntakeStreams
 
 
 class RedisResource(dg.ConfigurableResource):
@@ -28,3 +30,7 @@ class RedisResource(dg.ConfigurableResource):
 
     def intake(self) -> IntakeStreams:
         return IntakeStreams(self.client(), prefix=self.key_prefix)
+
+    def redis_keys(self) -> IntakeKeys:
+        """Every key this project keeps in this Redis (locks, limits ... beside the intake)."""
+        return IntakeKeys(self.key_prefix)

@@ -20,6 +20,7 @@ from queue_pipelines.gateway.config import (
     settings_from_env,
 )
 from queue_pipelines.gateway.tenant_limits import TenantGate, TenantLimits, TenantRefused
+from queue_pipelines.intake.keys import IntakeKeys
 from tests.support.gateway_server import serve
 from tests.test_gateway_jobs import SECRET, claims, hs256, payment_envelope, post
 
@@ -136,7 +137,7 @@ def test_a_quota_of_zero_and_a_new_day(client, key_prefix, tenant):
     send none; Retry-After runs to midnight UTC."""
     now = [datetime(2026, 11, 27, 23, 59, 30, tzinfo=UTC)]
     limits = TenantLimits(email_quota=1, email_quotas_by_tenant={f"{tenant}-none": 0})
-    gate = TenantGate(limits, client, key_prefix, clock=lambda: now[0])
+    gate = TenantGate(limits, client, IntakeKeys(key_prefix), clock=lambda: now[0])
 
     gate.reserve_email(tenant)
     with pytest.raises(TenantRefused) as caught:

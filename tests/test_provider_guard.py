@@ -13,13 +13,14 @@ import pytest
 import redis
 
 from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.intake.keys import IntakeKeys
 from queue_pipelines.providers.guard import CircuitOpen, ProviderGuard, RateLimited
 from tests.support.tcp_cut import TcpCut
 
 
 def guard(redis_resource, provider: str, **kwargs) -> ProviderGuard:
     return ProviderGuard(
-        redis_resource.client(), provider, key_prefix=redis_resource.key_prefix, **kwargs
+        redis_resource.client(), provider, keys=redis_resource.redis_keys(), **kwargs
     )
 
 
@@ -203,7 +204,7 @@ def test_a_clear_breaker_is_trusted_for_its_cache_window_and_a_failure_still_rep
     with TcpCut(parts.hostname, parts.port or 6379) as cut:
         client = redis.Redis(host="127.0.0.1", port=cut.port, db=int(parts.path[1:] or 0))
         worker = ProviderGuard(
-            client, "stripe", key_prefix=key_prefix, rate="off", cache_seconds=600
+            client, "stripe", keys=IntakeKeys(key_prefix), rate="off", cache_seconds=600
         )
         provider = Provider()
         provider.down = False

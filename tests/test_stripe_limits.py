@@ -112,12 +112,9 @@ def test_the_sdks_own_retries_each_take_a_rate_slot(localstripe_url, redis_url, 
     failed request spend slots like the first try."""
     marker = f"retries-{uuid.uuid4().hex[:8]}"
     with Relay(localstripe_url) as proxy:
+        shared = RedisResource(url=redis_url, key_prefix=key_prefix)
         guard = ProviderGuard(
-            RedisResource(url=redis_url, key_prefix=key_prefix).client(),
-            "stripe",
-            rate="4/minute",
-            max_wait_seconds=0,
-            key_prefix=key_prefix,
+            shared.client(), "stripe", rate="4/minute", max_wait_seconds=0, keys=shared.redis_keys()
         )
         api = StripeApi(
             "sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=2, guard=guard

@@ -22,7 +22,6 @@ from starlette.routing import Route
 from queue_pipelines.gateway.auth import AuthError, bearer_token, verify
 from queue_pipelines.gateway.config import GatewaySettings
 from queue_pipelines.gateway.health import HealthChecks
-from queue_pipelines.gateway.once import EnqueueOnce
 from queue_pipelines.gateway.stripe_webhooks import WebhookRejected, event_envelope, verify_event
 from queue_pipelines.gateway.tenant_limits import TenantGate, TenantRefused
 from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict
@@ -138,8 +137,7 @@ def build_app(
     settings: GatewaySettings, client: redis.Redis, instance: dg.DagsterInstance
 ) -> Starlette:
     streams = IntakeStreams(client, prefix=settings.key_prefix)
-    once = EnqueueOnce(streams)
-    tenant_gate = TenantGate(settings.tenant_limits, client, settings.key_prefix)
+    tenant_gate = TenantGate(settings.tenant_limits, client, streams.keys)
     health = HealthChecks(client, instance)
     collector = QueueMetricsCollector(instance, streams)
     system = SystemUsage()
@@ -187,7 +185,7 @@ def build_app(
         try:
             tenant_gate.check_priority(caller.tenant, envelope.priority, caller.operator)
             # A notification counts against its tenant's daily e-mail quota.
-            result = await run_in_threadpool(tenant_gate.enqueue, once, envelope)
+            result = await run_in_threadpool(tenant_gate.enqueue, streams, envelope)
         except TenantRefused as exc:
             return _refused(exc)
         except EnvelopeError as exc:  # the stored form is over the size limit
@@ -234,7 +232,7 @@ def build_app(
             # Acknowledged so that Stripe stops resending an event nobody here reconciles.
             return JSONResponse({"received": True, "ignored": event.get("type")})
         try:
-            result = await run_in_threadpool(once.enqueue, envelope)
+            result = await run_in_threadpool(streams.enqueue_once, envelope)
         except EnvelopeError as exc:
             return _error(413, "event too large for the intake", reason=exc.reason)
         except redis.RedisError as exc:

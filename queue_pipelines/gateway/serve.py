@@ -44,10 +44,10 @@ REDIS_TIMEOUT_SECONDS = 5.0
 
 
 def gateway_redis_client(url: str):
-    """The project's one Redis client configuration (`intake.streams.redis_client`): replies
+    """The project's one Redis client configuration (`intake.connection.redis_client`): replies
     that are not UTF-8 are read with surrogateescape, so one bad stream entry cannot make
     /metrics or the probes answer 500."""
-    from queue_pipelines.intake.streams import redis_client
+    from queue_pipelines.intake.connection import redis_client
 
     return redis_client(url, REDIS_TIMEOUT_SECONDS)
 

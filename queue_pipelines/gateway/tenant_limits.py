@@ -29,6 +29,8 @@ from limits import parse
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from queue_pipelines.intake.keys import IntakeKeys
+from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.providers.guard import OFF, check_rate
 
 DEFAULT_RATE = "50/second"
@@ -180,18 +182,18 @@ class TenantGate:
         self,
         limits: TenantLimits,
         client: redis.Redis,
-        key_prefix: str = "qp",
+        keys: IntakeKeys | None = None,
         clock=lambda: datetime.now(UTC),
     ):
         self.limits = limits
         self.client = client
-        self.key_prefix = key_prefix
+        self.keys = keys or IntakeKeys()
         self.clock = clock
         self._limiter = MovingWindowRateLimiter(
             RedisStorage(
                 "redis://",
                 connection_pool=client.connection_pool,
-                key_prefix=f"{key_prefix}:limits",
+                key_prefix=self.keys.rate_limits,
             )
         )
         self._reserve = client.register_script(_RESERVE)
@@ -231,7 +233,7 @@ class TenantGate:
 
     # e-mail quota
     def quota_key(self, tenant: str, day: str) -> str:
-        return f"{self.key_prefix}:quota:email:{tenant}:{day}"
+        return self.keys.email_quota(tenant, day)
 
     def reserve_email(self, tenant: str) -> str | None:
         """Count one notification request of `tenant` today; returns the counter's key (to
@@ -260,17 +262,15 @@ class TenantGate:
         if key is not None:
             self._release(keys=[key])
 
-    def enqueue(self, once, envelope):
-        """`once.enqueue(envelope)`, counting a notification request against its tenant's
-        daily quota: only a new entry counts (a repeat of an accepted key is answered as
-        before, even at the quota)."""
-        if envelope.type != "notification" or self.client.exists(
-            once.seen_key(envelope.request_key)
-        ):
-            return once.enqueue(envelope)
+    def enqueue(self, intake: IntakeStreams, envelope):
+        """`intake.enqueue_once(envelope)`, counting a notification request against its
+        tenant's daily quota: only a new entry counts (a repeat of an accepted key is answered
+        as before, even at the quota)."""
+        if envelope.type != "notification" or intake.request_recorded(envelope.request_key):
+            return intake.enqueue_once(envelope)
         key = self.reserve_email(envelope.tenant_id)
         try:
-            result = once.enqueue(envelope)
+            result = intake.enqueue_once(envelope)
         except BaseException:
             with contextlib.suppress(redis.RedisError):
                 self.release_email(key)

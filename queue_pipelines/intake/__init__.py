@@ -14,6 +14,7 @@ entry_id = intake.enqueue(Envelope(
 from __future__ import annotations
 
 from queue_pipelines import settings
+from queue_pipelines.intake.connection import redis_client
 from queue_pipelines.intake.payloads import (
     MintPayload,
     NotificationPayload,
@@ -26,7 +27,7 @@ from queue_pipelines.intake.schema import (
     envelope_from_dict,
     parse_envelope,
 )
-from queue_pipelines.intake.streams import IntakeStreams, redis_client
+from queue_pipelines.intake.streams import IntakeStreams
 
 
 def connect(url: str | None = None, prefix: str = "qp") -> IntakeStreams:

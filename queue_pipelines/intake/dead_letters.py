@@ -16,13 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from queue_pipelines.intake.dead_letter_stream import letter_fields
+from queue_pipelines.intake.entries import entry_id_key
+from queue_pipelines.intake.request_records import request_digest
 from queue_pipelines.intake.schema import Envelope, envelope_from_dict
-from queue_pipelines.intake.streams import (
-    IntakeStreams,
-    entry_id_key,
-    letter_fields,
-    request_digest,
-)
+from queue_pipelines.intake.streams import IntakeStreams
 
 _LETTER_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -64,9 +62,7 @@ def _decorate(intake: IntakeStreams, letter_id: str, raw: dict[str, str]) -> dic
     letter["id"] = letter_id
     letter["fields"], letter["malformed"] = letter_fields(raw)
     letter["dead_lettered_ms"] = entry_id_key(letter_id)[0]
-    stream = raw.get("stream", "")
-    prefix = f"{intake.prefix}:intake:"
-    letter["job_type"] = stream[len(prefix) :] if stream.startswith(prefix) else None
+    letter["job_type"] = intake.keys.job_type_of(raw.get("stream", ""))
     envelope = _envelope_dict(letter) or {}
     # The request key was written by the intake after validation; the envelope is the
     # producer's (or whoever wrote the letter): the key's tenant is the one to trust.
@@ -98,7 +94,7 @@ def iter_dead_letters(intake: IntakeStreams, page: int = 500) -> Iterator[dict[s
     """Every dead letter, newest first."""
     end = "+"
     while True:
-        items = intake.client.xrevrange(intake.dead_letter_key, max=end, count=page)
+        items = intake.dead_letter_page(end, page)
         for letter_id, raw in items:
             yield _decorate(intake, letter_id, raw)
         if len(items) < page:
@@ -123,19 +119,14 @@ def find_dead_letters(
 def get_dead_letter(intake: IntakeStreams, letter_id: str) -> dict[str, Any] | None:
     if not _LETTER_ID.fullmatch(letter_id):  # Redis would answer an error, not "none"
         return None
-    items = intake.client.xrange(intake.dead_letter_key, letter_id, letter_id)
-    return _decorate(intake, items[0][0], items[0][1]) if items else None
+    found = intake.dead_letter_by_id(letter_id)
+    return _decorate(intake, *found) if found else None
 
 
 def remove_dead_letters(intake: IntakeStreams, letters: list[dict[str, Any]]) -> int:
-    if not letters:
-        return 0
-    pipe = intake.client.pipeline(transaction=True)
-    pipe.xdel(intake.dead_letter_key, *[letter["id"] for letter in letters])
-    for letter in letters:
-        if letter.get("request_key"):
-            pipe.srem(f"{intake.prefix}:dead-letter:request:{letter['request_key']}", letter["id"])
-    return int(pipe.execute()[0])
+    return intake.remove_dead_letters(
+        [(letter["id"], letter.get("request_key") or "") for letter in letters]
+    )
 
 
 class ReplayError(Exception):

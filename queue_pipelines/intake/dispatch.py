@@ -35,13 +35,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from queue_pipelines.intake.entries import IntakeEntry, entry_id_key
+from queue_pipelines.intake.request_records import request_digest
 from queue_pipelines.intake.schema import Envelope, EnvelopeError, parse_envelope
-from queue_pipelines.intake.streams import (
-    IntakeEntry,
-    IntakeStreams,
-    entry_id_key,
-    request_digest,
-)
+from queue_pipelines.intake.streams import IntakeStreams
 
 
 class RunState(Enum):

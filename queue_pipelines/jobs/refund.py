@@ -51,7 +51,7 @@ def refund_payments(
     def refund_and_tell(request: Request[RefundPayload]) -> dict:
         payment_intent = request.payload.payment_intent_id
         lock = redis.client().lock(
-            f"{redis.key_prefix}:lock:refund:{payment_intent}",
+            redis.redis_keys().refund_lock(payment_intent),
             timeout=LOCK_SECONDS,
             blocking_timeout=LOCK_WAIT_SECONDS,
         )

@@ -1,7 +1,7 @@
 """Provider limits shared by every run worker: a request-rate limit and a circuit breaker per
 provider, both kept in Redis so that all processes (runs, pods) count against one budget.
 
-    guard = ProviderGuard(redis_client, "stripe", rate="25/second")
+    guard = ProviderGuard(redis_client, "stripe", keys=IntakeKeys("qp"), rate="25/second")
     intent = guard.call(stripe_api.create_payment_intent, ...)
 
 - **Rate**: a moving window in Redis, from the `limits` library (`MovingWindowRateLimiter` over
@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import redis
 from limits import parse
@@ -138,6 +138,16 @@ def counts_against_provider(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, TimeoutError))
 
 
+class GuardKeys(Protocol):
+    """Where guards keep their state: queue_pipelines.intake.keys.IntakeKeys spells every key
+    of the project (handed in from above, as providers import nothing of the intake)."""
+
+    @property
+    def rate_limits(self) -> str: ...
+
+    def breaker(self, provider: str) -> str: ...
+
+
 class ProviderGuard:
     """Rate limit and circuit breaker of one provider, shared through Redis."""
 
@@ -150,7 +160,7 @@ class ProviderGuard:
         max_wait_seconds: float = 30.0,
         fail_max: int = 5,
         reset_timeout: float = 30.0,
-        key_prefix: str = "qp",
+        keys: GuardKeys,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         cache_seconds: float = 1.0,
@@ -172,10 +182,10 @@ class ProviderGuard:
             RedisStorage(
                 "redis://",
                 connection_pool=client.connection_pool,
-                key_prefix=f"{key_prefix}:limits",
+                key_prefix=keys.rate_limits,
             )
         )
-        self._breaker_key = f"{key_prefix}:breaker:{provider}"
+        self._breaker_key = keys.breaker(provider)
         self._before = client.register_script(_BEFORE_CALL)
         self._after = client.register_script(_AFTER_CALL)
         self.client = client

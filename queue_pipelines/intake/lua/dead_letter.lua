@@ -1,3 +1,10 @@
+-- Move entries to the dead-letter stream (copying their fields) and out of the intake in one
+-- atomic step, so that a crash in between can neither lose nor duplicate an entry.
+-- KEYS[1] the intake stream, KEYS[2] the dead-letter stream, KEYS[3] the request's waiting
+-- set, KEYS[4] the request's dead-letter index.
+-- ARGV[1] now (ISO 8601), ARGV[2] reason, ARGV[3] run id, ARGV[4] the consumer group,
+-- ARGV[5] the request key ('' for an entry that names none), ARGV[6...] the entry ids.
+-- Returns how many entries were dead-lettered (and acked).
 local count = 0
 for i = 6, #ARGV do
   local id = ARGV[i]
