@@ -1,9 +1,9 @@
-"""run_intake_tick, branch by branch, on StubIntakeStreams and a dict of runs: what a tick
-launches, acks, dead-letters, holds and waits on, and what it leaves for the next tick."""
+"""run_intake_tick, branch by branch, on IntakeStreams over an in-memory Redis
+(tests/support/memory_intake.py) and a dict of runs: what a tick launches, acks,
+dead-letters, holds and waits on, and what it leaves for the next tick."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 
 import pytest
@@ -19,18 +19,19 @@ from queue_pipelines.intake.dispatch import (
     run_intake_tick,
     run_intake_ticks,
 )
-from queue_pipelines.intake.streams import entry_id_key
+from queue_pipelines.intake.entries import entry_id_key
+from queue_pipelines.intake.inflight import Assignment
 from tests.support.envelopes import notification, payment
-from tests.support.stub_intake import StubIntakeStreams
+from tests.support.memory_intake import MemoryIntake, memory_intake
 
 JOB = "payment"
 
 
 class Sensor:
     """What the Dagster sensor keeps between ticks (its cursor), and the runs that exist,
-    by batch key: a tick's state, with the clock on the stub."""
+    by batch key: a tick's state, with the clock on the intake."""
 
-    def __init__(self, streams: StubIntakeStreams, policy: BatchPolicy, max_entries: int = 1000):
+    def __init__(self, streams: MemoryIntake, policy: BatchPolicy, max_entries: int = 1000):
         self.streams = streams
         self.policy = policy
         self.max_entries = max_entries
@@ -67,8 +68,8 @@ class Sensor:
 
 
 @pytest.fixture
-def streams() -> StubIntakeStreams:
-    return StubIntakeStreams()
+def streams(monkeypatch) -> MemoryIntake:
+    return memory_intake(monkeypatch)
 
 
 def sensor(streams, size=100, max_wait=0.0, max_attempts=3, **kw) -> Sensor:
@@ -123,10 +124,10 @@ def test_new_requests_are_batched_per_tenant_never_mixing_tenants(streams):
         assert {key.split(":")[1] for key in keys_of(batch)} == {batch.tenant_id}
         assert batch.key.startswith(f"payment:{batch.tenant_id}:")
         # recorded before its run is requested, each request assigned to it at attempt 1
-        assert json.loads(streams.batches[batch.key]) == batch.to_json()
-        assert all(
-            streams.assigned[k] == {"batch": batch.key, "attempt": "1"} for k in keys_of(batch)
-        )
+        assert streams.batch(batch.key) == batch.to_json()
+        assert streams.assignments(keys_of(batch)) == {
+            k: Assignment(batch.key, 1) for k in keys_of(batch)
+        }
     assert streams.inflight_batches(JOB) == sorted(b.key for b in outcome.launches)
     # nothing is acked before a run settles it
     assert len(streams.pending_ids(JOB)) == 6 and outcome.acked == 0
@@ -174,7 +175,7 @@ def test_a_partial_batch_is_held_while_young_and_read_again_until_it_fills(strea
     assert held.launches == [] and held.held == 2
     assert s.cursor.last_id == entry_before(first)  # moved back: the next tick reads them again
     assert entry_id_key(s.cursor.last_id) < entry_id_key(first)
-    assert len(streams.pending_ids(JOB)) == 2 and streams.assigned == {}
+    assert len(streams.pending_ids(JOB)) == 2 and streams.all_assignments() == {}
 
     streams.advance(1.0)
     streams.enqueue(payment("ta", "k3"))
@@ -228,7 +229,7 @@ def test_a_duplicate_of_an_in_flight_request_waits_tracked_and_launches_nothing(
     outcome = s.tick()
 
     assert outcome.launches == [] and outcome.waiting == 1
-    assert streams.waiting["payment:ta:k1"] == {first, duplicate}
+    assert streams.tracked("payment:ta:k1") == {first, duplicate}
     # the run's success settles both entries
     streams.request_succeeded(JOB, "payment:ta:k1", "run-1")
     assert streams.stream_ids(JOB) == [] and streams.pending_ids(JOB) == []
@@ -243,7 +244,7 @@ def test_two_entries_for_one_request_in_one_tick_make_one_batch_item(streams):
 
     [item] = batch.items
     assert item.payload["amount"] == 100
-    assert streams.waiting["payment:ta:k1"] == {first, second}
+    assert streams.tracked("payment:ta:k1") == {first, second}
 
 
 def test_a_key_reused_for_a_different_payload_is_dead_lettered_not_batched(streams):
@@ -258,7 +259,7 @@ def test_a_key_reused_for_a_different_payload_is_dead_lettered_not_batched(strea
     [(entry_id, reason)] = outcome.dead_lettered
     assert entry_id == other
     assert f"'k1' was first used for a different payment request (entry {first})" in reason
-    assert streams.waiting["payment:ta:k1"] == {first}
+    assert streams.tracked("payment:ta:k1") == {first}
 
 
 def test_a_late_duplicate_of_a_succeeded_request_is_acked_on_sight(streams):
@@ -312,10 +313,10 @@ def test_an_ended_batch_settles_recorded_outcomes_and_batches_the_rest_again(str
     assert [(i.request_key, i.attempt) for i in again.items] == [("payment:ta:lost", 2)]
     assert outcome.relaunched == 1
     assert streams.inflight_batches(JOB) == [again.key]
-    assert batch.key not in streams.batches
-    assert streams.assigned == {"payment:ta:lost": {"batch": again.key, "attempt": "2"}}
+    assert streams.batch(batch.key) is None
+    assert streams.all_assignments() == {"payment:ta:lost": Assignment(again.key, 2)}
     [lost] = streams.stream_ids(JOB)
-    assert streams.waiting["payment:ta:lost"] == {lost}
+    assert streams.tracked("payment:ta:lost") == {lost}
     assert [letter["request_key"] for letter in streams.dead_letters()] == ["payment:ta:bad"]
 
 
@@ -336,8 +337,8 @@ def test_a_request_is_dead_lettered_with_the_runs_failure_after_max_attempts(str
     assert outcome.launches == [] and outcome.dead_lettered == [("payment:ta:k1", reason)]
     [letter] = streams.dead_letters()
     assert (letter["entry_id"], letter["reason"], letter["run_id"]) == (entry, reason, "run-2")
-    assert streams.recorded["payment:ta:k1"].reason == reason
-    assert streams.inflight_batches(JOB) == [] and streams.assigned == {}
+    assert streams.outcomes(["payment:ta:k1"])["payment:ta:k1"].reason == reason
+    assert streams.inflight_batches(JOB) == [] and streams.all_assignments() == {}
     # a later duplicate is dead-lettered on sight, with the same reason
     streams.enqueue(payment("ta", "k1"))
     assert s.tick().dead_lettered[0][1] == reason
@@ -394,7 +395,7 @@ def test_a_duplicate_read_while_its_request_is_batched_again_waits(streams):
     [again] = outcome.launches
     assert [(i.request_key, i.attempt) for i in again.items] == [("payment:ta:k1", 2)]
     assert outcome.waiting == 1
-    assert duplicate in streams.waiting["payment:ta:k1"]
+    assert duplicate in streams.tracked("payment:ta:k1")
 
 
 def test_a_request_batched_again_goes_at_once_though_its_batch_is_small(streams):
@@ -435,11 +436,11 @@ def test_a_batch_whose_run_is_in_progress_waits(streams):
     assert outcome.launches == [] and outcome.idle
     assert s.lookups[-1] == [batch.key]
     assert streams.inflight_batches(JOB) == [batch.key]
-    assert streams.assigned["payment:ta:k1"]["batch"] == batch.key
+    assert streams.assignments(["payment:ta:k1"])["payment:ta:k1"].batch_key == batch.key
 
 
 def test_a_batch_finished_by_a_tick_that_failed_later_is_forgotten(streams):
-    streams.inflight.setdefault(JOB, set()).add("payment:ta:gone")
+    streams.client.sadd(streams.keys.inflight(JOB), "payment:ta:gone")
     s = sensor(streams)
 
     outcome = s.tick()
@@ -462,7 +463,7 @@ def test_a_succeeded_batch_acks_what_was_tracked_after_its_run_settled(streams):
 
     assert outcome.launches == []
     assert streams.stream_ids(JOB) == [] and streams.pending_ids(JOB) == []
-    assert streams.assigned == {} and streams.inflight_batches(JOB) == []
+    assert streams.all_assignments() == {} and streams.inflight_batches(JOB) == []
 
 
 # reading
@@ -528,8 +529,8 @@ def test_an_entry_stale_in_the_pending_list_is_reclaimed_and_batched(streams):
 
 
 def evaluate(s: Sensor, listen: float = 3.0, arrivals: Sequence = ()) -> TickOutcome:
-    """run_intake_ticks on the stub: sleeping moves its clock; a wait for new entries
-    delivers the next of `arrivals` (enqueued as it returns), or times out."""
+    """run_intake_ticks on the in-memory intake: sleeping moves its clock; a wait for new
+    entries delivers the next of `arrivals` (enqueued as it returns), or times out."""
     streams, pending = s.streams, list(arrivals)
 
     def sleep(seconds: float) -> None:
@@ -540,7 +541,7 @@ def evaluate(s: Sensor, listen: float = 3.0, arrivals: Sequence = ()) -> TickOut
         if pending:
             streams.clock += 0.2
             streams.enqueue(pending.pop(0))
-        return StubIntakeStreams.wait_for_new(streams, job_type, timeout)
+        return MemoryIntake.wait_for_new(streams, job_type, timeout)
 
     s.sleeps = []
     streams.wait_for_new = wait_for_new

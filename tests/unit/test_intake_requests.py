@@ -1,0 +1,135 @@
+"""The records the intake keeps per request key, on IntakeStreams over an in-memory Redis:
+the gateway's enqueue-once path and the sensor's first-request record are one record, a
+settled request takes its dead letters along, and the operators' dead-letter commands go
+through IntakeStreams (queue_pipelines/intake/dead_letters.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from queue_pipelines.intake.dead_letters import (
+    DeadLetterFilter,
+    find_dead_letters,
+    get_dead_letter,
+    remove_dead_letters,
+    replay_dead_letter,
+)
+from queue_pipelines.intake.request_records import request_digest
+from queue_pipelines.intake.schema import EnvelopeError
+from tests.support.envelopes import payment
+from tests.support.memory_intake import MemoryIntake, memory_intake
+
+JOB = "payment"
+
+
+@pytest.fixture
+def intake(monkeypatch) -> MemoryIntake:
+    return memory_intake(monkeypatch)
+
+
+def test_the_first_request_of_a_key_is_enqueued_and_a_repeat_answered_with_its_entry(intake):
+    first = intake.enqueue_once(payment("t1", "k1"))
+    # A retry: same payload, though its envelope id, time and priority are new.
+    again = intake.enqueue_once(payment("t1", "k1", priority=-5))
+    other = intake.enqueue_once(payment("t1", "k2"))
+
+    assert (first.duplicate, first.conflict) == (False, False)
+    assert (again.entry_id, again.duplicate, again.conflict) == (first.entry_id, True, False)
+    assert other.entry_id != first.entry_id
+    assert intake.stream_ids(JOB) == [first.entry_id, other.entry_id]
+    assert first.request_key == "payment:t1:k1" and intake.request_recorded("payment:t1:k1")
+
+
+def test_another_request_under_a_used_key_is_a_conflict_and_writes_nothing(intake):
+    first = intake.enqueue_once(payment("t1", "k1", amount=100))
+
+    changed = intake.enqueue_once(payment("t1", "k1", amount=999))
+
+    assert (changed.entry_id, changed.duplicate, changed.conflict) == (first.entry_id, True, True)
+    assert intake.stream_ids(JOB) == [first.entry_id]
+
+
+def test_the_gateways_record_is_the_one_the_sensor_checks_entries_against(intake):
+    envelope = payment("t1", "k1", amount=100)
+    first = intake.enqueue_once(envelope)
+    other = payment("t1", "k1", amount=999)
+
+    seen = intake.remember_request(other.request_key, request_digest(other), "9-9")
+
+    assert seen.entry_id == first.entry_id
+    assert seen.conflicts_with(request_digest(other))
+    assert not seen.conflicts_with(request_digest(envelope))
+
+
+def with_payload(envelope, **changes):
+    """The envelope with payload fields changed, validation skipped (models are frozen)."""
+    return envelope.model_copy(update={"payload": envelope.payload.model_copy(update=changes)})
+
+
+def test_an_envelope_over_the_size_limit_is_refused_before_anything_is_written(intake):
+    # Built past validation: the stored form is what the limit applies to (64 KiB).
+    envelope = with_payload(payment("t1", "big"), metadata={"note": "x" * 70_000})
+
+    with pytest.raises(EnvelopeError, match="over the 65536-byte limit"):
+        intake.enqueue_once(envelope)
+
+    assert intake.stream_ids(JOB) == [] and not intake.request_recorded("payment:t1:big")
+
+
+def test_a_request_that_succeeded_after_all_takes_its_dead_letters_along(intake):
+    old = intake.enqueue(payment("t1", "k1"))
+    intake.read(JOB, "0-0", 10)
+    intake.track(JOB, "payment:t1:k1", [old])
+    intake.request_failed(JOB, "payment:t1:k1", "card declined", "run-1")
+    assert [letter["entry_id"] for letter in intake.dead_letters()] == [old]
+    again = intake.enqueue(payment("t1", "k1"))
+    intake.read(JOB, "0-0", 10)
+    intake.track(JOB, "payment:t1:k1", [again])
+
+    assert intake.request_succeeded(JOB, "payment:t1:k1", "run-2") == 1
+
+    assert intake.dead_letters() == [] and intake.stream_ids(JOB) == []
+    assert intake.pending_ids(JOB) == [] and intake.tracked("payment:t1:k1") == set()
+
+
+def failed_letter(intake: MemoryIntake, key: str, reason: str) -> dict:
+    entry_id = intake.enqueue(payment("t1", key))
+    intake.track(JOB, f"payment:t1:{key}", [entry_id])
+    intake.request_failed(JOB, f"payment:t1:{key}", reason, "run-1")
+    [letter] = find_dead_letters(intake, DeadLetterFilter(reason=reason))
+    return letter
+
+
+def test_dead_letters_are_found_shown_and_removed_through_the_intake(intake):
+    declined = failed_letter(intake, "k1", "card declined")
+    failed_letter(intake, "k2", "insufficient funds")
+    intake.add_raw(JOB, {"body": "{}"})  # rejected by a tick: no request key
+    intake.dead_letter(JOB, intake.stream_ids(JOB), "rejected: no envelope")
+
+    assert declined["job_type"] == JOB and declined["tenant_id"] == "t1"
+    assert declined["malformed"] is None
+    assert json.loads(declined["fields"]["envelope"])["idempotency_key"] == "k1"
+    assert get_dead_letter(intake, declined["id"])["reason"] == "card declined"
+    assert get_dead_letter(intake, "not-an-id") is None
+    assert len(find_dead_letters(intake, DeadLetterFilter(job_type=JOB))) == 3
+    assert len(find_dead_letters(intake, DeadLetterFilter(job_type=JOB), limit=2)) == 2
+
+    assert remove_dead_letters(intake, find_dead_letters(intake, DeadLetterFilter())) == 3
+
+    assert intake.dead_letters() == []
+    assert intake.client.scard(intake.keys.dead_letter_index("payment:t1:k1")) == 0
+
+
+def test_a_replay_enqueues_the_envelope_again_and_reopens_its_request(intake):
+    letter = failed_letter(intake, "k1", "card declined")
+
+    entry_id, request_key = replay_dead_letter(intake, letter, {"payment_method": "pm_other"})
+
+    assert request_key == "payment:t1:k1" and intake.stream_ids(JOB) == [entry_id]
+    assert intake.outcomes([request_key]) == {}  # the failure is forgotten: it may run again
+    assert intake.dead_letters() == []
+    replayed = with_payload(payment("t1", "k1"), payment_method="pm_other")
+    first = intake.remember_request(request_key, request_digest(replayed), "9-9")
+    assert not first.conflicts_with(request_digest(replayed))
