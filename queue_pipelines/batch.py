@@ -13,7 +13,7 @@ import contextvars
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -149,29 +149,68 @@ def process_items(
     backoff: Backoff,
     on_result: Callable[[ItemResult], None] = lambda _result: None,
     on_progress: Callable[[int, int], None] = lambda _done, _total: None,
+    in_turn_by: Callable[[RequestT], Hashable] | None = None,
 ) -> list[ItemResult]:
     """Handle every item, `concurrency` at a time; `on_result` runs for each as it ends (in
     the worker thread: settle it there, so a later crash cannot undo it). Results come back
-    in the items' order."""
+    in the items' order.
+
+    Items with the same `in_turn_by(request)` (one ticket's transfers) take turns: one after
+    another in the items' order, each after the one before has ended, retries included. One
+    left unfinished holds back those after it, unfinished and untried, so that none overtakes
+    it; one that failed for good does not (the next finds the state it left). Items of
+    different turns run concurrently as usual."""
     done = 0
     lock = threading.Lock()
 
-    def work(item: Item[RequestT]) -> ItemResult:
+    def finish(result: ItemResult) -> ItemResult:
         nonlocal done
-        result = handle_one(item, handle, backoff)
         on_result(result)
         with lock:
             done += 1
             on_progress(done, len(items))
         return result
 
-    if concurrency <= 1 or len(items) <= 1:
-        return [work(item) for item in items]
-    # Each item runs in a copy of the caller's context, so what the caller scoped with a
-    # context variable (the run's tally of provider calls) follows it into the threads.
-    contexts = [contextvars.copy_context() for _ in items]
-    with ThreadPoolExecutor(max_workers=min(concurrency, len(items))) as pool:
-        return list(pool.map(lambda ctx, item: ctx.run(work, item), contexts, items))
+    def work_in_turn(lane: list[int]) -> list[ItemResult]:
+        results: list[ItemResult] = []
+        ahead: ItemResult | None = None
+        for index in lane:
+            item = items[index]
+            if ahead is None:
+                result = handle_one(item, handle, backoff)
+                if result.status == UNFINISHED:
+                    ahead = result
+            else:
+                result = ItemResult(
+                    item.request_key,
+                    UNFINISHED,
+                    reason=f"waits for its turn after {ahead.request_key}, which did not "
+                    f"finish ({ahead.reason})",
+                    code="waiting_turn",
+                )
+            results.append(finish(result))
+        return results
+
+    if in_turn_by is None:
+        lanes = [[index] for index in range(len(items))]
+    else:
+        turns: dict[Hashable, list[int]] = {}
+        for index, item in enumerate(items):
+            turns.setdefault(in_turn_by(item.request), []).append(index)
+        lanes = list(turns.values())
+    if concurrency <= 1 or len(lanes) <= 1:
+        ended = [work_in_turn(lane) for lane in lanes]
+    else:
+        # Each lane runs in a copy of the caller's context, so what the caller scoped with a
+        # context variable (the run's tally of provider calls) follows it into the threads.
+        contexts = [contextvars.copy_context() for _ in lanes]
+        with ThreadPoolExecutor(max_workers=min(concurrency, len(lanes))) as pool:
+            ended = list(pool.map(lambda ctx, lane: ctx.run(work_in_turn, lane), contexts, lanes))
+    results: list[ItemResult | None] = [None] * len(items)
+    for lane, lane_results in zip(lanes, ended, strict=True):
+        for index, result in zip(lane, lane_results, strict=True):
+            results[index] = result
+    return results  # type: ignore[return-value]
 
 
 def count_by_status(results: Iterable[ItemResult]) -> dict[str, int]:

@@ -171,6 +171,78 @@ def test_results_keep_the_items_order_when_they_end_in_reverse():
     assert [r.summary for r in results] == [{"i": i} for i in range(4)]
 
 
+def test_requests_that_take_turns_run_one_after_another_in_order_beside_the_others():
+    """One ticket's transfers (turn "m1") run in the items' order, each after the one before
+    ended; another ticket's (m2) runs at the same time as them."""
+    items = [Item("a", ("m1", "a")), Item("x", ("m2", "x")), Item("b", ("m1", "b"))]
+    items.append(Item("c", ("m1", "c")))
+    m2_started = threading.Event()
+    log, log_lock = [], threading.Lock()
+
+    def handle(request):
+        turn, name = request
+        with log_lock:
+            log.append(("start", name))
+        if name == "x":
+            m2_started.set()
+        if name == "a":  # the other turn runs while this one is still going
+            assert m2_started.wait(timeout=30), "the other turn did not run at once"
+        with log_lock:
+            log.append(("end", name))
+        return {"name": name}
+
+    results = process_items(
+        items, handle, concurrency=4, backoff=IMMEDIATE, in_turn_by=lambda request: request[0]
+    )
+
+    assert [r.request_key for r in results] == ["a", "x", "b", "c"]
+    assert all(r.status == SUCCEEDED for r in results)
+    m1 = [event for event in log if event[1] != "x"]
+    assert m1 == [("start", "a"), ("end", "a"), ("start", "b"), ("end", "b"),
+                  ("start", "c"), ("end", "c")]  # fmt: skip
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_an_unfinished_request_holds_back_those_after_it_in_its_turn_a_failed_one_does_not(
+    concurrency,
+):
+    failures = {"a": [TransientError("503")] * 5, "p": [PermanentError("owner_mismatch")]}
+    calls = []
+
+    def handle(request):
+        turn, name = request
+        calls.append(name)
+        if failures.get(name):
+            raise failures[name].pop(0)
+        return {"name": name}
+
+    items = [
+        Item(name, (turn, name))
+        for turn, name in [("m1", "a"), ("m1", "b"), ("m2", "p"), ("m1", "c"), ("m2", "q")]
+    ]
+    seen = []
+
+    results = process_items(
+        items,
+        handle,
+        concurrency=concurrency,
+        backoff=IMMEDIATE,
+        on_result=seen.append,
+        in_turn_by=lambda request: request[0],
+    )
+
+    by_key = {r.request_key: r for r in results}
+    assert [r.request_key for r in results] == ["a", "b", "p", "c", "q"]
+    assert (by_key["a"].status, by_key["a"].attempts) == (UNFINISHED, 3)
+    for held in ("b", "c"):  # untried: they must not overtake "a" in a later run either
+        assert (by_key[held].status, by_key[held].attempts) == (UNFINISHED, 0)
+        assert by_key[held].code == "waiting_turn"
+        assert "waits for its turn after a, which did not finish (503)" in by_key[held].reason
+    assert (by_key["p"].status, by_key["q"].status) == (FAILED, SUCCEEDED)
+    assert sorted(calls) == ["a", "a", "a", "p", "q"]
+    assert len(seen) == 5
+
+
 def test_no_items_no_calls():
     calls = []
     assert process_items([], calls.append, concurrency=8, backoff=IMMEDIATE) == []
