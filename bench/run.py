@@ -44,6 +44,7 @@ from queue_pipelines.sandbox.servers import (
 from resources import (
     EffectLedgerResource,
     NotificationSettingsResource,
+    NotifierResource,
     RedisResource,
     SmtpResource,
     StripeResource,
@@ -220,9 +221,11 @@ def main() -> None:
                     database_url=f"sqlite:///{instance.root_directory}/ledger.db"
                 ),
                 "redis": RedisResource(url=redis_url, key_prefix=prefix),
-                "smtp": SmtpResource(host="127.0.0.1", port=smtp_port, security="none"),
-                "webhooks": WebhookResource(secret=SANDBOX_WEBHOOK_SECRET, sandbox=True),
-                "notification_settings": NotificationSettingsResource(),
+                "notifier": NotifierResource(
+                    smtp=SmtpResource(host="127.0.0.1", port=smtp_port, security="none"),
+                    webhooks=WebhookResource(secret=SANDBOX_WEBHOOK_SECRET, sandbox=True),
+                    notification_settings=NotificationSettingsResource(),
+                ),
             }
             figures = {
                 "machine": {

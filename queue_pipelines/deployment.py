@@ -21,6 +21,7 @@ from resources import (
     EffectLedgerResource,
     MetadataStoreResource,
     NotificationSettingsResource,
+    NotifierResource,
     RedisResource,
     SmtpResource,
     SolanaResource,
@@ -211,9 +212,11 @@ def all_resources() -> dict[str, dg.ConfigurableResource]:
         "redis": redis,
         "stripe": stripe_resource(redis),
         "effect_ledger": effect_ledger_resource(),
-        "smtp": smtp_resource(redis),
-        "webhooks": webhook_resource(),
-        "notification_settings": notification_settings_resource(),
+        "notifier": NotifierResource(
+            smtp=smtp_resource(redis),
+            webhooks=webhook_resource(),
+            notification_settings=notification_settings_resource(),
+        ),
         "solana": solana_resource(),
         "metadata_store": metadata_store_resource(),
     }

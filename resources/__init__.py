@@ -3,6 +3,7 @@
 from resources.effect_ledger import EffectLedgerResource
 from resources.metadata_store import MetadataStoreResource
 from resources.notification_settings import NotificationSettingsResource
+from resources.notifier import NotifierResource
 from resources.redis_intake import RedisResource
 from resources.smtp import SmtpResource
 from resources.solana import SolanaResource
@@ -13,6 +14,7 @@ __all__ = [
     "EffectLedgerResource",
     "MetadataStoreResource",
     "NotificationSettingsResource",
+    "NotifierResource",
     "RedisResource",
     "SmtpResource",
     "SolanaResource",

@@ -26,6 +26,7 @@ from queue_pipelines.sandbox.servers import (
 from resources import (
     EffectLedgerResource,
     NotificationSettingsResource,
+    NotifierResource,
     RedisResource,
     SmtpResource,
     StripeResource,
@@ -247,8 +248,22 @@ def resources(redis_resource, stripe_resource, ledger_resource, smtp_resource) -
         "redis": redis_resource,
         "stripe": stripe_resource,
         "effect_ledger": ledger_resource,
-        "smtp": smtp_resource,
-        # No endpoints: webhook steps say they skipped; tests of webhooks add a receiver.
-        "webhooks": WebhookResource(secret=TEST_WEBHOOK_SECRET),
-        "notification_settings": NotificationSettingsResource(),
+        "notifier": NotifierResource(
+            smtp=smtp_resource,
+            # No endpoints: webhook steps say they skipped; tests of webhooks add a receiver.
+            webhooks=WebhookResource(secret=TEST_WEBHOOK_SECRET),
+            notification_settings=NotificationSettingsResource(),
+        ),
     }
+
+
+def with_notifier(resources: dict, **parts) -> dict:
+    """`resources` with some parts of their notifier replaced: smtp, webhooks and/or
+    notification_settings."""
+    notifier = resources["notifier"]
+    kept = {
+        "smtp": notifier.smtp,
+        "webhooks": notifier.webhooks,
+        "notification_settings": notifier.notification_settings,
+    }
+    return {**resources, "notifier": NotifierResource(**{**kept, **parts})}

@@ -16,7 +16,8 @@ from queue_pipelines.jobs.wallet_balance import wallet_balance_job
 from queue_pipelines.metrics.run_totals import RunTotals
 from queue_pipelines.nft.holders import holds
 from queue_pipelines.providers.webhook_signing import new_secret
-from resources import NotificationSettingsResource, WebhookResource
+from resources import NotificationSettingsResource, NotifierResource, WebhookResource
+from tests.conftest import TEST_WEBHOOK_SECRET, with_notifier
 from tests.support.harness import IntakeHarness, outcome_rows
 from tests.support.solana_fixtures import mint_envelope, token_2022_mints
 from tests.support.webhook_receiver import WebhookReceiver
@@ -65,7 +66,7 @@ def test_twenty_requests_with_five_duplicates_make_fifteen_nfts_and_reexecution_
     assert sent.count >= 15
     assert not [key for key in calls if key[0] == "solana" and key[2] != "ok"]
 
-    monkeypatch.setenv("QP_TEST_SMTP_PORT", str(mint_resources["smtp"].port))
+    monkeypatch.setenv("QP_TEST_SMTP_PORT", str(mint_resources["notifier"].smtp.port))
     monkeypatch.setenv("QP_TEST_SOLANA_URL", rpc_ledger.url)
     monkeypatch.setenv("QP_TEST_PAYER_FILE", mint_resources["solana"].payer_keypair_path)
     monkeypatch.setenv("QP_TEST_LEDGER_URL", mint_resources["effect_ledger"].database_url)
@@ -103,6 +104,7 @@ def mint_job_with_test_resources() -> dg.JobDefinition:
         EffectLedgerResource,
         MetadataStoreResource,
         NotificationSettingsResource,
+        NotifierResource,
         RedisResource,
         SmtpResource,
         SolanaResource,
@@ -111,11 +113,13 @@ def mint_job_with_test_resources() -> dg.JobDefinition:
     from tests.conftest import TEST_WEBHOOK_SECRET
 
     resources = {
-        "smtp": SmtpResource(
-            host="127.0.0.1", port=int(os.environ["QP_TEST_SMTP_PORT"]), security="none"
+        "notifier": NotifierResource(
+            smtp=SmtpResource(
+                host="127.0.0.1", port=int(os.environ["QP_TEST_SMTP_PORT"]), security="none"
+            ),
+            webhooks=WebhookResource(secret=TEST_WEBHOOK_SECRET),
+            notification_settings=NotificationSettingsResource(),
         ),
-        "webhooks": WebhookResource(secret=TEST_WEBHOOK_SECRET),
-        "notification_settings": NotificationSettingsResource(),
         "solana": SolanaResource(
             rpc_url=os.environ["QP_TEST_SOLANA_URL"],
             payer_keypair_path=os.environ["QP_TEST_PAYER_FILE"],
@@ -215,7 +219,7 @@ def test_mint_job_tells_the_buyer_and_the_platform_once(
     buyer = f"nft-{tenant}@example.com"
     with WebhookReceiver(new_secret()) as receiver:
         webhooks = WebhookResource(secret=receiver.secret, nft_url=receiver.url)
-        harness = IntakeHarness(instance, {**mint_resources, "webhooks": webhooks}, "mint")
+        harness = IntakeHarness(instance, with_notifier(mint_resources, webhooks=webhooks), "mint")
         wallet = Keypair().pubkey()
         for _ in range(2):  # a duplicate
             intake.enqueue(mint_envelope(tenant, "told", wallet, 1, buyer_email=buyer))
@@ -241,8 +245,11 @@ def test_wallet_balance_check_alerts_and_fails_below_the_threshold(
         run_config={"ops": {"alert_on_low_balance": {"config": {"threshold_sol": threshold}}}},
         resources={
             "solana": rpc_solana,
-            "smtp": smtp_resource,
-            "notification_settings": NotificationSettingsResource(operator_email=operators),
+            "notifier": NotifierResource(
+                smtp=smtp_resource,
+                webhooks=WebhookResource(secret=TEST_WEBHOOK_SECRET),
+                notification_settings=NotificationSettingsResource(operator_email=operators),
+            ),
         },
         instance=instance,
         raise_on_error=False,

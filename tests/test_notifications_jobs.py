@@ -10,6 +10,7 @@ from queue_pipelines.intake.payloads import NotificationPayload, RefundPayload
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.providers.webhook_signing import new_secret
 from resources import SmtpResource, WebhookResource
+from tests.conftest import with_notifier
 from tests.support.harness import IntakeHarness, outcome_rows
 from tests.support.mail_sink import MailSink
 from tests.support.reexecution import reexecute_all
@@ -36,7 +37,7 @@ def notifying(resources, receiver) -> dict:
         nft_url=receiver.url,
         backoff_seconds=0.01,
     )
-    return {**resources, "webhooks": webhooks}
+    return with_notifier(resources, webhooks=webhooks)
 
 
 def buyer(tenant: str) -> str:
@@ -138,7 +139,7 @@ def test_an_email_that_fails_for_good_leaves_the_payment_and_settles_the_entry(
         sink.handler.refuse_next_rcpt(f"550 5.1.1 <{buyer(tenant)}>: Recipient address rejected")
         smtp = SmtpResource(host="127.0.0.1", port=sink.port, security="none")
         intake.enqueue(payment(tenant, "pay-4", customer_email=buyer(tenant)))
-        harness = IntakeHarness(instance, {**notifying, "smtp": smtp}, "payment")
+        harness = IntakeHarness(instance, with_notifier(notifying, smtp=smtp), "payment")
 
         harness.drain()
         alerts = sink.to("operators@example.com")

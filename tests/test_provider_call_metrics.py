@@ -15,7 +15,7 @@ from queue_pipelines.providers.webhook_signing import new_secret
 from queue_pipelines.sandbox.relay import Relay
 from queue_pipelines.telemetry.provider_calls import LATENCY_BUCKETS
 from resources import StripeResource, WebhookResource
-from tests.conftest import postgres_instance
+from tests.conftest import postgres_instance, with_notifier
 from tests.support.harness import IntakeHarness, outcome_rows
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_payment_flow import payment
@@ -78,7 +78,9 @@ def test_stripe_calls_of_payment_runs_and_their_errors_reach_the_collector(
             secret=receiver.secret, payment_url=receiver.url, backoff_seconds=0.01
         )
         harness = IntakeHarness(
-            own_instance, {**resources, "stripe": via_proxy, "webhooks": webhooks}, "payment"
+            own_instance,
+            {**with_notifier(resources, webhooks=webhooks), "stripe": via_proxy},
+            "payment",
         )
         # One batch: two cards that pay, one that is declined (permanent), and a Stripe 500
         # on one PaymentIntent creation (transient: that request is tried again); the

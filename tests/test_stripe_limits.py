@@ -250,8 +250,8 @@ def test_the_deployment_gives_smtp_its_own_limits(deployment_env):
 
     def smtp_guard():
         resources = deployment.all_resources()
-        assert resources["smtp"].redis is resources["redis"]
-        with resources["smtp"].process_config_and_initialize_cm() as smtp:
+        assert resources["notifier"].smtp.redis is resources["redis"]
+        with resources["notifier"].smtp.process_config_and_initialize_cm() as smtp:
             return smtp.sender().guard
 
     guard = smtp_guard()

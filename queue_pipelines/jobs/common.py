@@ -1,4 +1,4 @@
-"""What the jobs share besides batches: failure classes for single-step ops, the notifier."""
+"""What the jobs share besides batches: failure classes for single-step ops, run liveness."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ import dagster as dg
 
 from queue_pipelines.batch import TRANSIENT_INFRASTRUCTURE_ERRORS
 from queue_pipelines.failures import ProviderError
-from queue_pipelines.ledger import EffectLedger
-from queue_pipelines.notifications.notifier import Notifier
-from resources import NotificationSettingsResource, SmtpResource, WebhookResource
 
 # For the ops that act once per run (transfers, balance checks): transient failures (network,
 # timeouts, 429, 5xx) back off exponentially, 2 s to 32 s, each within ±delay of jitter.
@@ -54,24 +51,3 @@ def classified_failures() -> Iterator[None]:
             metadata={"failure_class": "unexpected"},
             allow_retries=False,
         ) from exc
-
-
-def notifier_for(
-    context: dg.OpExecutionContext,
-    *,
-    smtp: SmtpResource,
-    webhooks: WebhookResource,
-    settings: NotificationSettingsResource,
-    ledger: EffectLedger,
-    resend: bool = False,
-) -> Notifier:
-    return Notifier(
-        smtp=smtp.sender(),
-        webhooks=webhooks.sender(),
-        ledger=ledger,
-        profile_of=settings.profile,
-        webhook_url_for=webhooks.url_for,
-        operator_email=settings.operator_email,
-        run_id=context.run_id,
-        resend=resend,
-    )

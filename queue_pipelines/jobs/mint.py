@@ -7,16 +7,13 @@ from queue_pipelines import tags
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.payloads import MintPayload
 from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
-from queue_pipelines.jobs.common import notifier_for
 from queue_pipelines.notifications.events import NftDelivery, nft_notice
 from resources import (
     EffectLedgerResource,
     MetadataStoreResource,
-    NotificationSettingsResource,
+    NotifierResource,
     RedisResource,
-    SmtpResource,
     SolanaResource,
-    WebhookResource,
 )
 
 
@@ -28,9 +25,7 @@ def mint_tickets(
     solana: SolanaResource,
     metadata_store: MetadataStoreResource,
     effect_ledger: EffectLedgerResource,
-    smtp: SmtpResource,
-    webhooks: WebhookResource,
-    notification_settings: NotificationSettingsResource,
+    notifier: NotifierResource,
 ) -> dg.Output[dict[str, int]]:
     # The Solana stack loads here, in mint runs only: other runs of this code location
     # (payments, refunds, notifications) never import it.
@@ -40,14 +35,7 @@ def mint_tickets(
 
     ledger = effect_ledger.ledger()
     chain, payer = solana.chain(), solana.payer()
-    notifier = notifier_for(
-        context,
-        smtp=smtp,
-        webhooks=webhooks,
-        settings=notification_settings,
-        ledger=ledger,
-        resend=config.resend,
-    )
+    notices = notifier.for_run(context.run_id, ledger, resend=config.resend)
 
     def mint_and_tell(request: Request[MintPayload]) -> dict:
         payload = request.payload
@@ -90,10 +78,10 @@ def mint_tickets(
             buyer_name=payload.buyer_name,
             signature=minted.signature,
         )
-        notice = nft_notice(delivery, notification_settings.explorer_url_template)
+        notice = nft_notice(delivery, notifier.notification_settings.explorer_url_template)
         return {
             **summary,
-            **notifier.tell(notice, f"NFT {minted.mint} was delivered to {minted.owner}"),
+            **notices.tell(notice, f"NFT {minted.mint} was delivered to {minted.owner}"),
         }
 
     return run_batch(context, config, job_type="mint", intake=redis.intake(), handle=mint_and_tell)

@@ -11,15 +11,8 @@ import dagster as dg
 from queue_pipelines import tags
 from queue_pipelines.intake.payloads import NotificationPayload
 from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
-from queue_pipelines.jobs.common import notifier_for
-from queue_pipelines.notifications.events import Notice, explorer_link
-from resources import (
-    EffectLedgerResource,
-    NotificationSettingsResource,
-    RedisResource,
-    SmtpResource,
-    WebhookResource,
-)
+from queue_pipelines.notifications.events import Notice
+from resources import EffectLedgerResource, NotifierResource, RedisResource
 
 
 @dg.op(tags={"queue/effect": "smtp.email"})
@@ -28,18 +21,9 @@ def send_notifications(
     config: BatchConfig,
     redis: RedisResource,
     effect_ledger: EffectLedgerResource,
-    smtp: SmtpResource,
-    webhooks: WebhookResource,
-    notification_settings: NotificationSettingsResource,
+    notifier: NotifierResource,
 ) -> dg.Output[dict[str, int]]:
-    notifier = notifier_for(
-        context,
-        smtp=smtp,
-        webhooks=webhooks,
-        settings=notification_settings,
-        ledger=effect_ledger.ledger(),
-        resend=config.resend,
-    )
+    notices = notifier.for_run(context.run_id, effect_ledger.ledger(), resend=config.resend)
 
     def send(request: Request[NotificationPayload]) -> dict:
         message = request.payload
@@ -47,9 +31,7 @@ def send_notifications(
         if message.template == "nft_delivered" and context.get("mint_address"):
             # The producer names the mint; the link is the operator's explorer, never text a
             # producer wrote (intake refuses links in context).
-            context["explorer_url"] = explorer_link(
-                notification_settings.explorer_url_template, context.pop("mint_address")
-            )
+            context["explorer_url"] = notifier.explorer_link(context.pop("mint_address"))
         notice = Notice(
             tenant_id=request.tenant_id,
             idempotency_key=request.idempotency_key,
@@ -64,7 +46,7 @@ def send_notifications(
         return {
             "template": message.template,
             "recipient": notice.recipient,
-            **notifier.email(notice),
+            **notices.email(notice),
         }
 
     return run_batch(context, config, job_type="notification", intake=redis.intake(), handle=send)

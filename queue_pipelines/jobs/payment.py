@@ -8,18 +8,11 @@ from queue_pipelines import tags
 from queue_pipelines.batch import ItemResult
 from queue_pipelines.intake.payloads import PaymentPayload
 from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
-from queue_pipelines.jobs.common import notifier_for, run_is_live
+from queue_pipelines.jobs.common import run_is_live
 from queue_pipelines.notifications.events import payment_failed_request, payment_notice
 from queue_pipelines.payments import charge_once
 from queue_pipelines.providers.stripe import CardDeclined
-from resources import (
-    EffectLedgerResource,
-    NotificationSettingsResource,
-    RedisResource,
-    SmtpResource,
-    StripeResource,
-    WebhookResource,
-)
+from resources import EffectLedgerResource, NotifierResource, RedisResource, StripeResource
 
 
 @dg.op(tags={"queue/effect": "stripe.payment_intent"})
@@ -29,19 +22,10 @@ def charge_payments(
     redis: RedisResource,
     stripe: StripeResource,
     effect_ledger: EffectLedgerResource,
-    smtp: SmtpResource,
-    webhooks: WebhookResource,
-    notification_settings: NotificationSettingsResource,
+    notifier: NotifierResource,
 ) -> dg.Output[dict[str, int]]:
     api, ledger, intake = stripe.api(), effect_ledger.ledger(), redis.intake()
-    notifier = notifier_for(
-        context,
-        smtp=smtp,
-        webhooks=webhooks,
-        settings=notification_settings,
-        ledger=ledger,
-        resend=config.resend,
-    )
+    notices = notifier.for_run(context.run_id, ledger, resend=config.resend)
     is_live = run_is_live(context.instance)
 
     def charge_and_tell(request: Request[PaymentPayload]) -> dict:
@@ -68,7 +52,7 @@ def charge_payments(
         )
         return {
             **summary,
-            **notifier.tell(notice, f"payment {outcome.payment_intent_id} succeeded"),
+            **notices.tell(notice, f"payment {outcome.payment_intent_id} succeeded"),
         }
 
     def tell_the_buyer(request: Request[PaymentPayload], result: ItemResult) -> None:

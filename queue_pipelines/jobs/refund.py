@@ -8,17 +8,10 @@ from queue_pipelines.currencies import format_amount
 from queue_pipelines.failures import ProviderError, TransientError
 from queue_pipelines.intake.payloads import RefundPayload
 from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
-from queue_pipelines.jobs.common import notifier_for, run_is_live
+from queue_pipelines.jobs.common import run_is_live
 from queue_pipelines.notifications.events import refund_notice
 from queue_pipelines.payments import refund_once
-from resources import (
-    EffectLedgerResource,
-    NotificationSettingsResource,
-    RedisResource,
-    SmtpResource,
-    StripeResource,
-    WebhookResource,
-)
+from resources import EffectLedgerResource, NotifierResource, RedisResource, StripeResource
 
 # Refunds of one PaymentIntent take turns, across every run and worker: otherwise two could
 # both pass the refundable-balance check. A refund holds the lock for a few Stripe calls.
@@ -33,19 +26,10 @@ def refund_payments(
     redis: RedisResource,
     stripe: StripeResource,
     effect_ledger: EffectLedgerResource,
-    smtp: SmtpResource,
-    webhooks: WebhookResource,
-    notification_settings: NotificationSettingsResource,
+    notifier: NotifierResource,
 ) -> dg.Output[dict[str, int]]:
     api, ledger, intake = stripe.api(), effect_ledger.ledger(), redis.intake()
-    notifier = notifier_for(
-        context,
-        smtp=smtp,
-        webhooks=webhooks,
-        settings=notification_settings,
-        ledger=ledger,
-        resend=config.resend,
-    )
+    notices = notifier.for_run(context.run_id, ledger, resend=config.resend)
     is_live = run_is_live(context.instance)
 
     def refund_and_tell(request: Request[RefundPayload]) -> dict:
@@ -88,7 +72,7 @@ def refund_payments(
             email, name = api.customer_contact(payment_intent)
         except ProviderError as exc:
             reason = f"looking up the buyer of {payment_intent} failed: {exc.reason}"
-            notifier.alert_operators(
+            notices.alert_operators(
                 summary=reason, details=f"{effect}, and stands", tenant_id=request.tenant_id
             )
             return {**summary, "notification_failed": reason}
@@ -100,7 +84,7 @@ def refund_payments(
             email,
             name,
         )
-        return {**summary, **notifier.tell(notice, effect)}
+        return {**summary, **notices.tell(notice, effect)}
 
     return run_batch(context, config, job_type="refund", intake=intake, handle=refund_and_tell)
 

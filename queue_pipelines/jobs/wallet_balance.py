@@ -7,8 +7,7 @@ from pydantic import Field
 
 from queue_pipelines import tags
 from queue_pipelines.jobs.common import classified_failures
-from queue_pipelines.notifications.notifier import alert_operators
-from resources import NotificationSettingsResource, SmtpResource, SolanaResource
+from resources import NotifierResource, SolanaResource
 
 LAMPORTS_PER_SOL = 1_000_000_000
 
@@ -40,8 +39,7 @@ def alert_on_low_balance(
     config: BalanceCheckConfig,
     lamports: int,
     solana: SolanaResource,
-    smtp: SmtpResource,
-    notification_settings: NotificationSettingsResource,
+    notifier: NotifierResource,
 ) -> None:
     sol = lamports / LAMPORTS_PER_SOL
     if sol >= config.threshold_sol:
@@ -52,9 +50,7 @@ def alert_on_low_balance(
         "threshold: fund it before mints start failing"
     )
     context.log.error(message)
-    alert_operators(
-        smtp.sender(),
-        notification_settings.operator_email,
+    notifier.alert_operators(
         summary="Solana payer wallet low",
         details=message,
         run_id=context.run_id,

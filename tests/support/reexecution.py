@@ -17,6 +17,7 @@ def _job_with_test_resources(name: str) -> dg.JobDefinition:
     from resources import (
         EffectLedgerResource,
         NotificationSettingsResource,
+        NotifierResource,
         RedisResource,
         SmtpResource,
         StripeResource,
@@ -35,16 +36,18 @@ def _job_with_test_resources(name: str) -> dg.JobDefinition:
         "redis": RedisResource(
             url=dg.EnvVar("QP_TEST_REDIS_URL"), key_prefix=dg.EnvVar("QP_TEST_REDIS_PREFIX")
         ),
-        "smtp": SmtpResource(
-            host="127.0.0.1", port=dg.EnvVar.int("QP_TEST_SMTP_PORT"), security="none"
+        "notifier": NotifierResource(
+            smtp=SmtpResource(
+                host="127.0.0.1", port=dg.EnvVar.int("QP_TEST_SMTP_PORT"), security="none"
+            ),
+            # Webhooks go where the test's receiver listens, when it has one ("": none).
+            webhooks=WebhookResource(
+                secret=dg.EnvVar("QP_TEST_WEBHOOK_SECRET"),
+                payment_url=dg.EnvVar("QP_TEST_WEBHOOK_URL"),
+                refund_url=dg.EnvVar("QP_TEST_WEBHOOK_URL"),
+            ),
+            notification_settings=NotificationSettingsResource(),
         ),
-        # Webhooks go where the test's receiver listens, when it has one ("": none).
-        "webhooks": WebhookResource(
-            secret=dg.EnvVar("QP_TEST_WEBHOOK_SECRET"),
-            payment_url=dg.EnvVar("QP_TEST_WEBHOOK_URL"),
-            refund_url=dg.EnvVar("QP_TEST_WEBHOOK_URL"),
-        ),
-        "notification_settings": NotificationSettingsResource(),
     }
     return dg.Definitions(jobs=[JOBS[name]], resources=resources).resolve_job_def(name)
 
@@ -66,7 +69,7 @@ def reexecute_all(instance, resources: dict, parent_run_id: str, monkeypatch, re
     monkeypatch.setenv("QP_TEST_LEDGER_URL", resources["effect_ledger"].database_url)
     monkeypatch.setenv("QP_TEST_REDIS_URL", resources["redis"].url)
     monkeypatch.setenv("QP_TEST_REDIS_PREFIX", resources["redis"].key_prefix)
-    monkeypatch.setenv("QP_TEST_SMTP_PORT", str(resources["smtp"].port))
+    monkeypatch.setenv("QP_TEST_SMTP_PORT", str(resources["notifier"].smtp.port))
     monkeypatch.setenv("QP_TEST_WEBHOOK_URL", receiver.url if receiver else "")
     monkeypatch.setenv(
         "QP_TEST_WEBHOOK_SECRET", receiver.secret if receiver else TEST_WEBHOOK_SECRET
