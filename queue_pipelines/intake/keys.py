@@ -12,6 +12,7 @@
     <prefix>:batch:<batch key>                  string: a batch in flight, as JSON
     <prefix>:inflight:<job type>                set: batches whose run has not been seen to end
     <prefix>:lock:refund:<payment intent>       lock: one refund of a PaymentIntent at a time
+    <prefix>:lock:transfer:<mint>               lock: one transfer of a ticket at a time
     <prefix>:limits...                          the `limits` library's rate-limit windows
                                                 (providers and the gateway's tenants)
     <prefix>:breaker:<provider>                 hash: a provider's circuit breaker
@@ -83,6 +84,9 @@ class IntakeKeys:
     # beside the intake: what jobs, providers and the gateway keep in the same Redis
     def refund_lock(self, payment_intent_id: str) -> str:
         return self._key("lock", "refund", payment_intent_id)
+
+    def transfer_lock(self, mint: str) -> str:
+        return self._key("lock", "transfer", mint)
 
     @property
     def rate_limits(self) -> str:

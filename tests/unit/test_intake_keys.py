@@ -67,6 +67,7 @@ def test_the_public_keys_are_those_the_docs_name():
     assert keys.request_record("payment:acme:o-1") == "qp:request:payment:acme:o-1"
     assert keys.outcome("payment:acme:o-1") == "qp:outcome:payment:acme:o-1"
     assert keys.refund_lock("pi_1") == "qp:lock:refund:pi_1"
+    assert keys.transfer_lock("Mint1") == "qp:lock:transfer:Mint1"
     assert keys.breaker("stripe") == "qp:breaker:stripe"
     docs = (ROOT / "docs" / "intake.md").read_text()
     for named in ("qp:intake:payment", "qp:dead-letter", "qp:request:<request key>"):
@@ -86,6 +87,7 @@ def test_every_key_starts_with_the_prefix_and_a_stream_is_found_again():
         keys.batch("b"),
         keys.inflight("refund"),
         keys.refund_lock("pi"),
+        keys.transfer_lock("mint"),
         keys.rate_limits,
         keys.breaker("stripe"),
         keys.email_quota("acme", "2026-01-01"),
