@@ -5,7 +5,6 @@ resources and batch sizes come from queue_pipelines/deployment.py.
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import dagster as dg
@@ -13,22 +12,18 @@ import dagster as dg
 from queue_pipelines import settings
 from queue_pipelines.deployment import all_resources, batch_policy, sandbox_tags
 from queue_pipelines.env_vars import refuse_sandbox_secrets
-from queue_pipelines.intake.registry import JOB_TYPE_SPECS, JobTypeSpec
+from queue_pipelines.intake.registry import JOB_TYPE_SPECS
+from queue_pipelines.jobs.batch import job_for
 from queue_pipelines.jobs.wallet_balance import build_wallet_balance_schedule, wallet_balance_job
 from queue_pipelines.logs import configure_logging
 from sensors.intake import build_intake_sensor
-
-
-def intake_job(spec: JobTypeSpec) -> dg.JobDefinition:
-    module, attribute = spec.job.split(":")
-    return getattr(importlib.import_module(module), attribute)
 
 
 def build_definitions() -> dg.Definitions:
     configure_logging()  # QP_LOG_FORMAT=json: one JSON object per line
     refuse_sandbox_secrets(dict(os.environ))  # production mode with a public secret: no start
     extra_tags = sandbox_tags()
-    intake_jobs = {spec.name: intake_job(spec) for spec in JOB_TYPE_SPECS}
+    intake_jobs = {spec.name: job_for(spec.name) for spec in JOB_TYPE_SPECS}
     return dg.Definitions(
         jobs=[*intake_jobs.values(), wallet_balance_job],
         schedules=[build_wallet_balance_schedule(settings.payer_balance_threshold_sol())],

@@ -14,7 +14,7 @@ import dagster as dg
 
 from queue_pipelines import settings, tags
 from queue_pipelines.intake.dispatch import BatchPolicy
-from queue_pipelines.intake.registry import JobTypeSpec
+from queue_pipelines.intake.registry import WEBHOOK_KINDS, JobTypeSpec
 from queue_pipelines.providers.guard import OFF
 from queue_pipelines.sandbox import defaults
 from resources import (
@@ -134,10 +134,7 @@ def smtp_resource(redis: RedisResource) -> SmtpResource:
 
 def webhook_resource() -> WebhookResource:
     # Endpoint URLs may carry a receiver's token, so they too come through EnvVar.
-    urls = {
-        f"{kind}_url": _env_or_none(f"WEBHOOK_URL_{kind.upper()}")
-        for kind in ("payment", "refund", "nft")
-    }
+    urls = {f"{kind}_url": _env_or_none(f"WEBHOOK_URL_{kind.upper()}") for kind in WEBHOOK_KINDS}
     if os.environ.get("WEBHOOK_SECRET"):
         return WebhookResource(secret=dg.EnvVar("WEBHOOK_SECRET"), **urls)
     return WebhookResource(secret=defaults.SANDBOX_WEBHOOK_SECRET, sandbox=True, **urls)

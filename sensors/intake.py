@@ -69,10 +69,12 @@ def lookup_batch_runs(
     return found
 
 
-def run_request_for(batch: Batch, extra_tags: Mapping[str, str]) -> dg.RunRequest:
+def run_request_for(
+    batch: Batch, job: dg.JobDefinition, extra_tags: Mapping[str, str]
+) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=batch.key,
-        run_config=batch_run_config(batch),
+        run_config=batch_run_config(batch, job),
         tags={
             **extra_tags,
             tags.JOB_TYPE: batch.job_type,
@@ -126,7 +128,7 @@ def build_intake_sensor(
             context.log.warning(f"dead-lettered {job_type} {what}: {reason}")
         if not outcome.idle:  # a tick with nothing to do says so only as its skip reason
             context.log.info(f"{job_type} intake: {outcome.summary()}")
-        run_requests = [run_request_for(batch, extra_tags or {}) for batch in outcome.launches]
+        run_requests = [run_request_for(batch, job, extra_tags or {}) for batch in outcome.launches]
         return dg.SensorResult(
             run_requests=run_requests,
             cursor=outcome.cursor.dump(),

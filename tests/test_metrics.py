@@ -309,7 +309,7 @@ def test_run_totals_count_the_requests_of_real_batch_runs_incrementally(
             )
 
         totals = RunTotals(instance)
-        assert sum(totals.refresh().payments.values()) == 0
+        assert sum(totals.refresh().family("payments").values()) == 0
         run(
             payment_job,
             [
@@ -318,13 +318,13 @@ def test_run_totals_count_the_requests_of_real_batch_runs_incrementally(
             ],
         )
         first = totals.refresh()
-        assert dict(first.payments) == {("usd", "succeeded"): 1, ("usd", "failed"): 1}
-        assert dict(first.payment_amounts) == {"usd": 1200}
+        assert dict(first.family("payments")) == {("usd", "succeeded"): 1, ("usd", "failed"): 1}
+        assert dict(first.family("payment_amounts")) == {"usd": 1200}
         assert first.emails["sent"] == 1
         # A re-run of the same request replays the charge and the e-mail: counted once.
         run(payment_job, [payment_envelope(tenant, "m1", amount=1200)])
         again = totals.refresh()
-        assert dict(again.payments) == dict(first.payments)
+        assert dict(again.family("payments")) == dict(first.family("payments"))
         assert again.emails["sent"] == 1
         assert again.runs[("payment", "success")] == 2
         broken = {"buyer_name": "Ada", "order_id": "1", "amount": "$1.00"}  # no 'reason'

@@ -54,8 +54,8 @@ def pay(instance: dg.DagsterInstance, amount: int, decline: bool = False) -> str
 def counts(totals) -> tuple:
     return (
         dict(totals.runs),
-        dict(totals.payments),
-        dict(totals.payment_amounts),
+        dict(totals.family("payments")),
+        dict(totals.family("payment_amounts")),
         dict(totals.failures),
         totals.durations["payment"].count if "payment" in totals.durations else 0,
     )
@@ -110,7 +110,7 @@ def test_two_replicas_saving_in_turn_never_count_a_run_twice(fresh_instance):
     for reader in (a, b, RunTotals(instance)):
         totals = reader.refresh()
         assert totals.runs[("payment", "success")] == 4
-        assert totals.payment_amounts["eur"] == 100
+        assert totals.family("payment_amounts")["eur"] == 100
 
 
 def test_the_cursor_stays_small_as_runs_settle(fresh_instance):

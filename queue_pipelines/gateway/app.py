@@ -24,6 +24,7 @@ from queue_pipelines.gateway.config import GatewaySettings
 from queue_pipelines.gateway.health import HealthChecks
 from queue_pipelines.gateway.stripe_webhooks import WebhookRejected, event_envelope, verify_event
 from queue_pipelines.gateway.tenant_limits import TenantGate, TenantRefused
+from queue_pipelines.intake.registry import SPECS
 from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.logs import AccessLogMiddleware
@@ -39,10 +40,6 @@ class BodyTooLarge(Exception):
 
 class BodyTimeout(Exception):
     pass
-
-
-# Job types that enter only through a verified route, never from a tenant's token.
-NOT_FROM_TENANTS = {"stripe_event": "Stripe events enter only through /v1/webhooks/stripe"}
 
 
 def _error(status: int, message: str, **extra) -> JSONResponse:
@@ -172,11 +169,11 @@ def build_app(
             envelope = envelope_from_dict(data)
         except EnvelopeError as exc:
             return _error(400, "invalid envelope", reason=exc.reason, fields=exc.problems)
-        if envelope.type in NOT_FROM_TENANTS:
+        if not SPECS[envelope.type].tenant_submittable:  # it enters by a verified route
             return _error(
                 403,
                 f"job type {envelope.type!r} is not accepted here: "
-                f"{NOT_FROM_TENANTS[envelope.type]}",
+                f"{SPECS[envelope.type].tenant_refusal}",
             )
         try:
             caller.authorize(envelope.tenant_id, envelope.type, settings.jwt.allow_unscoped)

@@ -10,12 +10,9 @@ from dataclasses import dataclass
 import jwt
 
 from queue_pipelines.gateway.config import JWTSettings
+from queue_pipelines.intake.registry import JOBS_WRITE_SCOPE, SPECS
 
-SCOPE_ALL_JOBS = "jobs:write"
-# Job types that only a token naming them (`jobs:write:<type>`) may write: neither
-# `jobs:write` nor a token without a scope claim includes them. A notification is mail in the
-# platform's name to any address, so it is granted on purpose or not at all.
-EXPLICIT_SCOPE_TYPES = frozenset({"notification"})
+SCOPE_ALL_JOBS = JOBS_WRITE_SCOPE
 # May ask for any priority the envelope allows; tenants get the range the operator set.
 SCOPE_OPERATOR = "jobs:operator"
 
@@ -40,8 +37,9 @@ class Caller:
             raise AuthError(
                 403, f"token is for tenant {self.tenant!r}, the request for {tenant_id!r}"
             )
-        if job_type in EXPLICIT_SCOPE_TYPES:
-            wanted = f"{SCOPE_ALL_JOBS}:{job_type}"
+        spec = SPECS[job_type]
+        wanted = spec.scope
+        if spec.scope_by_name:  # neither jobs:write nor an unscoped token includes it
             if wanted not in (self.scopes or ()):
                 raise AuthError(
                     403,
@@ -49,7 +47,6 @@ class Caller:
                     f"({SCOPE_ALL_JOBS!r} and tokens without a scope claim do not include it)",
                 )
             return
-        wanted = f"{SCOPE_ALL_JOBS}:{job_type}"
         if self.scopes is None:
             # Writes nothing unless the operator opted in (GATEWAY_JWT_UNSCOPED_TOKENS=allow).
             if allow_unscoped:

@@ -30,6 +30,7 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from queue_pipelines.intake.keys import IntakeKeys
+from queue_pipelines.intake.registry import SPECS
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.providers.guard import OFF, check_rate
 
@@ -266,7 +267,9 @@ class TenantGate:
         """`intake.enqueue_once(envelope)`, counting a notification request against its
         tenant's daily quota: only a new entry counts (a repeat of an accepted key is answered
         as before, even at the quota)."""
-        if envelope.type != "notification" or intake.request_recorded(envelope.request_key):
+        if not SPECS[envelope.type].request_is_email or intake.request_recorded(
+            envelope.request_key
+        ):
             return intake.enqueue_once(envelope)
         key = self.reserve_email(envelope.tenant_id)
         try:

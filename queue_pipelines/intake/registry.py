@@ -1,14 +1,16 @@
-"""The job types: one table, from which the wire format, the streams, the sensors and the
-jobs are all derived. Adding a job type is one entry here plus its job module.
+"""The job types: one table, from which the wire format, the streams, the sensors, the jobs
+and their tags, the gateway's rules and the metrics are all derived. Adding a job type is one
+entry here plus its job module (docs/new-job-type.md).
 
 Each entry names its job by import path, so this table (part of the wire format, loaded by
-producers) imports no Dagster and no job code.
+producers) imports no Dagster and no job code. The job's op, whose config holds the batch, is
+found from the job itself (its one op).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from queue_pipelines.intake.payloads import (
@@ -21,10 +23,51 @@ from queue_pipelines.intake.payloads import (
     WireModel,
 )
 
+# The gateway's scope that writes every job type (but those whose scope is by name only);
+# `jobs:write:<type>` writes one type.
+JOBS_WRITE_SCOPE = "jobs:write"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A Prometheus family counted from a job type's requests. `totals_key` names its totals
+    in the instance's stored run totals (queue_pipelines/metrics/run_totals.py): never rename
+    one, or that family starts again from zero."""
+
+    metric: str
+    help: str
+    totals_key: str
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    """How /metrics counts a job type's requests, from each one's row in its run's `outcomes`
+    table (docs/metrics.md). A row counts when this run did the effect (its `done_column` is
+    `now`, not `earlier`) or when the request failed for good.
+
+    Without `status_column`, `requests` is labelled `status` (success, failure). With it,
+    `requests` is labelled `currency` and `status` (the row's `status_column`, or `failed`),
+    and `amounts` sums the `amount` of the done rows whose status is in `amount_statuses`, per
+    currency. A failed row's currency is its request's (`failed_currency_from_request`, read
+    from the run config) or `unknown`."""
+
+    done_column: str
+    requests: Family
+    status_column: str | None = None
+    amounts: Family | None = None
+    amount_statuses: tuple[str, ...] = ("succeeded",)
+    failed_currency_from_request: bool = False
+
+    @property
+    def families(self) -> tuple[Family, ...]:
+        return (self.requests, *((self.amounts,) if self.amounts else ()))
+
 
 @dataclass(frozen=True)
 class JobTypeSpec:
-    """One job type: its payload, the job that serves it, and how its requests are batched.
+    """One job type: its payload, the job that serves it, how its requests are batched, who
+    may submit it at the gateway, what its notices' webhooks are called, and how the metrics
+    count it.
 
     `batch_size` requests of one tenant share a run (1: one run per request); a batch smaller
     than that waits at most `max_wait_seconds` for more before it is launched anyway.
@@ -33,11 +76,38 @@ class JobTypeSpec:
 
     name: str
     payload: type[WireModel]
-    job: str  # "module:attribute" of the Dagster job
-    op: str  # the job's op that takes the batch as config
+    job: str  # "module:attribute" of the Dagster job; the attribute is the job's name
     batch_size: int = 100
     max_wait_seconds: float = 0.5
     concurrency: int = 8
+    # The gateway's POST /v1/jobs: "" when tenants may submit it, else the route it enters by
+    # instead (the 403 names it).
+    tenant_refusal: str = ""
+    # Only a token naming the type's scope (`jobs:write:<type>`) may write it: neither
+    # `jobs:write` nor a token without a scope claim includes it.
+    scope_by_name: bool = False
+    # Each request is an e-mail in the platform's name, to an address the producer chose: it
+    # counts against its tenant's daily e-mail quota at the gateway, and a failed request is a
+    # failed e-mail in the metrics.
+    request_is_email: bool = False
+    # The endpoint its notices' webhooks go to (WEBHOOK_URL_<KIND>, a tenant profile's
+    # `webhooks`); None: it sends none.
+    webhook_kind: str | None = None
+    # How the metrics count its requests; None: only its runs are counted (per queue).
+    metrics: RequestMetrics | None = field(default=None)
+
+    @property
+    def job_name(self) -> str:
+        return self.job.rsplit(":", 1)[1]
+
+    @property
+    def scope(self) -> str:
+        """The gateway scope that writes this type by name."""
+        return f"{JOBS_WRITE_SCOPE}:{self.name}"
+
+    @property
+    def tenant_submittable(self) -> bool:
+        return not self.tenant_refusal
 
 
 JOB_TYPE_SPECS: tuple[JobTypeSpec, ...] = (
@@ -48,39 +118,84 @@ JOB_TYPE_SPECS: tuple[JobTypeSpec, ...] = (
         "payment",
         PaymentPayload,
         "queue_pipelines.jobs.payment:payment_job",
-        "charge_payments",
         batch_size=500,
         # Mostly waiting on Stripe (hundreds of ms a call in production): 16 at once made
         # 32 payments/s with 300 ms added to every call, 8 made 19/s.
         concurrency=16,
+        webhook_kind="payment",
+        metrics=RequestMetrics(
+            done_column="charged",
+            requests=Family(
+                "payments_processed_total",
+                "Payments by currency and status (succeeded, or failed for a failed payment run).",
+                "payments",
+            ),
+            status_column="payment_status",
+            amounts=Family(
+                "payment_amount_total_cents",
+                "Sum of succeeded payments, in the currency's smallest unit (monotonic).",
+                "payment_amounts",
+            ),
+            failed_currency_from_request=True,
+        ),
     ),
     JobTypeSpec(
-        "refund", RefundPayload, "queue_pipelines.jobs.refund:refund_job", "refund_payments"
+        "refund",
+        RefundPayload,
+        "queue_pipelines.jobs.refund:refund_job",
+        webhook_kind="refund",
+        metrics=RequestMetrics(
+            done_column="refunded",
+            requests=Family(
+                "refunds_processed_total", "Refunds by currency and status.", "refunds"
+            ),
+            status_column="refund_status",
+            amounts=Family(
+                "refund_amount_total_cents",
+                "Sum of refunds made, in the currency's smallest unit (monotonic).",
+                "refund_amounts",
+            ),
+            # A pending refund is issued: Stripe settles it with no further call from here.
+            amount_statuses=("succeeded", "pending"),
+        ),
     ),
     # A mint is a few Solana transactions each; the payer's balance is shared by all of them.
     JobTypeSpec(
-        "mint", MintPayload, "queue_pipelines.jobs.mint:mint_job", "mint_tickets", concurrency=4
+        "mint",
+        MintPayload,
+        "queue_pipelines.jobs.mint:mint_job",
+        concurrency=4,
+        webhook_kind="nft",
+        metrics=RequestMetrics(
+            done_column="minted",
+            requests=Family("nfts_minted_total", "Runs of the mint queue by outcome.", "mints"),
+        ),
     ),
     # A resale: one transaction each, signed by the custodial holder, within the tenant's mints.
     JobTypeSpec(
         "transfer",
         TransferPayload,
         "queue_pipelines.jobs.nft_transfer:nft_transfer_job",
-        "transfer_tickets",
         concurrency=4,
+        metrics=RequestMetrics(
+            done_column="transferred",
+            requests=Family("nft_transfers_total", "Transfer requests by outcome.", "transfers"),
+        ),
     ),
     JobTypeSpec(
         "notification",
         NotificationPayload,
         "queue_pipelines.jobs.notification:notification_job",
-        "send_notifications",
         batch_size=500,
+        # Mail in the platform's name to any address: granted on purpose or not at all.
+        scope_by_name=True,
+        request_is_email=True,
     ),
     JobTypeSpec(
         "stripe_event",
         StripeEventPayload,
         "queue_pipelines.jobs.stripe_event:stripe_event_job",
-        "reconcile_stripe_events",
+        tenant_refusal="Stripe events enter only through /v1/webhooks/stripe",
     ),
 )
 
@@ -100,3 +215,7 @@ def run_concurrency(job_type: str) -> int:
 JOB_TYPES: tuple[str, ...] = tuple(SPECS)
 PAYLOAD_MODELS: dict[str, type[WireModel]] = {spec.name: spec.payload for spec in JOB_TYPE_SPECS}
 JobType = Literal[JOB_TYPES]  # type: ignore[valid-type]  # the registry's names, for pydantic
+# The webhook endpoints there are, one per kind (WEBHOOK_URL_<KIND>), in the table's order.
+WEBHOOK_KINDS: tuple[str, ...] = tuple(
+    dict.fromkeys(spec.webhook_kind for spec in JOB_TYPE_SPECS if spec.webhook_kind)
+)

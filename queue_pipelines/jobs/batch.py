@@ -15,6 +15,7 @@ repeats no recorded effect for the others: every effect goes through the effect 
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import time
 from collections.abc import Callable
@@ -74,11 +75,54 @@ class BatchConfig(dg.Config):
     )
 
 
-def batch_run_config(batch: Batch) -> dict[str, Any]:
-    """The run config of a batch's run: its requests under the job's op."""
+def batch_job(job_type: str, op: dg.OpDefinition, *, description: str) -> dg.JobDefinition:
+    """The job of an intake job type: its one op (which takes the batch as config, and runs
+    it with run_batch), in process, named as the registry says and tagged with the type, so
+    that runs launched by hand are counted in the metrics too."""
+    spec = SPECS[job_type]
+
+    @dg.job(
+        name=spec.job_name,
+        executor_def=dg.in_process_executor,
+        description=description,
+        tags={tags.JOB_TYPE: spec.name},
+    )
+    def _batch_job():
+        op()
+
+    return _batch_job
+
+
+def job_for(job_type: str) -> dg.JobDefinition:
+    """The job the registry names for `job_type`, checked to be that type's batch job."""
+    spec = SPECS[job_type]
+    module, attribute = spec.job.split(":")
+    job = getattr(importlib.import_module(module), attribute)
+    if (
+        not isinstance(job, dg.JobDefinition)
+        or job.name != spec.job_name
+        or job.tags.get(tags.JOB_TYPE) != spec.name
+        or len(job.graph.nodes) != 1
+    ):
+        raise ValueError(
+            f"{spec.job} is not the {job_type} batch job: build it with "
+            f"batch_job({job_type!r}, <its op>, description=...)"
+        )
+    return job
+
+
+def batch_op_name(job: dg.JobDefinition) -> str:
+    """The op of a batch job, whose config holds the batch."""
+    [node] = job.graph.nodes
+    return node.name
+
+
+def batch_run_config(batch: Batch, job: dg.JobDefinition | None = None) -> dict[str, Any]:
+    """The run config of a batch's run: its requests under the op of its job (`job`, else
+    the one the registry names for the batch's type)."""
     return {
         "ops": {
-            SPECS[batch.job_type].op: {
+            batch_op_name(job or job_for(batch.job_type)): {
                 "config": {
                     "tenant_id": batch.tenant_id,
                     "requests": [item.as_config() for item in batch.items],
@@ -143,13 +187,14 @@ def run_batch(
     context: dg.OpExecutionContext,
     config: BatchConfig,
     *,
-    job_type: str,
     intake: IntakeStreams,
     handle: Callable[[Request], dict[str, Any]],
     after_failure: Callable[[Request, ItemResult], None] = lambda _request, _result: None,
 ) -> dg.Output[dict[str, int]]:
     """Work through the batch in `config` with `handle`, settling each request as it ends.
-    `after_failure` runs for each request that failed for good, before it is dead-lettered."""
+    `after_failure` runs for each request that failed for good, before it is dead-lettered.
+    The requests are of the job's type (its queue/job_type tag, set by batch_job)."""
+    job_type = context.job_def.tags[tags.JOB_TYPE]
     spec = SPECS[job_type]
     started = time.time()
     requests: dict[str, Request] = {}

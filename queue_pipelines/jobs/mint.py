@@ -3,10 +3,9 @@ each holder back from the chain, then tell each buyer (e-mail) and the platform 
 
 import dagster as dg
 
-from queue_pipelines import tags
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.payloads import MintPayload
-from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
+from queue_pipelines.jobs.batch import BatchConfig, Request, batch_job, run_batch
 from queue_pipelines.notifications.events import NftDelivery, nft_notice
 from resources import (
     EffectLedgerResource,
@@ -84,15 +83,13 @@ def mint_tickets(
             **notices.tell(notice, f"NFT {minted.mint} was delivered to {minted.owner}"),
         }
 
-    return run_batch(context, config, job_type="mint", intake=redis.intake(), handle=mint_and_tell)
+    return run_batch(context, config, intake=redis.intake(), handle=mint_and_tell)
 
 
-@dg.job(
-    executor_def=dg.in_process_executor,
+mint_job = batch_job(
+    "mint",
+    mint_tickets,
     description="Mint a batch of one tenant's ticket NFTs (Token-2022 with on-chain metadata, "
     "or Metaplex) to the buyers' wallets, check each holder on chain; then each buyer is "
     "e-mailed and the platform told by webhook.",
-    tags={tags.JOB_TYPE: "mint"},
 )
-def mint_job():
-    mint_tickets()

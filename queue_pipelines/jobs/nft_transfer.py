@@ -4,9 +4,8 @@ read back from the chain."""
 
 import dagster as dg
 
-from queue_pipelines import tags
 from queue_pipelines.intake.payloads import TransferPayload
-from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
+from queue_pipelines.jobs.batch import BatchConfig, Request, batch_job, run_batch
 from resources import EffectLedgerResource, RedisResource, SolanaResource
 
 
@@ -48,14 +47,12 @@ def transfer_tickets(
             "transferred": "earlier" if moved.replayed else "now",
         }
 
-    return run_batch(context, config, job_type="transfer", intake=redis.intake(), handle=transfer)
+    return run_batch(context, config, intake=redis.intake(), handle=transfer)
 
 
-@dg.job(
-    executor_def=dg.in_process_executor,
+nft_transfer_job = batch_job(
+    "transfer",
+    transfer_tickets,
     description="Transfer a batch of one tenant's ticket NFTs, each from the custodial wallet "
     "that holds it to its new owner, and check each new holder on chain.",
-    tags={tags.JOB_TYPE: "transfer"},
 )
-def nft_transfer_job():
-    transfer_tickets()

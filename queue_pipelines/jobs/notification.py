@@ -8,9 +8,8 @@ The notices that follow a charge, refund or mint are sent by those jobs themselv
 
 import dagster as dg
 
-from queue_pipelines import tags
 from queue_pipelines.intake.payloads import NotificationPayload
-from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
+from queue_pipelines.jobs.batch import BatchConfig, Request, batch_job, run_batch
 from queue_pipelines.notifications.events import Notice
 from resources import EffectLedgerResource, NotifierResource, RedisResource
 
@@ -49,14 +48,12 @@ def send_notifications(
             **notices.email(notice),
         }
 
-    return run_batch(context, config, job_type="notification", intake=redis.intake(), handle=send)
+    return run_batch(context, config, intake=redis.intake(), handle=send)
 
 
-@dg.job(
-    executor_def=dg.in_process_executor,
+notification_job = batch_job(
+    "notification",
+    send_notifications,
     description="Send a batch of one tenant's templated e-mails (payment confirmation, payment "
     "failed, refund issued, NFT delivered, operator alert), each at most once.",
-    tags={tags.JOB_TYPE: "notification"},
 )
-def notification_job():
-    send_notifications()

@@ -4,10 +4,9 @@ reason, and the buyer gets a payment_failed e-mail through notification_job."""
 
 import dagster as dg
 
-from queue_pipelines import tags
 from queue_pipelines.batch import ItemResult
 from queue_pipelines.intake.payloads import PaymentPayload
-from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
+from queue_pipelines.jobs.batch import BatchConfig, Request, batch_job, run_batch
 from queue_pipelines.jobs.common import run_is_live
 from queue_pipelines.notifications.events import payment_failed_request, payment_notice
 from queue_pipelines.payments import charge_once
@@ -65,21 +64,14 @@ def charge_payments(
             intake.enqueue(envelope)
 
     return run_batch(
-        context,
-        config,
-        job_type="payment",
-        intake=intake,
-        handle=charge_and_tell,
-        after_failure=tell_the_buyer,
+        context, config, intake=intake, handle=charge_and_tell, after_failure=tell_the_buyer
     )
 
 
-@dg.job(
-    executor_def=dg.in_process_executor,
+payment_job = batch_job(
+    "payment",
+    charge_payments,
     description="Charge the cards of a batch of one tenant's payment requests (customer found "
     "or created, PaymentIntent created and confirmed); then each buyer is e-mailed and the "
     "platform told by webhook.",
-    tags={tags.JOB_TYPE: "payment"},
 )
-def payment_job():
-    charge_payments()

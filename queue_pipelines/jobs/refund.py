@@ -3,11 +3,10 @@ tell each buyer (e-mail) and the platform (webhook)."""
 
 import dagster as dg
 
-from queue_pipelines import tags
 from queue_pipelines.currencies import format_amount
 from queue_pipelines.failures import ProviderError, TransientError
 from queue_pipelines.intake.payloads import RefundPayload
-from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
+from queue_pipelines.jobs.batch import BatchConfig, Request, batch_job, run_batch
 from queue_pipelines.jobs.common import run_is_live
 from queue_pipelines.notifications.events import refund_notice
 from queue_pipelines.payments import refund_once
@@ -86,14 +85,12 @@ def refund_payments(
         )
         return {**summary, **notices.tell(notice, effect)}
 
-    return run_batch(context, config, job_type="refund", intake=intake, handle=refund_and_tell)
+    return run_batch(context, config, intake=intake, handle=refund_and_tell)
 
 
-@dg.job(
-    executor_def=dg.in_process_executor,
+refund_job = batch_job(
+    "refund",
+    refund_payments,
     description="Refund a batch of one tenant's PaymentIntents, in full or in part; then each "
     "buyer is e-mailed and the platform told by webhook.",
-    tags={tags.JOB_TYPE: "refund"},
 )
-def refund_job():
-    refund_payments()

@@ -3,9 +3,8 @@ ledger, each at most once."""
 
 import dagster as dg
 
-from queue_pipelines import tags
 from queue_pipelines.intake.payloads import StripeEventPayload
-from queue_pipelines.jobs.batch import BatchConfig, Request, run_batch
+from queue_pipelines.jobs.batch import BatchConfig, Request, batch_job, run_batch
 from queue_pipelines.reconciliation import StripeReconciliations
 from resources import EffectLedgerResource, RedisResource
 
@@ -34,16 +33,12 @@ def reconcile_stripe_events(
             "reconciled": "earlier" if result.replayed else "now",
         }
 
-    return run_batch(
-        context, config, job_type="stripe_event", intake=redis.intake(), handle=reconcile
-    )
+    return run_batch(context, config, intake=redis.intake(), handle=reconcile)
 
 
-@dg.job(
-    executor_def=dg.in_process_executor,
+stripe_event_job = batch_job(
+    "stripe_event",
+    reconcile_stripe_events,
     description="Reconcile a batch of Stripe webhook events (payment succeeded or failed, "
     "refund, dispute) with the effect ledger.",
-    tags={tags.JOB_TYPE: "stripe_event"},
 )
-def stripe_event_job():
-    reconcile_stripe_events()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 import redis
@@ -18,9 +18,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from queue_pipelines import tags
-from queue_pipelines.intake.registry import JOB_TYPES
+from queue_pipelines.intake.registry import SPECS, JobTypeSpec
 from queue_pipelines.intake.streams import IntakeStreams
-from queue_pipelines.metrics.run_totals import RunTotals
+from queue_pipelines.metrics.run_totals import RunTotals, Totals
 from queue_pipelines.telemetry.histogram import DurationHistogram
 from queue_pipelines.telemetry.provider_calls import OK
 
@@ -80,11 +80,36 @@ def _worker_provider_calls(
     yield errors
 
 
+def _job_type_families(specs: Mapping[str, JobTypeSpec], t: Totals) -> Iterator[Metric]:
+    """Each job type's own families, as its RequestMetrics in the registry name them."""
+    for spec in specs.values():
+        if spec.metrics is None:
+            continue
+        m = spec.metrics
+        labels = ["status"] if m.status_column is None else ["currency", "status"]
+        yield _counter(
+            m.requests.metric, m.requests.help, labels, t.counted.get(m.requests.totals_key, {})
+        )
+        if m.amounts is not None:
+            yield _gauge(
+                m.amounts.metric,
+                m.amounts.help,
+                ["currency"],
+                t.counted.get(m.amounts.totals_key, {}),
+            )
+
+
 class QueueMetricsCollector(Collector):
-    def __init__(self, instance: dg.DagsterInstance, intake: IntakeStreams):
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        intake: IntakeStreams,
+        specs: Mapping[str, JobTypeSpec] = SPECS,
+    ):
         self.instance = instance
         self.intake = intake
-        self.run_totals = RunTotals(instance)
+        self.specs = specs
+        self.run_totals = RunTotals(instance, specs=specs)
         self.started = time.time()
 
     def collect(self) -> Iterator[Metric]:
@@ -108,7 +133,7 @@ class QueueMetricsCollector(Collector):
                 queue: self.instance.get_runs_count(
                     dg.RunsFilter(statuses=IN_PROGRESS, tags={tags.JOB_TYPE: queue})
                 )
-                for queue in JOB_TYPES
+                for queue in self.specs
             }
         except Exception:  # noqa: BLE001 - a scrape reports the outage rather than failing
             log.exception("could not read the Dagster instance")
@@ -146,36 +171,7 @@ class QueueMetricsCollector(Collector):
         yield waits
         yield from _worker_provider_calls(t.provider_calls)
         yield _gauge("queue_active_jobs", "Runs starting or running, by queue.", ["queue"], active)
-        yield _counter(
-            "payments_processed_total",
-            "Payments by currency and status (succeeded, or failed for a failed payment run).",
-            ["currency", "status"],
-            t.payments,
-        )
-        yield _gauge(
-            "payment_amount_total_cents",
-            "Sum of succeeded payments, in the currency's smallest unit (monotonic).",
-            ["currency"],
-            t.payment_amounts,
-        )
-        yield _counter(
-            "refunds_processed_total",
-            "Refunds by currency and status.",
-            ["currency", "status"],
-            t.refunds,
-        )
-        yield _gauge(
-            "refund_amount_total_cents",
-            "Sum of refunds made, in the currency's smallest unit (monotonic).",
-            ["currency"],
-            t.refund_amounts,
-        )
-        yield _counter(
-            "nfts_minted_total", "Runs of the mint queue by outcome.", ["status"], t.mints
-        )
-        yield _counter(
-            "nft_transfers_total", "Transfer requests by outcome.", ["status"], t.transfers
-        )
+        yield from _job_type_families(self.specs, t)
         yield _gauge(
             "solana_wallet_balance_sol",
             "Newest wallet balance a run recorded (metadata wallet_balance_sol).",

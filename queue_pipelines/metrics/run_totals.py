@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,7 @@ import dagster as dg
 from dagster._core.event_api import RunStatusChangeRecordsFilter
 
 from queue_pipelines import tags
+from queue_pipelines.intake.registry import SPECS, JobTypeSpec, RequestMetrics
 from queue_pipelines.telemetry import conventions as conv
 from queue_pipelines.telemetry.histogram import DurationHistogram
 from queue_pipelines.telemetry.provider_calls import LATENCY_BUCKETS, tally_as_json, tally_from_json
@@ -53,18 +55,10 @@ PAGE_SIZE = 200
 RECENT_CAP = 5000
 
 
-_COUNTERS = (
-    "runs",
-    "failures",
-    "payments",
-    "payment_amounts",
-    "refunds",
-    "refund_amounts",
-    "mints",
-    "transfers",
-    "emails",
-    "webhooks",
-)
+_COUNTERS = ("runs", "failures", "emails", "webhooks")
+# The stored value's other keys; any key besides these holds a job type's family (`counted`).
+_NOT_COUNTED = ("durations", "wallet_balances", "waits", "provider_calls")
+RESERVED_KEYS = frozenset(_COUNTERS + _NOT_COUNTED)
 
 
 @dataclass
@@ -72,12 +66,9 @@ class Totals:
     runs: Counter = field(default_factory=Counter)  # (queue, status)
     failures: Counter = field(default_factory=Counter)  # (queue, reason)
     durations: dict[str, DurationHistogram] = field(default_factory=dict)
-    payments: Counter = field(default_factory=Counter)  # (currency, status)
-    payment_amounts: Counter = field(default_factory=Counter)  # currency
-    refunds: Counter = field(default_factory=Counter)  # (currency, status)
-    refund_amounts: Counter = field(default_factory=Counter)  # currency
-    mints: Counter = field(default_factory=Counter)  # status
-    transfers: Counter = field(default_factory=Counter)  # status
+    # The job types' own families (the registry's RequestMetrics), by totals key: e.g.
+    # "payments" (currency, status), "payment_amounts" (currency), "mints" (status).
+    counted: dict[str, Counter] = field(default_factory=dict)
     emails: Counter = field(default_factory=Counter)  # "sent" / "failed"
     webhooks: Counter = field(default_factory=Counter)
     wallet_balances: dict[str, tuple[float, float]] = field(default_factory=dict)  # (time, SOL)
@@ -86,12 +77,17 @@ class Totals:
     # (provider, operation, outcome) -> latency of the calls run workers made.
     provider_calls: dict[tuple[str, str, str], DurationHistogram] = field(default_factory=dict)
 
+    def family(self, totals_key: str) -> Counter:
+        return self.counted.setdefault(totals_key, Counter())
+
     def as_json(self) -> dict:
+        counters = {
+            **{name: getattr(self, name) for name in _COUNTERS},
+            **self.counted,
+        }
         out: dict[str, Any] = {
-            name: [
-                [list(k) if isinstance(k, tuple) else k, v] for k, v in getattr(self, name).items()
-            ]
-            for name in _COUNTERS
+            name: [[list(k) if isinstance(k, tuple) else k, v] for k, v in counter.items()]
+            for name, counter in counters.items()
         }
         out["durations"] = {
             queue: {"buckets": list(h.buckets), "counts": h.counts, "total": h.total}
@@ -108,9 +104,11 @@ class Totals:
     @classmethod
     def from_json(cls, data: dict) -> Totals:
         totals = cls()
-        for name in _COUNTERS:
-            counter = getattr(totals, name)
-            for key, value in data.get(name, []):
+        for name, stored in data.items():
+            if name in _NOT_COUNTED:
+                continue
+            counter = getattr(totals, name) if name in _COUNTERS else totals.family(name)
+            for key, value in stored:
                 counter[tuple(key) if isinstance(key, list) else key] = value
         for queue, h in data.get("durations", {}).items():
             if tuple(h["buckets"]) != conv.DURATION_BUCKETS:
@@ -185,8 +183,10 @@ class RunTotals:
         overlap: timedelta = timedelta(minutes=5),
         page_size: int = PAGE_SIZE,
         recent_cap: int = RECENT_CAP,
+        specs: Mapping[str, JobTypeSpec] = SPECS,
     ):
         self.instance = instance
+        self.specs = specs  # the job types, whose RequestMetrics say how each is counted
         self.overlap = overlap
         self.page_size = page_size
         self.recent_cap = recent_cap
@@ -357,34 +357,10 @@ class RunTotals:
                     ),
                 )
                 histogram.observe(float(row[column]))
-        done_now = status == "succeeded" and row.get(conv.DONE_KEYS.get(queue, "")) == "now"
-        if queue == conv.PAYMENT_QUEUE:
-            if done_now:
-                currency, state = str(row.get("currency")).lower(), str(row.get("payment_status"))
-                t.payments[(currency, state)] += 1
-                if state == "succeeded":
-                    t.payment_amounts[currency] += int(row.get("amount") or 0)
-            elif status == "failed":
-                t.payments[(_request_currency(run, row), "failed")] += 1
-        elif queue == conv.REFUND_QUEUE:
-            if done_now:
-                currency, state = str(row.get("currency")).lower(), str(row.get("refund_status"))
-                t.refunds[(currency, state)] += 1
-                if state in ("succeeded", "pending"):
-                    t.refund_amounts[currency] += int(row.get("amount") or 0)
-            elif status == "failed":
-                t.refunds[("unknown", "failed")] += 1
-        elif queue == conv.MINT_QUEUE:
-            if done_now:
-                t.mints["success"] += 1
-            elif status == "failed":
-                t.mints["failure"] += 1
-        elif queue == conv.TRANSFER_QUEUE:
-            if done_now:
-                t.transfers["success"] += 1
-            elif status == "failed":
-                t.transfers["failure"] += 1
-        elif queue == conv.NOTIFICATION_QUEUE and status == "failed":
+        spec = self.specs.get(queue)
+        if spec is not None and spec.metrics is not None:
+            _count_request(t, spec.metrics, row, run)
+        if spec is not None and spec.request_is_email and status == "failed":
             t.emails["failed"] += 1
         if row.get("email") == "sent":
             t.emails["sent"] += 1
@@ -395,6 +371,31 @@ class RunTotals:
             t.emails["failed"] += 1
         if "webhook" in failed_notices:
             t.webhooks["failed"] += 1
+
+
+def _count_request(
+    t: Totals, metrics: RequestMetrics, row: dict[str, Any], run: dg.DagsterRun
+) -> None:
+    """One request's row in its type's families, as its RequestMetrics say (docs/metrics.md)."""
+    status = row.get("status")
+    done_now = status == "succeeded" and row.get(metrics.done_column) == "now"
+    requests = t.family(metrics.requests.totals_key)
+    if metrics.status_column is None:
+        if done_now:
+            requests["success"] += 1
+        elif status == "failed":
+            requests["failure"] += 1
+        return
+    if done_now:
+        currency, state = str(row.get("currency")).lower(), str(row.get(metrics.status_column))
+        requests[(currency, state)] += 1
+        if metrics.amounts is not None and state in metrics.amount_statuses:
+            t.family(metrics.amounts.totals_key)[currency] += int(row.get("amount") or 0)
+    elif status == "failed":
+        currency = (
+            _request_currency(run, row) if metrics.failed_currency_from_request else "unknown"
+        )
+        requests[(currency, "failed")] += 1
 
 
 def _outcome_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import Any
 from queue_pipelines.currencies import format_amount
 from queue_pipelines.intake.notification_context import TEMPLATE_FIELDS, field_problem
 from queue_pipelines.intake.payloads import NotificationPayload, PaymentPayload
+from queue_pipelines.intake.registry import SPECS
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.payments import PaymentOutcome, RefundOutcome
 
@@ -23,7 +24,7 @@ class Notice:
     recipient: str | None  # None: no e-mail address known, the e-mail step says so and skips
     recipient_name: str | None
     context: dict[str, Any]
-    webhook_kind: str  # payment, refund, nft: picks the endpoint
+    webhook_kind: str  # the job type's (registry): picks the endpoint
     event_type: str
     event_data: dict[str, Any]
 
@@ -50,7 +51,7 @@ def payment_notice(
             "amount": outcome.display_amount,
             "payment_id": outcome.payment_intent_id,
         },
-        webhook_kind="payment",
+        webhook_kind=SPECS["payment"].webhook_kind,
         event_type="payment.succeeded",
         event_data={
             "tenant_id": tenant_id,
@@ -86,7 +87,7 @@ def refund_notice(
             "amount": format_amount(outcome.amount, outcome.currency),
             "refund_id": outcome.refund_id,
         },
-        webhook_kind="refund",
+        webhook_kind=SPECS["refund"].webhook_kind,
         event_type="refund.issued",
         event_data={
             "tenant_id": tenant_id,
@@ -138,7 +139,7 @@ def nft_notice(delivery: NftDelivery, explorer_url_template: str) -> Notice:
             "wallet": delivery.wallet,
             "explorer_url": url,
         },
-        webhook_kind="nft",
+        webhook_kind=SPECS["mint"].webhook_kind,
         event_type="nft.delivered",
         event_data={
             "tenant_id": delivery.tenant_id,

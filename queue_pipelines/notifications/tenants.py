@@ -12,7 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
 
-WebhookKind = Literal["payment", "refund", "nft"]
+from queue_pipelines.intake.registry import WEBHOOK_KINDS
+
+WebhookKind = Literal[WEBHOOK_KINDS]  # type: ignore[valid-type]  # the registry's kinds
 
 
 class TenantProfile(BaseModel):

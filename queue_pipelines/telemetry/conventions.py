@@ -1,5 +1,6 @@
 """Which runs and requests each metric counts (docs/metrics.md). A job built later joins a
-metric by following the convention, with no change here.
+metric by following the convention, with no change here; a job type's own families (which
+column says done, which counters) are its entry in queue_pipelines/intake/registry.py.
 
 - A run's queue is its `queue/job_type` tag (every job sets it as a job tag, so runs launched
   by hand carry it too); runs without it are not counted. Runs, their durations and their
@@ -7,14 +8,13 @@ metric by following the convention, with no change here.
 - Requests are counted from the `outcomes` table a batch run's op records (its step output,
   or its step failure when some requests did not finish): one row per request, with its
   `status` (succeeded, failed, unfinished). A row counts when the effect was done by this run
-  (`charged` / `refunded` / `minted` / `transferred` is `now`, not `earlier`) or when it failed for good.
-- Payments: `payment` rows with `amount`, `currency` and `payment_status`; a failed row counts
-  as status `failed` in its request's currency. Refunds: `refund` rows with `amount`,
-  `currency` and `refund_status`.
-- NFT mints: `mint` rows, `success` or `failure`. Transfers: `transfer` rows, the same way.
+  (its type's done column, e.g. `charged`, is `now`, not `earlier`) or when it failed for good.
+- Each job type's own families, as its registry entry's RequestMetrics say: e.g. payments,
+  `payment` rows with `amount`, `currency` and `payment_status`, a failed row counting as
+  status `failed` in its request's currency; NFT mints, `mint` rows, `success` or `failure`.
 - E-mails and webhooks: a row's `email` / `webhook` is `sent` when sent by this run;
   `notification_failed` names the notice (`e-mail ...`, `webhook ...`) that failed for good.
-  A failed `notification` row is a failed e-mail.
+  A failed row of a type whose request is an e-mail (`notification`) is a failed e-mail.
 - Waiting: a row's `waited_seconds` (enqueue to the start of the run that settled it) and
   `settled_after_seconds` (enqueue to its settlement), as queue_request_wait_seconds with
   `stage` started / settled.
@@ -28,21 +28,9 @@ metric by following the convention, with no change here.
 
 from __future__ import annotations
 
-PAYMENT_QUEUE = "payment"
-REFUND_QUEUE = "refund"
-MINT_QUEUE = "mint"
-TRANSFER_QUEUE = "transfer"
-NOTIFICATION_QUEUE = "notification"
 OUTCOMES_KEY = "outcomes"
 PROVIDER_CALLS_KEY = "provider_calls"
 NOTIFICATION_FAILED_KEY = "notification_failed"
-# The row column that says whether the effect was done by this run ("now") or earlier.
-DONE_KEYS = {
-    PAYMENT_QUEUE: "charged",
-    REFUND_QUEUE: "refunded",
-    MINT_QUEUE: "minted",
-    TRANSFER_QUEUE: "transferred",
-}
 WALLET_BALANCE_KEY = "wallet_balance_sol"
 WALLET_KEY = "wallet"
 # Written by classified_failures() into dg.Failure metadata.

@@ -34,7 +34,7 @@ class IntakeHarness:
 
     @property
     def job(self) -> dg.JobDefinition:
-        return defs.resolve_job_def(SPECS[self.job_type].job.split(":")[1])
+        return defs.resolve_job_def(SPECS[self.job_type].job_name)
 
     @property
     def sensor(self) -> dg.SensorDefinition:
