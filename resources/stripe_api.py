@@ -26,8 +26,8 @@ class StripeResource(ProviderLimits):
     )
     max_network_retries: int = Field(
         default=2,
-        description="SDK-level retries of connection errors and 409/5xx replies, "
-        "with the same idempotency key.",
+        description="SDK-level retries of reads (connection errors, 409/5xx replies); a "
+        "call that creates something is never re-sent by the SDK (its effect is in doubt).",
     )
     timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
 

@@ -153,7 +153,7 @@ def idempotent_localstripe_url(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture
 def stripe_resource(localstripe_url) -> StripeResource:
-    # SDK retries off: retrying is the op's RetryPolicy's job, and tests count requests.
+    # SDK retries off: retrying is the request's backoff's job, and tests count requests.
     return StripeResource(
         secret_key="sk_test_queue_pipelines",
         api_base=localstripe_url,

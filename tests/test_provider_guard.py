@@ -131,7 +131,7 @@ def test_breaker_opened_by_one_worker_stops_the_others(redis_resource):
     with pytest.raises(CircuitOpen) as opened:
         second.call(provider.request)
     assert provider.calls == 3  # not called while open
-    assert isinstance(opened.value, TransientError)  # a RetryPolicy retries it later
+    assert isinstance(opened.value, TransientError)  # the request's backoff retries it later
     assert opened.value.retry_in == pytest.approx(60)
 
     # After the timeout one caller probes; the others keep waiting for its outcome.

@@ -10,12 +10,6 @@ import dagster as dg
 from queue_pipelines.batch import TRANSIENT_INFRASTRUCTURE_ERRORS
 from queue_pipelines.failures import ProviderError
 
-# For the ops that act once per run (transfers, balance checks): transient failures (network,
-# timeouts, 429, 5xx) back off exponentially, 2 s to 32 s, each within ±delay of jitter.
-TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
-    max_retries=5, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
-
 
 def run_is_live(instance: dg.DagsterInstance) -> Callable[[str], bool]:
     """Whether a run is still going: the ledger's test before taking over another run's claim."""

@@ -7,7 +7,7 @@ provider, both kept in Redis so that all processes (runs, pods) count against on
 - **Rate**: a moving window in Redis, from the `limits` library (`MovingWindowRateLimiter` over
   its `RedisStorage`): at most N calls in any window of the given length, across every
   worker. A call waits for a slot, up to `max_wait_seconds`; past that it raises
-  `RateLimited`, a `TransientError`, so the op's RetryPolicy backs off and tries again.
+  `RateLimited`, a `TransientError`, so the request's backoff waits and tries again.
   `rate="off"` keeps the breaker and drops the limit.
 - **Breaker**: after `fail_max` consecutive transient failures (network, timeouts, 429, 5xx:
   `ProviderError(permanent=False)` or an OSError) the breaker opens for `reset_timeout`
