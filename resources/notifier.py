@@ -3,6 +3,9 @@ in one, so that an op takes one resource and gets the Notifier of its run."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import dagster as dg
 
 from queue_pipelines.ledger import EffectLedger
@@ -21,9 +24,17 @@ class NotifierResource(dg.ConfigurableResource):
     webhooks: WebhookResource
     notification_settings: NotificationSettingsResource
 
-    def for_run(self, run_id: str, ledger: EffectLedger, *, resend: bool = False) -> Notifier:
+    def for_run(
+        self,
+        run_id: str,
+        ledger: EffectLedger,
+        *,
+        resend: bool = False,
+        dead_letter: Callable[[dict[str, Any], str, str], object] | None = None,
+    ) -> Notifier:
         """The run's Notifier: each e-mail and webhook at most once through `ledger`, unless
-        an operator asked to `resend`."""
+        an operator asked to `resend`; an e-mail that fails for good after its effect goes to
+        `dead_letter` (IntakeStreams.dead_letter_notice)."""
         return Notifier(
             smtp=self.smtp.sender(),
             webhooks=self.webhooks.sender(),
@@ -33,6 +44,7 @@ class NotifierResource(dg.ConfigurableResource):
             operator_email=self.notification_settings.operator_email,
             run_id=run_id,
             resend=resend,
+            dead_letter=dead_letter,
         )
 
     def explorer_link(self, address: str) -> str:

@@ -161,9 +161,13 @@ def test_an_email_that_fails_for_good_leaves_the_payment_and_settles_the_entry(
     assert "failed" in alert["Subject"]
     body = alert.get_body(("plain",)).get_content()
     assert result.run_id in body and f"payment {intent.id} succeeded, and stands" in body
-    # Settled, not dead-lettered: the payment did not fail.
+    # The payment is settled, not dead-lettered: it did not fail. The e-mail is a dead letter
+    # of its own, the notification request that would send it again.
     assert intake.client.xlen(intake.stream_key("payment")) == 0
-    assert intake.client.xlen(intake.dead_letter_key) == 0
+    [letter] = intake.dead_letters()
+    assert letter["request_key"] == f"notification:{tenant}:pay-4.payment_confirmation"
+    assert letter["stream"] == intake.stream_key("notification")
+    assert "550 5.1.1" in letter["reason"]
     # A late duplicate of the request is acked without a run or a second charge.
     intake.enqueue(payment(tenant, "pay-4", customer_email=buyer(tenant)))
     assert harness.tick() == []

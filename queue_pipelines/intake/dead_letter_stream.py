@@ -74,6 +74,26 @@ class DeadLetterStream:
             )
         )
 
+    def add(self, job_type: str, request_key: str, reason: str, run_id: str, fields: dict) -> str:
+        """A dead letter for a request that was never an entry of `job_type`'s stream (a
+        notice that failed after its effect): the same shape as the letters `move` writes,
+        with no entry id, indexed by request so that the request's later success removes it."""
+        letter_id = self.client.xadd(
+            self.keys.dead_letters,
+            {
+                "stream": self.keys.stream(job_type),
+                "entry_id": "",
+                "reason": reason,
+                "run_id": run_id,
+                "request_key": request_key,
+                "fields": json.dumps(fields),
+                "dead_lettered_at": datetime.now(UTC).isoformat(),
+            },
+        )
+        # A crash before this leaves the letter listed until an operator purges it.
+        self.client.sadd(self.keys.dead_letter_index(request_key), letter_id)
+        return letter_id
+
     def resolve(self, job_type: str, request_key: str) -> int:
         """Remove the dead letters of a request that succeeded after all; only those from
         `job_type`'s stream. Returns how many were removed."""

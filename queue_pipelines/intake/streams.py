@@ -234,6 +234,22 @@ class IntakeStreams:
         ids = self.requests.tracked(request_key)
         return self.dead_letter(job_type, ids, reason, run_id=run_id, request_key=request_key)
 
+    def dead_letter_notice(self, envelope: dict, reason: str, run_id: str) -> str:
+        """A notice that failed for good after its effect, as the `notification` request that
+        would send it again (`envelope`, a dict: what failed may not even validate). An
+        operator replays it (`dlq replay`, with `--payload` to fix it); its success removes
+        the letter."""
+        request_key = ":".join(
+            str(envelope.get(part, "")) for part in ("type", "tenant_id", "idempotency_key")
+        )
+        return self.letters.add(
+            envelope.get("type", "notification"),
+            request_key,
+            reason,
+            run_id,
+            {"envelope": json.dumps(envelope, default=str)},
+        )
+
     def resolve_dead_letters(self, job_type: str, request_key: str) -> int:
         """The request succeeded after all (re-executed, replayed, retried): remove the dead
         letters of it, which would otherwise stay listed as if it had failed. Returns how many

@@ -32,9 +32,11 @@ def mint_tickets(
     from queue_pipelines.nft.keys import parse_address
     from queue_pipelines.nft.minting import mint_ticket_once
 
-    ledger = effect_ledger.ledger()
+    ledger, intake = effect_ledger.ledger(), redis.intake()
     chain, payer = solana.chain(), solana.payer()
-    notices = notifier.for_run(context.run_id, ledger, resend=config.resend)
+    notices = notifier.for_run(
+        context.run_id, ledger, resend=config.resend, dead_letter=intake.dead_letter_notice
+    )
 
     def mint_and_tell(request: Request[MintPayload]) -> dict:
         payload = request.payload
@@ -83,7 +85,7 @@ def mint_tickets(
             **notices.tell(notice, f"NFT {minted.mint} was delivered to {minted.owner}"),
         }
 
-    return run_batch(context, config, intake=redis.intake(), handle=mint_and_tell)
+    return run_batch(context, config, intake=intake, handle=mint_and_tell)
 
 
 mint_job = batch_job(

@@ -28,7 +28,9 @@ def refund_payments(
     notifier: NotifierResource,
 ) -> dg.Output[dict[str, int]]:
     api, ledger, intake = stripe.api(), effect_ledger.ledger(), redis.intake()
-    notices = notifier.for_run(context.run_id, ledger, resend=config.resend)
+    notices = notifier.for_run(
+        context.run_id, ledger, resend=config.resend, dead_letter=intake.dead_letter_notice
+    )
     is_live = run_is_live(context.instance)
 
     def refund_and_tell(request: Request[RefundPayload]) -> dict:

@@ -41,6 +41,9 @@ class Notifier:
     operator_email: str
     run_id: str
     resend: bool = False
+    # Where an e-mail that failed for good after its effect goes: (request, reason, run id),
+    # e.g. IntakeStreams.dead_letter_notice. None: the alert and the run's table only.
+    dead_letter: Callable[[dict[str, Any], str, str], object] | None = None
 
     def email(self, notice: Notice) -> dict[str, Any]:
         """Send the notice's e-mail unless it was sent; raises ProviderError if it cannot."""
@@ -108,9 +111,21 @@ class Notifier:
                     ),
                     tenant_id=notice.tenant_id,
                 )
+                if send == self.email and notice.recipient:
+                    self._dead_letter_email(notice, f"{reason}, after {effect}")
         if "notification_failed" in told:
             told["notification_failed"] = "; ".join(told["notification_failed"])
         return told
+
+    def _dead_letter_email(self, notice: Notice, reason: str) -> None:
+        """The failed e-mail as a dead letter of its own: the `notification` request that
+        sends it again, for an operator to fix (`dlq replay --payload`) and replay."""
+        if self.dead_letter is None:
+            return
+        try:
+            self.dead_letter(resend_request(notice), reason, self.run_id)
+        except Exception as exc:  # noqa: BLE001 - the alert and the run's table still say it
+            log.error("the failed %s e-mail could not be dead-lettered: %s", notice.template, exc)
 
     def alert_operators(self, *, summary: str, details: str, tenant_id: str) -> None:
         alert_operators(
@@ -121,6 +136,22 @@ class Notifier:
             run_id=self.run_id,
             tenant_id=tenant_id,
         )
+
+
+def resend_request(notice: Notice) -> dict[str, Any]:
+    """The `notification` request (an envelope, as the intake takes it) that sends the notice's
+    e-mail again, under a key of its own derived from the notice's."""
+    return {
+        "type": "notification",
+        "version": 1,
+        "tenant_id": notice.tenant_id,
+        "idempotency_key": f"{notice.idempotency_key[:200]}.{notice.template}",
+        "payload": {
+            "template": notice.template,
+            "recipient": notice.recipient,
+            "context": notice.context,
+        },
+    }
 
 
 def _describe(exc: Exception) -> str:
