@@ -336,7 +336,7 @@ def test_a_mint_and_a_transfer_whose_record_failed_are_found_on_the_chain(
         return transfer_ticket_once(
             chain, embedded_solana.payer(), embedded_solana.custodial(), cut_ledger,
             tenant_id=tenant, idempotency_key="t", mint=minted.mint, to_wallet=str(new_owner),
-            expected_owner=None, run_id="run-1",
+            expected_owner=None, run_id="run-1", locks=None,
         )  # fmt: skip
 
     with pytest.raises(EffectUnrecorded):
@@ -346,6 +346,7 @@ def test_a_mint_and_a_transfer_whose_record_failed_are_found_on_the_chain(
 
     assert moved.to_owner == str(new_owner)
     assert moved.signature is None  # found done on the chain: no second transaction
+    assert moved.already_held  # the chain cannot tell its own landed attempt from a holder
     assert cut_ledger.get(effect_key("transfer", tenant, "t"))["status"] == "done"
 
 

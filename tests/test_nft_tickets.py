@@ -195,6 +195,7 @@ def test_transfer_from_a_custodial_wallet_moves_the_ticket(
         to_wallet=str(new_owner),
         expected_owner=str(custody.pubkey()),
         run_id="run-t",
+        locks=None,
     )
 
     chain = solana.chain()
@@ -214,6 +215,7 @@ def test_transfer_from_a_custodial_wallet_moves_the_ticket(
         to_wallet=str(new_owner),
         expected_owner=str(custody.pubkey()),
         run_id="run-t2",
+        locks=None,
     )
     assert replay.replayed and replay.signature == moved.signature
 
@@ -238,6 +240,7 @@ def test_transfer_the_service_cannot_sign_is_refused(
             to_wallet=str(Keypair().pubkey()),
             expected_owner=None,
             run_id="run-t",
+            locks=None,
         )
     assert holds(embedded_solana.chain(), Pubkey.from_string(minted.mint), self_custodied)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -190,10 +190,13 @@ def run_batch(
     intake: IntakeStreams,
     handle: Callable[[Request], dict[str, Any]],
     after_failure: Callable[[Request, ItemResult], None] = lambda _request, _result: None,
+    in_turn_by: Callable[[Request], Hashable] | None = None,
 ) -> dg.Output[dict[str, int]]:
     """Work through the batch in `config` with `handle`, settling each request as it ends.
     `after_failure` runs for each request that failed for good, before it is dead-lettered.
-    The requests are of the job's type (its queue/job_type tag, set by batch_job)."""
+    Requests with the same `in_turn_by(request)` (one ticket's transfers) take turns, in the
+    batch's order (process_items). The requests are of the job's type (its queue/job_type
+    tag, set by batch_job)."""
     job_type = context.job_def.tags[tags.JOB_TYPE]
     spec = SPECS[job_type]
     started = time.time()
@@ -250,6 +253,7 @@ def run_batch(
             backoff=REQUEST_BACKOFF,
             on_result=settle,
             on_progress=progress,
+            in_turn_by=in_turn_by,
         ):
             results[result.request_key] = result
 

@@ -1,6 +1,7 @@
 """nft_transfer_job: move a batch of one tenant's tickets to their new owners after resales,
 each at most once, and only tickets this service minted for that tenant; each new holder is
-read back from the chain."""
+read back from the chain. One ticket's transfers take turns: in the batch's order within a
+run, under a lock per ticket across runs (docs/nft.md)."""
 
 import dagster as dg
 
@@ -18,10 +19,11 @@ def transfer_tickets(
     effect_ledger: EffectLedgerResource,
 ) -> dg.Output[dict[str, int]]:
     # The Solana stack loads in transfer runs only (as in mint runs).
-    from queue_pipelines.nft.transfers import transfer_ticket_once
+    from queue_pipelines.nft.transfers import TicketLocks, transfer_ticket_once
 
     ledger = effect_ledger.ledger()
     chain, payer, custodial = solana.chain(), solana.payer(), solana.custodial()
+    locks = TicketLocks(redis.client(), redis.redis_keys().transfer_lock)
 
     def transfer(request: Request[TransferPayload]) -> dict:
         payload = request.payload
@@ -37,6 +39,7 @@ def transfer_tickets(
             to_wallet=payload.to_wallet,
             expected_owner=payload.from_wallet,
             run_id=context.run_id,
+            locks=locks,
         )
         return {
             "order_id": payload.order_id or "",
@@ -44,10 +47,16 @@ def transfer_tickets(
             "from": moved.from_owner,
             "to": moved.to_owner,
             "signature": moved.signature or "",
-            "transferred": "earlier" if moved.replayed else "now",
+            "transferred": moved.transferred,
         }
 
-    return run_batch(context, config, intake=redis.intake(), handle=transfer)
+    return run_batch(
+        context,
+        config,
+        intake=redis.intake(),
+        handle=transfer,
+        in_turn_by=lambda request: request.payload.mint,
+    )
 
 
 nft_transfer_job = batch_job(

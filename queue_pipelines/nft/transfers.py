@@ -1,22 +1,71 @@
 """Moving a ticket NFT to a new owner on resale, at most once per request, only for the
-tenant it was minted for, and only out of a wallet this service holds the key to."""
+tenant it was minted for, and only out of a wallet this service holds the key to.
+
+A transfer reads the holder, checks it and sends from it. Two transfers of one ticket at once
+would both read the same holder, so they take turns: one after another in entry order within a
+batch (the op's `in_turn_by`), and under a Redis lock per ticket across runs and workers
+(`TicketLocks`), as refunds of one PaymentIntent do.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import redis
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from spl.token import instructions as token_ix
 from spl.token import models as token_models
 
 from queue_pipelines.effects import act_again, act_once
-from queue_pipelines.failures import PermanentError
+from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.ledger import EffectLedger, effect_key
 from queue_pipelines.nft.chain import AlreadyProcessed, Chain
 from queue_pipelines.nft.holders import holder_of, holds, require_minted_for
 from queue_pipelines.nft.keys import parse_address
+
+log = logging.getLogger("queue_pipelines.nft")
+
+# A transfer holds its ticket's lock for a holder read, one transaction's send and its
+# confirmation (up to the blockhash's expiry, about a minute on a cluster) and a read back.
+LOCK_SECONDS = 120
+# How long a transfer waits for another transfer of the same ticket before it gives up for
+# this attempt (a transient failure: it is tried again).
+LOCK_WAIT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class TicketLocks:
+    """One transfer of a ticket at a time, across every run and worker: a Redis lock per mint,
+    named `key_of(mint)`."""
+
+    client: redis.Redis
+    key_of: Callable[[str], str]
+    seconds: float = LOCK_SECONDS
+    wait_seconds: float = LOCK_WAIT_SECONDS
+
+    @contextmanager
+    def holding(self, mint: str) -> Iterator[None]:
+        lock = self.client.lock(
+            self.key_of(mint), timeout=self.seconds, blocking_timeout=self.wait_seconds
+        )
+        if not lock.acquire():
+            raise TransientError(
+                f"another transfer of ticket {mint} is still going", code="transfer_in_progress"
+            )
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except redis.RedisError as exc:
+                # Expired, or Redis went away: it expires by itself. What the transfer did is
+                # recorded; an error here must not turn it into a retry.
+                log.warning("releasing the transfer lock of ticket %s failed: %s", mint, exc)
 
 
 @dataclass(frozen=True)
@@ -25,8 +74,20 @@ class TransferOutcome:
     from_owner: str
     to_owner: str
     to_token_account: str
-    signature: str | None
+    signature: str | None  # None: nothing was sent (already held)
+    # The new owner held the ticket already when this request came to it: nothing was sent,
+    # and it is not a transfer (the metrics do not count it).
+    already_held: bool = False
     replayed: bool = False
+
+    @property
+    def transferred(self) -> str:
+        """What the request's outcome row says: `now` (moved by this attempt), `earlier`
+        (moved by an earlier attempt of the request) or `already held` (nothing was sent; not
+        a transfer, and the metrics do not count it)."""
+        if self.already_held:
+            return "already held"
+        return "earlier" if self.replayed else "now"
 
     def recordable(self) -> dict[str, Any]:
         """What the ledger keeps: all but whether this attempt replayed it."""
@@ -45,24 +106,32 @@ def transfer_ticket_once(
     to_wallet: str,
     expected_owner: str | None,
     run_id: str,
+    locks: TicketLocks | None,
 ) -> TransferOutcome:
     """Move the ticket to `to_wallet`, signed by its current holder's custodial key.
 
     A token account's owner must sign a transfer out of it. The service signs only for
     wallets it holds keys to (`custodial`: the payer and SOLANA_CUSTODIAL_KEYPAIRS); a
     ticket in a self-custodied wallet can be moved only by its owner, so it is refused.
-    Only a ticket this service minted for `tenant_id` is moved (require_minted_for)."""
+    Only a ticket this service minted for `tenant_id` is moved (require_minted_for).
+    `locks` keeps other transfers of the ticket out meanwhile; None only where nothing else
+    moves tickets (a test on a ledger of its own)."""
     require_minted_for(ledger, tenant_id, mint)
     key = effect_key("transfer", tenant_id, idempotency_key)
-    effect = act_once(
-        ledger,
-        key,
-        "transfer",
-        run_id,
-        lambda: _transfer(chain, payer, custodial, mint, to_wallet, expected_owner).recordable(),
-        # `_transfer` reads the holder first: a ticket an earlier attempt moved is found there.
-        in_doubt=act_again,
-    )
+    with locks.holding(mint) if locks is not None else nullcontext():
+        effect = act_once(
+            ledger,
+            key,
+            "transfer",
+            run_id,
+            lambda: _transfer(
+                chain, payer, custodial, mint, to_wallet, expected_owner
+            ).recordable(),
+            # `_transfer` reads the holder first: a ticket an earlier attempt moved is found
+            # there (and reported already held: without a signature, the chain cannot tell
+            # this request's landed attempt from a holder who had it before).
+            in_doubt=act_again,
+        )
     return TransferOutcome(**effect.result, replayed=effect.replayed)
 
 
@@ -73,9 +142,15 @@ def _transfer(chain, payer, custodial, mint_address, to_wallet, expected_owner):
     if holder is None:
         raise PermanentError(f"no wallet holds a token of mint {mint}", code="not_held")
     if holder.owner == to_owner:
-        # An earlier attempt moved it (or it was there already): nothing left to do.
+        # Nothing to send: the new owner has it (before the seller check, so that a request
+        # whose earlier attempt landed unrecorded does not fail on its own effect).
         return TransferOutcome(
-            str(mint), str(to_owner), str(to_owner), str(holder.token_account), None
+            str(mint),
+            str(to_owner),
+            str(to_owner),
+            str(holder.token_account),
+            None,
+            already_held=True,
         )
     if expected_owner is not None and str(holder.owner) != expected_owner:
         raise PermanentError(
