@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"intake Redis (default: REDIS_URL, else {defaults.EMBEDDED_REDIS_URL})",
     )
     parser.add_argument(
+        "--ledger-url",
+        help="the effect ledger that `request show` and `enqueue --wait` read the provider's "
+        "ids from (default: DAGSTER_POSTGRES_URL, else the SQLite file in DAGSTER_HOME, "
+        "default ./.dagster_home, that `make run` uses)",
+    )
+    parser.add_argument(
         "--prefix",
         default=os.environ.get("QUEUE_KEY_PREFIX") or "qp",
         help="key prefix of the intake (default: QUEUE_KEY_PREFIX, else qp)",
@@ -95,7 +101,12 @@ def add_gateway_parser(commands: argparse._SubParsersAction) -> None:
     )
     actions = gateway.add_subparsers(dest="gateway_command")
     token = actions.add_parser(
-        "token", help="print an HS256 token signed with GATEWAY_JWT_SECRET (for local use)"
+        "token",
+        help="print an HS256 token signed with GATEWAY_JWT_SECRET (for local use)",
+        description="Print an HS256 bearer token for POST /v1/jobs, signed with "
+        "GATEWAY_JWT_SECRET; when that is unset, with the secret `make run` generated for its "
+        "gateway in DAGSTER_HOME/gateway-jwt-secret (default ./.dagster_home), as that "
+        "gateway does.",
     )
     token.add_argument("--tenant", required=True)
     token.add_argument(
@@ -127,21 +138,21 @@ def main(argv: list[str] | None = None, out=None, err=None, stdin=None) -> int:
         return run_dev(args.port, args.gateway_port)
     if args.command == "gateway":
         if args.gateway_command == "token":
-            from queue_pipelines.gateway.tokens import print_token
-
-            return print_token(args.tenant, args.scope, args.ttl, out, err)
+            return run_gateway_token(args, out, err)
         from queue_pipelines.gateway.serve import run_gateway
 
         return run_gateway(args.host, args.port, args.redis_url, args.prefix)
 
     from queue_pipelines.intake import connect
+    from queue_pipelines.request_effects import RecordedEffects
 
     intake = connect(args.redis_url, prefix=args.prefix)
+    effects = RecordedEffects(args.ledger_url or settings.effect_ledger_url())
     try:
         if args.command == "enqueue":
-            return run_enqueue(intake, args, out, err)
+            return run_enqueue(intake, args, out, err, effect_of=effects)
         if args.command == "request":
-            return run_request(intake, args, out)
+            return run_request(intake, args, out, effect_of=effects)
         if args.command == "dlq":
             return run_dlq(intake, args, out, err, stdin)
         return run_queue(intake, args, out)
@@ -153,6 +164,32 @@ def main(argv: list[str] | None = None, out=None, err=None, stdin=None) -> int:
             file=err,
         )
         return 1
+    finally:
+        effects.close()
+
+
+def run_gateway_token(args: argparse.Namespace, out, err) -> int:
+    """Sign with GATEWAY_JWT_SECRET; without a key configured, with the secret `make run`
+    generated for its gateway in DAGSTER_HOME (as that gateway does), saying so. When there
+    is none either, the error names the file."""
+    from queue_pipelines.gateway.tokens import print_token
+
+    env = dict(os.environ)
+    rs256 = env.get("GATEWAY_JWT_ALGORITHM", "").upper() == "RS256"
+    local = not env.get("GATEWAY_JWT_SECRET") and not rs256
+    secret_file = settings.gateway_secret_file()
+    if local and secret_file.is_file():
+        env["GATEWAY_JWT_SECRET"] = secret_file.read_text().strip()
+        print(f"(signed with the secret `make run` generated in {secret_file})", file=err)
+    code = print_token(args.tenant, args.scope, args.ttl, out, err, env=env)
+    if code and local and not env.get("GATEWAY_JWT_SECRET"):
+        print(
+            f"`make run` generates one for its gateway in {secret_file}, which this command "
+            "uses when GATEWAY_JWT_SECRET is unset: start `make run` once, or set "
+            "GATEWAY_JWT_SECRET to the secret of the gateway you send to",
+            file=err,
+        )
+    return code
 
 
 if __name__ == "__main__":

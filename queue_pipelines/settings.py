@@ -24,6 +24,18 @@ def embedded_ledger_url() -> str:
     return f"sqlite:///{dagster_home() / 'effect_ledger.db'}"
 
 
+def effect_ledger_url() -> str:
+    """The effect ledger the run workers use: PostgreSQL at DAGSTER_POSTGRES_URL, else the
+    embedded SQLite file (as deployment.effect_ledger_resource chooses)."""
+    return os.environ.get("DAGSTER_POSTGRES_URL") or embedded_ledger_url()
+
+
+def gateway_secret_file() -> Path:
+    """Where `make run` keeps the HS256 secret it generates for the gateway, when
+    GATEWAY_JWT_SECRET is unset."""
+    return dagster_home() / "gateway-jwt-secret"
+
+
 def smtp_is_sandbox() -> bool:
     return not os.environ.get("SMTP_HOST")
 

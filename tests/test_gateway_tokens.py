@@ -148,3 +148,31 @@ def test_the_cli_token_is_scoped_and_within_the_lifetime(monkeypatch):
     code, token, err = _cli_token(monkeypatch, "--tenant", "demo", "--ttl", str(2 * DAY))
     assert code == 2 and token == ""
     assert "GATEWAY_JWT_MAX_LIFETIME_SECONDS" in err
+
+
+def test_the_cli_token_uses_the_secret_make_run_generated(monkeypatch, tmp_path):
+    """Without GATEWAY_JWT_SECRET, `gateway token` signs as `make run`'s gateway verifies:
+    with the secret generated in DAGSTER_HOME (issue #21, item 6); without that file, the
+    error names it."""
+    for name in ("GATEWAY_JWT_SECRET", "GATEWAY_JWT_ALGORITHM", "GATEWAY_JWT_MAX_LIFETIME_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    secret_file = tmp_path / "gateway-jwt-secret"
+
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["gateway", "token", "--tenant", "demo"], out=out, err=err) == 2
+    assert out.getvalue() == ""
+    assert "GATEWAY_JWT_SECRET is not set" in err.getvalue()
+    assert f"`make run` generates one for its gateway in {secret_file}" in err.getvalue()
+
+    secret_file.write_text(SECRET + "\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["gateway", "token", "--tenant", "demo"], out=out, err=err) == 0
+    assert jwt.decode(out.getvalue().strip(), SECRET, algorithms=["HS256"])["tenant"] == "demo"
+    assert f"signed with the secret `make run` generated in {secret_file}" in err.getvalue()
+
+    monkeypatch.setenv("GATEWAY_JWT_SECRET", "x" * 48)  # configured: the file is not read
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["gateway", "token", "--tenant", "demo"], out=out, err=err) == 0
+    assert jwt.decode(out.getvalue().strip(), "x" * 48, algorithms=["HS256"])
+    assert err.getvalue() == ""

@@ -23,9 +23,11 @@ def make_token(secret: str, tenant: str, scope: str | None = DEFAULT_SCOPE, ttl:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def print_token(tenant: str, scope: str | None, ttl: int, out, err) -> int:
+def print_token(
+    tenant: str, scope: str | None, ttl: int, out, err, env: dict[str, str] | None = None
+) -> int:
     try:
-        settings = jwt_settings_from_env(dict(os.environ))
+        settings = jwt_settings_from_env(dict(os.environ) if env is None else env)
     except GatewayConfigError as exc:
         print(f"error: {exc}", file=err)
         return 2

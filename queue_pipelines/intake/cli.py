@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,17 @@ from typing import Any
 from queue_pipelines.currencies import format_amount
 from queue_pipelines.intake.dlq_cli import add_filter_arguments, run_dlq
 from queue_pipelines.intake.registry import JOB_TYPES
-from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict, json_schema
+from queue_pipelines.intake.request_cli import EffectLookup, print_report, request_report
+from queue_pipelines.intake.schema import Envelope, EnvelopeError, envelope_from_dict, json_schema
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.intake.text_fields import escape_controls
 
 FILE_BATCH = 500
+DEFAULT_WAIT_SECONDS = 120.0
+WAIT_POLL_SECONDS = 0.25
+# `enqueue --wait` exits 0 when the request succeeded, 1 when it failed for good (dead-lettered),
+# 2 on bad input (as without --wait), and this when it had not settled within --timeout.
+EXIT_TIMED_OUT = 3
 
 
 def add_enqueue_parser(commands: argparse._SubParsersAction) -> None:
@@ -45,6 +52,21 @@ def add_enqueue_parser(commands: argparse._SubParsersAction) -> None:
         "the gateway gets the range the operator set, default -100..0)",
     )
     enqueue.add_argument("--payload", help="the payload as JSON; flags below override its fields")
+    enqueue.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the request has settled and print its outcome, as `request show` "
+        "does: the PaymentIntent, refund or mint with its status and amount, or the reason it "
+        f"failed. Exit code 0 succeeded, 1 failed for good (dead-lettered), {EXIT_TIMED_OUT} "
+        "not settled within --timeout (it goes on; look again with `request show`)",
+    )
+    enqueue.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_WAIT_SECONDS,
+        metavar="SECONDS",
+        help=f"how long --wait waits (default {DEFAULT_WAIT_SECONDS:.0f})",
+    )
     group = enqueue.add_argument_group("payment and refund fields")
     group.add_argument("--order-id")
     group.add_argument("--amount", type=int, help="in the currency's smallest unit (cents)")
@@ -59,6 +81,8 @@ def add_enqueue_parser(commands: argparse._SubParsersAction) -> None:
     group.add_argument(
         "--reason", choices=["duplicate", "fraudulent", "requested_by_customer"], help="(refund)"
     )
+    group = enqueue.add_argument_group("mint fields (and --order-id, --payload for the rest)")
+    group.add_argument("--wallet", help="the buyer's wallet, base58 (mint)")
     group = enqueue.add_argument_group("transfer fields (and --order-id)")
     group.add_argument("--mint", help="the ticket's mint address, base58")
     group.add_argument("--to-wallet", help="the new owner's wallet, base58")
@@ -97,6 +121,7 @@ _FIELD_FLAGS = (
     "description",
     "payment_intent_id",
     "reason",
+    "wallet",
     "mint",
     "to_wallet",
     "from_wallet",
@@ -144,12 +169,24 @@ def enqueue_file(intake: IntakeStreams, path: Path, out, err) -> int:
     return 1 if rejected else 0
 
 
-def run_enqueue(intake: IntakeStreams, args: argparse.Namespace, out, err) -> int:
+def run_enqueue(
+    intake: IntakeStreams,
+    args: argparse.Namespace,
+    out,
+    err,
+    effect_of: EffectLookup | None = None,
+) -> int:
     if args.file is not None:
         if args.type:
             print("error: give either TYPE with flags or --file, not both", file=err)
             return 2
+        if args.wait:
+            print("error: --wait waits for one request: give TYPE with flags", file=err)
+            return 2
         return enqueue_file(intake, args.file, out, err)
+    if args.timeout <= 0:
+        print("error: --timeout must be more than 0 seconds", file=err)
+        return 2
     if not args.type:
         print(f"error: give a job TYPE ({', '.join(JOB_TYPES)}) or --file", file=err)
         return 2
@@ -168,20 +205,100 @@ def run_enqueue(intake: IntakeStreams, args: argparse.Namespace, out, err) -> in
         print(f"error: {getattr(exc, 'reason', exc)}", file=err)
         return 2
     entry_id = intake.enqueue(envelope)
+    if args.wait:
+        return wait_and_report(intake, envelope, entry_id, args, out, err, effect_of)
     if args.json:
         print(json.dumps({"entry_id": entry_id, "request_key": envelope.request_key}), file=out)
     else:
-        summary = ""
-        amount = getattr(envelope.payload, "amount", None)
-        currency = getattr(envelope.payload, "currency", None)
-        if amount is not None and currency:
-            summary = f" for {format_amount(amount, currency)}"
-        print(
-            f"enqueued {envelope.type} {envelope.idempotency_key!r}{summary} "
-            f"as entry {entry_id} on {intake.stream_key(envelope.type)}",
-            file=out,
-        )
+        print(_enqueued_line(intake, envelope, entry_id), file=out)
     return 0
+
+
+def _enqueued_line(intake: IntakeStreams, envelope: Envelope, entry_id: str) -> str:
+    summary = ""
+    amount = getattr(envelope.payload, "amount", None)
+    currency = getattr(envelope.payload, "currency", None)
+    if amount is not None and currency:
+        summary = f" for {format_amount(amount, currency)}"
+    return (
+        f"enqueued {envelope.type} {envelope.idempotency_key!r}{summary} "
+        f"as entry {entry_id} on {intake.stream_key(envelope.type)}"
+    )
+
+
+def wait_for_settlement(
+    intake: IntakeStreams, job_type: str, entry_id: str, timeout: float
+) -> tuple[bool, dict | None]:
+    """Wait until the entry has left the intake, which it does when its request is settled:
+    acked once it succeeded, or moved to the dead letters with the reason (the request
+    failed for good, or the entry itself was rejected, e.g. its key was first used for
+    another payload). Returns whether it left within `timeout` seconds, and the dead letter
+    it became, if it did."""
+    deadline = time.monotonic() + timeout
+    while intake.entry_on_intake(job_type, entry_id):
+        if time.monotonic() >= deadline:
+            return False, None
+        time.sleep(WAIT_POLL_SECONDS)
+    found = intake.dead_letter_of_entry(job_type, entry_id)
+    if found is None:
+        return True, None
+    letter_id, fields = found
+    return True, {
+        "id": letter_id,
+        **{k: fields.get(k) for k in ("entry_id", "reason", "run_id", "dead_lettered_at")},
+    }
+
+
+def wait_and_report(
+    intake: IntakeStreams,
+    envelope: Envelope,
+    entry_id: str,
+    args: argparse.Namespace,
+    out,
+    err,
+    effect_of: EffectLookup | None,
+) -> int:
+    key = envelope.request_key
+    if not args.json:
+        print(_enqueued_line(intake, envelope, entry_id), file=out)
+        print(
+            f"waiting up to {args.timeout:g} s for {key} to settle (Ctrl-C stops the "
+            "waiting, not the request)",
+            file=err,
+            flush=True,
+        )
+    try:
+        left, letter = wait_for_settlement(intake, envelope.type, entry_id, args.timeout)
+    except KeyboardInterrupt:
+        print(f"stopped waiting; the request goes on: `request show {key}`", file=err)
+        return 130
+    report = request_report(intake, key, effect_of)
+    if letter is not None and letter["id"] not in {d["id"] for d in report["dead_letters"]}:
+        # Rejected as an entry (not the request's own failure): listed under no request key.
+        report["dead_letters"].append(letter)
+    outcome = report["outcome"]
+    if not left:
+        status, code = "waiting", EXIT_TIMED_OUT
+    elif letter is not None or (outcome and outcome["status"] != "succeeded"):
+        status, code = "failed", 1
+    elif outcome is None:
+        # The entry left the intake without a run settling it: deleted by hand (XDEL).
+        status, code = "gone", 1
+    else:
+        status, code = "succeeded", 0
+    if args.json:
+        print(json.dumps({"entry_id": entry_id, "status": status, **report}), file=out)
+        return code
+    print_report(report, out)
+    if status == "waiting":
+        print(
+            f"not settled within {args.timeout:g} s; it goes on: look again with "
+            f"`request show {key}`",
+            file=err,
+        )
+    elif status == "gone":
+        print(f"entry {entry_id} left the intake with no outcome recorded for it", file=err)
+    return code
 
 
 def _age(seconds: float | None) -> str:

@@ -131,6 +131,21 @@ class DeadLetterStream:
         """Up to `count` letters as stored, newest first, from id `before` (inclusive) down."""
         return self.client.xrevrange(self.keys.dead_letters, max=before, count=count)
 
+    def of_entry(self, job_type: str, entry_id: str, page_size: int = 500) -> RawLetter | None:
+        """The letter an entry of `job_type`'s stream became, if it did. A letter's id is taken
+        when it is written, after its entry's: only the letters newer than the entry are read."""
+        stream, before = self.keys.stream(job_type), "+"
+        while True:
+            page = self.client.xrevrange(
+                self.keys.dead_letters, max=before, min=entry_id, count=page_size
+            )
+            for letter_id, fields in page:
+                if fields.get("entry_id") == entry_id and fields.get("stream") == stream:
+                    return letter_id, fields
+            if len(page) < page_size:
+                return None
+            before = f"({page[-1][0]}"
+
     def get(self, letter_id: str) -> RawLetter | None:
         found = self.client.xrange(self.keys.dead_letters, letter_id, letter_id)
         return found[0] if found else None

@@ -278,6 +278,11 @@ class IntakeStreams:
     def assignments(self, request_keys: Sequence[str]) -> dict[str, Assignment]:
         return self.inflight.assignments(request_keys)
 
+    def entry_on_intake(self, job_type: str, entry_id: str) -> bool:
+        """Whether the entry is still on its stream: settling a request (acked, or moved to
+        the dead letters) deletes its entries."""
+        return bool(self.client.xrange(self.stream_key(job_type), entry_id, entry_id, count=1))
+
     # outcomes (the run workers)
     def outcomes(self, request_keys: Sequence[str]) -> dict[str, Outcome]:
         return self.requests.outcomes(request_keys)
@@ -302,6 +307,10 @@ class IntakeStreams:
     def dead_letter_page(self, before: str = "+", count: int = 500) -> list[RawLetter]:
         """Dead letters as stored, newest first, from id `before` (inclusive) down."""
         return self.letters.page(before, count)
+
+    def dead_letter_of_entry(self, job_type: str, entry_id: str) -> RawLetter | None:
+        """The dead letter the entry became, if it did."""
+        return self.letters.of_entry(job_type, entry_id)
 
     def dead_letter_by_id(self, letter_id: str) -> RawLetter | None:
         return self.letters.get(letter_id)
