@@ -1,14 +1,24 @@
-"""The README's second-terminal commands work when uv was bootstrapped into .tools/ (not on
-PATH): `make -s uv` names the uv to use, `make qp ARGS=...` runs a command with it."""
+"""The README's commands work when uv was bootstrapped into .tools/ (not on PATH): they run the
+project's .venv/bin (which `make run` syncs) or `make qp ARGS=...`; `make -s uv` names the uv
+make uses."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
+import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,4 +67,241 @@ def test_the_cli_runs_through_make_without_uv_on_path(path_without_uv):
 
 def test_the_readme_says_how():
     readme = (ROOT / "README.md").read_text()
-    assert "make -s uv" in readme and "make qp ARGS=" in readme
+    assert ".venv/bin/queue-pipelines" in readme and "make qp ARGS=" in readme
+
+
+# The README's commands as written (issue #21, item 2): each resolves to a program that exists
+# when uv is not on the PATH (no exit 127), each `queue-pipelines` command parses with the
+# CLI's own parser, each request key the README shows was made by an earlier step, and the
+# `dagster` CLI runs on the instance `make run` serves.
+
+SHELL_BLOCK = re.compile(r"^ *```sh\n(.*?)^ *```", re.S | re.M)
+YAML_BLOCK = re.compile(r"^ *```yaml\n(.*?)^ *```", re.S | re.M)
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+BUILTINS = {"export", "cd", "source", "."}
+REQUEST_SHOW = re.compile(r"request show ([a-z_]+:[^\s`'\"]+)")
+
+
+def substitutions(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each outermost `$(...)` in `text`: parentheses counted outside quotes,
+    so that `$(python -c 'print(1)')` is one."""
+    found, i = [], 0
+    while (start := text.find("$(", i)) != -1:
+        depth, quote, j = 1, None, start + 2
+        while depth and j < len(text):
+            c = text[j]
+            if quote:
+                quote = None if c == quote else quote
+            elif c in "'\"":
+                quote = c
+            else:
+                depth += {"(": 1, ")": -1}.get(c, 0)
+            j += 1
+        assert depth == 0, f"unbalanced $( in {text!r}"
+        found.append((start, j))
+        i = j
+    return found
+
+
+def without_substitutions(text: str) -> str:
+    for start, end in reversed(substitutions(text)):
+        text = f"{text[:start]}SUBSTITUTED{text[end:]}"
+    return text
+
+
+@dataclass(frozen=True)
+class Command:
+    at: int  # offset in the README
+    text: str  # as written, continuation lines joined
+
+    @property
+    def inner(self) -> list[Command]:
+        """The commands in its `$(...)` substitutions."""
+        return [Command(self.at, self.text[a + 2 : b - 1]) for a, b in substitutions(self.text)]
+
+    @property
+    def words(self) -> list[str]:
+        return shlex.split(without_substitutions(self.text), comments=True)
+
+    @property
+    def assignments(self) -> dict[str, str]:
+        found = {}
+        for word in self.words:
+            if not ASSIGNMENT.match(word):
+                break
+            name, value = word.split("=", 1)
+            found[name] = value
+        return found
+
+    @property
+    def argv(self) -> list[str]:
+        """The program and its arguments, after any VAR=value; [] for a bare assignment."""
+        return self.words[len(self.assignments) :]
+
+
+def shell_commands(text: str) -> list[Command]:
+    commands = []
+    for block in SHELL_BLOCK.finditer(text):
+        pending, at = "", block.start(1)
+        for line in textwrap.dedent(block.group(1)).splitlines():
+            pending = f"{pending}\n{line}" if pending else line
+            if pending.endswith("\\"):
+                pending = pending[:-1]
+                continue
+            try:
+                shlex.split(pending, comments=True)
+            except ValueError:  # a quote still open: the command goes on
+                continue
+            if shlex.split(pending, comments=True):
+                commands.append(Command(at, pending))
+            pending = ""
+        assert not pending, f"unfinished command in README: {pending!r}"
+    return [part for command in commands for part in (*command.inner, command)]
+
+
+def banner_commands() -> list[Command]:
+    from queue_pipelines.sandbox import dev
+
+    return [Command(-1, f"{dev.cli_command()} {dev.FIRST_REQUEST}")]
+
+
+def resolves(program: str, path: str) -> bool:
+    if program in BUILTINS:
+        return True
+    if "/" in program:
+        found = ROOT / program
+        return found.is_file() and os.access(found, os.X_OK)
+    return program != "uv" and shutil.which(program, path=path) is not None
+
+
+def parse_cli(argv: list[str]) -> argparse.Namespace | None:
+    """The CLI's parse of `argv`; None for --help (exits 0); fails the test on a usage error."""
+    from queue_pipelines.cli import build_parser
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return build_parser().parse_args(argv)
+        except SystemExit as exit:
+            assert exit.code == 0, f"queue-pipelines {shlex.join(argv)}: usage error"
+            return None
+
+
+def cli_arguments(command: Command) -> list[str] | None:
+    """The arguments of a queue-pipelines command, run directly or through `make qp`."""
+    argv = command.argv
+    if argv and argv[0].endswith("/queue-pipelines"):
+        return argv[1:]
+    if argv[:2] == ["make", "qp"]:
+        [args] = [word.removeprefix("ARGS=") for word in argv if word.startswith("ARGS=")]
+        return shlex.split(args)
+    return None
+
+
+@pytest.fixture(scope="module")
+def readme() -> str:
+    return (ROOT / "README.md").read_text()
+
+
+def test_every_readme_and_banner_command_resolves_without_uv_on_path(readme, path_without_uv):
+    commands = shell_commands(readme) + banner_commands()
+    assert len(commands) > 15
+    path = path_without_uv["PATH"]
+    missing = [
+        command.text for command in commands if command.argv and not resolves(command.argv[0], path)
+    ]
+    assert missing == [], "these would exit 127 (command not found):\n" + "\n".join(missing)
+
+
+def test_no_readme_text_says_to_type_a_bare_command(readme):
+    """Inline commands as much as blocks: `uv run` and a bare `queue-pipelines` or `dagster`
+    exit 127 after the bootstrap."""
+    spans = re.findall(r"`([^`\n]+)`", readme)
+    bare = [s for s in spans if s.startswith(("uv run", "queue-pipelines ", "dagster "))]
+    assert bare == []
+    source = (ROOT / "queue_pipelines/sandbox/dev.py").read_text()
+    assert not re.search(r"uv run \w", source)  # the banner's lines
+
+
+def test_every_readme_and_banner_cli_command_parses(readme):
+    parsed = 0
+    for command in shell_commands(readme) + banner_commands():
+        arguments = cli_arguments(command)
+        if arguments is not None:
+            parse_cli(arguments)
+            parsed += 1
+    assert parsed >= 10
+
+
+def created_requests(readme: str) -> list[tuple[int, str]]:
+    """(offset, request key) of what the README's steps enqueue: CLI requests, the envelope
+    sent to the gateway, and the run config launched with `dagster job execute`."""
+    created = []
+    for command in [*shell_commands(readme), *banner_commands()]:
+        arguments = cli_arguments(command)
+        args = parse_cli(arguments) if arguments else None
+        if args is not None and args.command == "enqueue" and args.type:
+            if args.key is None:
+                continue  # a random key: nothing later can name it
+            created.append((command.at, f"{args.type}:{args.tenant}:{args.key}"))
+        words = command.argv
+        if words and words[0] == "curl" and "-d" in words:
+            envelope = json.loads(words[words.index("-d") + 1])
+            key = f"{envelope['type']}:{envelope['tenant_id']}:{envelope['idempotency_key']}"
+            created.append((command.at, key))
+    for block in YAML_BLOCK.finditer(readme):
+        config = yaml.safe_load(textwrap.dedent(block.group(1)))["ops"]["charge_payments"]
+        for request in config["config"]["requests"]:
+            key = f"payment:{config['config']['tenant_id']}:{request['idempotency_key']}"
+            created.append((block.start(), key))
+    return created
+
+
+def test_every_request_key_the_readme_shows_was_made_by_an_earlier_step(readme):
+    created = created_requests(readme)
+    shown = [(m.start(), m.group(1)) for m in REQUEST_SHOW.finditer(readme)]
+    assert len(shown) >= 3
+    unknown = [
+        key for at, key in shown if not any(made == key and was < at for was, made in created)
+    ]
+    assert unknown == [], f"`request show` of keys no earlier step creates: {unknown}"
+    banner = banner_commands()[0]
+    assert ("payment:demo:order-1042" in [key for _, key in created_requests(readme)]) and (
+        "--key order-1042" in banner.text
+    )
+
+
+def test_the_readme_launches_by_hand_on_the_make_run_instance(readme):
+    """`dagster job execute` on the instance the UI shows (DAGSTER_HOME, as `make validate`
+    sets it), with a run config the job accepts."""
+    import dagster as dg
+
+    from queue_pipelines.definitions import defs
+
+    launches = [c for c in shell_commands(readme) if c.argv[:1] == [".venv/bin/dagster"]]
+    assert launches
+    for command in launches:
+        home = command.assignments.get("DAGSTER_HOME", "")
+        assert home.startswith("$PWD/") and home.endswith("/.dagster_home"), command.text
+        job = command.argv[command.argv.index("-j") + 1]
+        [block] = YAML_BLOCK.findall(readme)
+        result = dg.validate_run_config(
+            defs.resolve_job_def(job), yaml.safe_load(textwrap.dedent(block))
+        )
+        assert result["ops"]["charge_payments"]["config"]["tenant_id"] == "demo"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "DAGSTER_HOME=$(CURDIR)/.dagster_home" in makefile
+
+
+def test_make_qp_prints_only_the_command_output(path_without_uv):
+    """No `uv sync` lines (Resolved, Audited) and no echoed recipe before the output."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", "qp", "ARGS=schema"],
+        cwd=ROOT,
+        env=path_without_uv,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["title"]

@@ -43,6 +43,22 @@ from queue_pipelines.sandbox.supervisor import (
 # queue_pipelines/sandbox/dev.py -> the project (dagster.yaml, workspace.yaml)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+FIRST_REQUEST = (
+    "enqueue payment --key order-1042 --amount 2500 --currency usd --email ada@example.com "
+    "--payment-method pm_card_visa --order-id 1042 --wait"
+)
+
+
+def cli_command() -> str:
+    """The CLI as the person who started `make run` can run it in another terminal: the
+    script in this environment's bin (the project's .venv), relative to the directory they
+    are in when it is inside it. `uv run` is not that: uv may not be on their PATH (the
+    Makefile bootstraps it into .tools/ when it is not)."""
+    script = BIN / "queue-pipelines"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def _prepare_home() -> Path:
@@ -188,7 +204,7 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
             smtp_sink = start_sink(settings.outbox_dir(), defaults.SMTP_SINK_PORT)
             print(
                 f"local SMTP sink: 127.0.0.1:{defaults.SMTP_SINK_PORT} (mail kept in "
-                f"{settings.outbox_dir()}; read it with `uv run queue-pipelines outbox`)"
+                f"{settings.outbox_dir()}; read it with `{cli_command()} outbox`)"
             )
         if not os.environ.get("REDIS_URL"):
             supervisor.add(
@@ -241,8 +257,7 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
         )
         print(
             f"gateway: http://127.0.0.1:{gateway_port} (POST /v1/jobs, /metrics, /health/ready; "
-            f"log in {home / 'gateway.log'}; token: GATEWAY_JWT_SECRET=$(cat "
-            f"{home / 'gateway-jwt-secret'}) uv run queue-pipelines gateway token --tenant demo)"
+            f"log in {home / 'gateway.log'}; token: {cli_command()} gateway token --tenant demo)"
         )
         workspace = write_workspace(home, defaults.CODE_SERVER_PORT)
         supervisor.add(
@@ -273,9 +288,7 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
         print(
             f"Dagster UI: http://127.0.0.1:{ui_port}  (instance in {home}; daemon, webserver "
             f"and code server logs in {home / 'logs'})\n"
-            "In another terminal: uv run queue-pipelines enqueue payment --amount 2500 "
-            "--currency usd --email ada@example.com --payment-method pm_card_visa "
-            "--order-id 1042",
+            f"In another terminal: {cli_command()} {FIRST_REQUEST}",
             flush=True,
         )
         supervisor.watch()
@@ -300,3 +313,4 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
         supervisor.stop_all()
         if smtp_sink is not None:
             smtp_sink.stop()
+        say("stopped; every part has ended")
