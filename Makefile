@@ -33,9 +33,11 @@ sync: | $(UV)
 run: sync
 	$(RUN) queue-pipelines dev
 
-# The README's second-terminal commands, whether uv is on PATH or was bootstrapped here.
-qp: sync
-	$(RUN) queue-pipelines $(ARGS)
+# Any queue-pipelines command, whether uv is on PATH or was bootstrapped here. The sync is
+# quiet, and neither line is echoed: what it prints is the command's own output.
+qp: | $(UV)
+	@$(UV) sync --frozen --extra sandbox --quiet
+	@$(RUN) --quiet queue-pipelines $(ARGS)
 
 uv: | $(UV)
 	@realpath "$$(command -v $(UV))"
