@@ -23,7 +23,8 @@ from queue_pipelines.metrics.run_totals import RunTotals
 from queue_pipelines.nft.holders import holder_of
 from queue_pipelines.nft.keys import keygen_json
 from queue_pipelines.nft.minting import mint_ticket_once
-from queue_pipelines.nft.transfers import TicketLocks, transfer_ticket_once
+from queue_pipelines.nft.transfers import ticket_turns, transfer_ticket_once
+from queue_pipelines.turns import Turns
 from resources import SolanaResource
 from tests.support.harness import IntakeHarness, outcome_rows
 from tests.support.solana_fixtures import mint_envelope, ticket_payload
@@ -158,8 +159,8 @@ def minted(rpc_solana, ledger, metadata_store, tenant) -> str:
 
 
 @pytest.fixture
-def locks(redis_url, key_prefix) -> TicketLocks:
-    return TicketLocks(redis.Redis.from_url(redis_url), IntakeKeys(key_prefix).transfer_lock)
+def locks(redis_url, key_prefix) -> Turns:
+    return ticket_turns(redis.Redis.from_url(redis_url), IntakeKeys(key_prefix).transfer_lock)
 
 
 def transfer(solana, ledger, tenant, key, mint, to_wallet, locks, run_id):
@@ -250,7 +251,7 @@ def test_without_the_lock_both_would_send(
 def test_a_transfer_that_waits_too_long_for_the_lock_is_transient_and_claims_nothing(
     rpc_solana, ledger, tenant, minted, locks
 ):
-    impatient = TicketLocks(locks.client, locks.key_of, wait_seconds=0.2)
+    impatient = ticket_turns(locks.client, locks.key_of, wait_seconds=0.2)
     other = locks.client.lock(locks.key_of(minted), timeout=30)
     assert other.acquire(blocking=False)
     try:

@@ -19,11 +19,11 @@ def transfer_tickets(
     effect_ledger: EffectLedgerResource,
 ) -> dg.Output[dict[str, int]]:
     # The Solana stack loads in transfer runs only (as in mint runs).
-    from queue_pipelines.nft.transfers import TicketLocks, transfer_ticket_once
+    from queue_pipelines.nft.transfers import ticket_turns, transfer_ticket_once
 
     ledger = effect_ledger.ledger()
     chain, payer, custodial = solana.chain(), solana.payer(), solana.custodial()
-    locks = TicketLocks(redis.client(), redis.redis_keys().transfer_lock)
+    locks = ticket_turns(redis.client(), redis.redis_keys().transfer_lock)
 
     def transfer(request: Request[TransferPayload]) -> dict:
         payload = request.payload

@@ -4,18 +4,14 @@ tell each buyer (e-mail) and the platform (webhook)."""
 import dagster as dg
 
 from queue_pipelines.currencies import format_amount
-from queue_pipelines.failures import ProviderError, TransientError
+from queue_pipelines.failures import ProviderError
 from queue_pipelines.intake.payloads import RefundPayload
 from queue_pipelines.jobs.batch import BatchConfig, Request, batch_job, run_batch
 from queue_pipelines.jobs.common import run_is_live
 from queue_pipelines.notifications.events import refund_notice
 from queue_pipelines.payments import refund_once
+from queue_pipelines.turns import Turns
 from resources import EffectLedgerResource, NotifierResource, RedisResource, StripeResource
-
-# Refunds of one PaymentIntent take turns, across every run and worker: otherwise two could
-# both pass the refundable-balance check. A refund holds the lock for a few Stripe calls.
-LOCK_SECONDS = 120
-LOCK_WAIT_SECONDS = 30
 
 
 @dg.op(tags={"queue/effect": "stripe.refund"})
@@ -32,19 +28,13 @@ def refund_payments(
         context.run_id, ledger, resend=config.resend, dead_letter=intake.dead_letter_notice
     )
     is_live = run_is_live(context.instance)
+    # Refunds of one PaymentIntent take turns, across every run and worker: otherwise two
+    # could both pass the refundable-balance check. A turn lasts a few Stripe calls.
+    turns = Turns(redis.client(), redis.redis_keys().refund_lock, "refund of", "refund_in_progress")
 
     def refund_and_tell(request: Request[RefundPayload]) -> dict:
         payment_intent = request.payload.payment_intent_id
-        lock = redis.client().lock(
-            redis.redis_keys().refund_lock(payment_intent),
-            timeout=LOCK_SECONDS,
-            blocking_timeout=LOCK_WAIT_SECONDS,
-        )
-        if not lock.acquire():
-            raise TransientError(
-                f"another refund of {payment_intent} is still going", code="refund_in_progress"
-            )
-        try:
+        with turns.holding(payment_intent):
             outcome = refund_once(
                 api,
                 ledger,
@@ -54,8 +44,6 @@ def refund_payments(
                 run_id=context.run_id,
                 run_is_live=is_live,
             )
-        finally:
-            lock.release()
         summary = {
             "order_id": request.payload.order_id,
             "payment_intent": outcome.payment_intent_id,

@@ -4,14 +4,14 @@ tenant it was minted for, and only out of a wallet this service holds the key to
 A transfer reads the holder, checks it and sends from it. Two transfers of one ticket at once
 would both read the same holder, so they take turns: one after another in entry order within a
 batch (the op's `in_turn_by`), and under a Redis lock per ticket across runs and workers
-(`TicketLocks`), as refunds of one PaymentIntent do.
+(`ticket_turns`), as refunds of one PaymentIntent do.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,50 +22,21 @@ from spl.token import instructions as token_ix
 from spl.token import models as token_models
 
 from queue_pipelines.effects import act_again, act_once
-from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.failures import PermanentError
 from queue_pipelines.ledger import EffectLedger, effect_key
 from queue_pipelines.nft.chain import AlreadyProcessed, Chain
 from queue_pipelines.nft.holders import holder_of, holds, require_minted_for
 from queue_pipelines.nft.keys import parse_address
+from queue_pipelines.turns import Turns
 
 log = logging.getLogger("queue_pipelines.nft")
 
-# A transfer holds its ticket's lock for a holder read, one transaction's send and its
-# confirmation (up to the blockhash's expiry, about a minute on a cluster) and a read back.
-LOCK_SECONDS = 120
-# How long a transfer waits for another transfer of the same ticket before it gives up for
-# this attempt (a transient failure: it is tried again).
-LOCK_WAIT_SECONDS = 30
 
-
-@dataclass(frozen=True)
-class TicketLocks:
-    """One transfer of a ticket at a time, across every run and worker: a Redis lock per mint,
-    named `key_of(mint)`."""
-
-    client: redis.Redis
-    key_of: Callable[[str], str]
-    seconds: float = LOCK_SECONDS
-    wait_seconds: float = LOCK_WAIT_SECONDS
-
-    @contextmanager
-    def holding(self, mint: str) -> Iterator[None]:
-        lock = self.client.lock(
-            self.key_of(mint), timeout=self.seconds, blocking_timeout=self.wait_seconds
-        )
-        if not lock.acquire():
-            raise TransientError(
-                f"another transfer of ticket {mint} is still going", code="transfer_in_progress"
-            )
-        try:
-            yield
-        finally:
-            try:
-                lock.release()
-            except redis.RedisError as exc:
-                # Expired, or Redis went away: it expires by itself. What the transfer did is
-                # recorded; an error here must not turn it into a retry.
-                log.warning("releasing the transfer lock of ticket %s failed: %s", mint, exc)
+def ticket_turns(client: redis.Redis, key_of: Callable[[str], str], **kwargs) -> Turns:
+    """One transfer of a ticket at a time, across every run and worker (`key_of(mint)`). A
+    turn is held for a holder read, one transaction's send and its confirmation (up to the
+    blockhash's expiry, about a minute on a cluster) and a read back: 120 s at most."""
+    return Turns(client, key_of, "transfer of ticket", "transfer_in_progress", **kwargs)
 
 
 @dataclass(frozen=True)
@@ -106,7 +77,7 @@ def transfer_ticket_once(
     to_wallet: str,
     expected_owner: str | None,
     run_id: str,
-    locks: TicketLocks | None,
+    locks: Turns | None,
 ) -> TransferOutcome:
     """Move the ticket to `to_wallet`, signed by its current holder's custodial key.
 
