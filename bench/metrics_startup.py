@@ -41,9 +41,9 @@ from dagster._core.events import DagsterEvent, DagsterEventType, StepOutputData
 from dagster._core.execution.plan.outputs import StepOutputHandle
 
 from queue_pipelines import tags
-from queue_pipelines.batch import SUCCEEDED, ItemResult
 from queue_pipelines.jobs.batch import outcome_table
 from queue_pipelines.metrics.run_totals import RunTotals
+from queue_pipelines.request_runner import SUCCEEDED, ItemResult
 from queue_pipelines.sandbox.servers import free_port
 
 RESULTS = Path(__file__).parent / "results"

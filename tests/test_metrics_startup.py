@@ -12,10 +12,10 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from queue_pipelines.batch import FAILED, SUCCEEDED, ItemResult
 from queue_pipelines.gateway.health import HealthChecks
 from queue_pipelines.jobs.batch import outcome_table
 from queue_pipelines.metrics.run_totals import STATE_KEY, RunTotals
+from queue_pipelines.request_runner import FAILED, SUCCEEDED, ItemResult
 from tests.conftest import postgres_instance
 
 

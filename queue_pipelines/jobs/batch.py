@@ -1,7 +1,7 @@
 """What every intake job shares: a run serves a micro-batch of one tenant's requests.
 
 The run's one op parses the batch from its config, hands each request to the job's handler
-(queue_pipelines/batch.py runs them, several at once, retrying transient failures per
+(queue_pipelines/request_runner.py runs them, several at once, retrying transient failures per
 request), and settles each request as soon as it ends: acked when it succeeded, dead-lettered
 with its reason when it failed for good. Requests that outlasted their retries are left to
 the intake sensor, which batches them again once this run has ended. The op's output is a
@@ -26,7 +26,11 @@ import dagster as dg
 from pydantic import BaseModel, Field, ValidationError
 
 from queue_pipelines import tags
-from queue_pipelines.batch import (
+from queue_pipelines.intake.dispatch import Batch
+from queue_pipelines.intake.registry import SPECS, run_concurrency
+from queue_pipelines.intake.schema import describe_validation_error
+from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.request_runner import (
     FAILED,
     SUCCEEDED,
     UNFINISHED,
@@ -36,10 +40,6 @@ from queue_pipelines.batch import (
     count_by_status,
     process_items,
 )
-from queue_pipelines.intake.dispatch import Batch
-from queue_pipelines.intake.registry import SPECS, run_concurrency
-from queue_pipelines.intake.schema import describe_validation_error
-from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.telemetry.conventions import PROVIDER_CALLS_KEY
 from queue_pipelines.telemetry.provider_calls import tally_provider_calls
 

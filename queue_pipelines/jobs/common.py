@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from queue_pipelines.batch import TRANSIENT_INFRASTRUCTURE_ERRORS
 from queue_pipelines.failures import ProviderError
+from queue_pipelines.request_runner import TRANSIENT_INFRASTRUCTURE_ERRORS
 
 
 def run_is_live(instance: dg.DagsterInstance) -> Callable[[str], bool]:

@@ -4,13 +4,13 @@ reason, and the buyer gets a payment_failed e-mail through notification_job."""
 
 import dagster as dg
 
-from queue_pipelines.batch import ItemResult
 from queue_pipelines.intake.payloads import PaymentPayload
 from queue_pipelines.jobs.batch import BatchConfig, Request, batch_job, run_batch
 from queue_pipelines.jobs.common import run_is_live
 from queue_pipelines.notifications.events import payment_failed_request, payment_notice
 from queue_pipelines.payments import charge_once
 from queue_pipelines.providers.stripe import CardDeclined
+from queue_pipelines.request_runner import ItemResult
 from resources import EffectLedgerResource, NotifierResource, RedisResource, StripeResource
 
 

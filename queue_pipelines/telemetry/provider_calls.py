@@ -10,7 +10,7 @@ Every call counts twice, cheaply and in memory:
   batch and are never scraped, so this is how their calls reach /metrics.
 
 The tally follows the caller through a context variable: threads that handle the caller's
-work must run in a copy of its context (queue_pipelines.batch.process_items does).
+work must run in a copy of its context (queue_pipelines.request_runner.process_items does).
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ import redis
 import sqlalchemy.exc
 import stripe
 
-from queue_pipelines.batch import describe_error, is_transient
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
 from queue_pipelines.ledger import EffectInFlight
 from queue_pipelines.providers.smtp import classify_smtp_error
 from queue_pipelines.providers.stripe import CardDeclined, classify_stripe_error
+from queue_pipelines.request_runner import describe_error, is_transient
 
 
 def error_body(message: str, **fields) -> dict:

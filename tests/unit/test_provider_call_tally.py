@@ -9,12 +9,12 @@ import httpx
 import pytest
 import stripe
 
-from queue_pipelines.batch import Backoff, Item, process_items
 from queue_pipelines.failures import TransientError
 from queue_pipelines.metrics.run_totals import Totals
 from queue_pipelines.providers.smtp import classify_smtp_error
 from queue_pipelines.providers.stripe import classify_stripe_error
 from queue_pipelines.providers.webhooks import classify_transport_error, status_error
+from queue_pipelines.request_runner import Backoff, Item, process_items
 from queue_pipelines.telemetry.provider_calls import (
     LATENCY_BUCKETS,
     observe_provider_call,

@@ -1,4 +1,4 @@
-"""Working through one batch's requests (queue_pipelines.batch): each request retried alone
+"""Working through one batch's requests (queue_pipelines.request_runner): each request retried alone
 with backoff while its failure is transient, results in the items' order, `on_result` once
 per request. Sleeping is injected and counted, never done."""
 
@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from queue_pipelines.batch import (
+from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.request_runner import (
     FAILED,
     SUCCEEDED,
     UNFINISHED,
@@ -18,7 +19,6 @@ from queue_pipelines.batch import (
     handle_one,
     process_items,
 )
-from queue_pipelines.failures import PermanentError, TransientError
 
 NO_JITTER = Backoff(attempts=4, first_delay=0.5, max_delay=8.0, jitter=0.0)
 
