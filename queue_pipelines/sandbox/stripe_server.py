@@ -5,6 +5,10 @@ at start. That one path is shared by every localstripe on the machine: two of th
 beside `make run`) overwrite each other, and one may load the other's half-written file and
 die. Here each server keeps its own file (`--state`), written atomically, or none at all.
 
+localstripe answers every listing by walking its whole store, so its requests slow down as
+the store grows; here the store is indexed (stripe_index.py) and each answer takes constant
+time, as Stripe's do.
+
 localstripe also ignores `Idempotency-Key`; here it is honoured as Stripe does
 (stripe_idempotency.py), unless `--no-idempotency` says otherwise.
 
@@ -26,7 +30,7 @@ import localstripe.resources
 import localstripe.server
 from aiohttp import web
 
-from queue_pipelines.sandbox import stripe_listing
+from queue_pipelines.sandbox import stripe_index, stripe_listing
 from queue_pipelines.sandbox.stripe_idempotency import IdempotencyLayer
 
 # The saved answers to idempotency keys live in localstripe's own store, under a name no
@@ -79,6 +83,8 @@ def main() -> None:
         args.state.parent.mkdir(parents=True, exist_ok=True)
     keep_state_in(args.state)
     stripe_listing.install()
+    # After the listing it wraps, before the load that fills the store through it.
+    stripe_index.install(localstripe.server.app)
     if args.state is not None:
         localstripe.resources.store.try_load_from_disk()
     if args.idempotency:
