@@ -2,22 +2,27 @@
 loop doing the same calls, in one invocation.
 
     uv run --frozen python -m bench.e2e --messages 2000 --mode batch --json
+    uv run --frozen python -m bench.e2e --single 5 --json
     uv run --frozen python -m bench.e2e --messages 30 --mode per-message
     uv run --frozen python -m bench.e2e --messages 1000 --latency-ms 300
     uv run --frozen python -m bench.e2e --messages 200 --postgres postgresql://...
 
 It starts, each on a free loopback port and stopped again on exit (Ctrl-C and errors too):
-an embedded redis-server, localstripe (behind a delaying proxy with --latency-ms), an SMTP
-sink, the code server as `make run` starts it (`dagster api grpc`, whose children are the run
-workers) and a real `dagster-daemon` (run queue, sensors, run monitoring) on it; the instance
-lives in a temporary DAGSTER_HOME with the project's dagster.yaml (or dagster-postgres
-storage with --postgres).
+an embedded redis-server, the code server as `make run` starts it (`python -m dagster api
+grpc`, whose children are the run workers) and a real `dagster-daemon` (run queue, sensors,
+run monitoring) on it; the instance lives in a temporary DAGSTER_HOME with the project's
+dagster.yaml (or dagster-postgres storage with --postgres). The sandbox servers, localstripe
+(behind a delaying relay with --latency-ms) and the SMTP sink, are processes of their own, and
+each side gets fresh ones: the baseline and the pipeline start from the same, empty state.
 
-It then runs the baseline (charge_once + the notifier's e-mail, as many threads as the
-payment concurrency, no orchestrator), waits for the intake sensor's first tick, enqueues N
-payments at once and waits until every one is settled. Latency is per request, from its
-entry id (Redis' clock at enqueue) to the outcome's `at` (recorded by the run as the request
-ends). Nothing here is asserted.
+The baseline (charge_once + the notifier's e-mail, as many threads as the payment
+concurrency, no orchestrator) runs first, on its own servers. Then the pipeline: it waits for
+the intake sensor's first tick, enqueues N payments at once and waits until every one is
+settled, reading Redis cheaply (one XLEN per poll while entries wait; each outcome once,
+pipelined). Latency is per request, from its entry id (Redis' clock at enqueue) to the
+outcome's `at` (recorded by the run as the request ends), and split into phases by the run
+that settled it. `--single K` enqueues one request at a time, K times, on an idle stack, and
+reports the median. CPU seconds are per process, from /proc. Nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -35,8 +41,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -55,12 +62,16 @@ from queue_pipelines.sandbox.servers import (
     stop,
     wait_for_port,
 )
+from queue_pipelines.sandbox.smtp_sink import start_smtp_sink
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STRIPE_KEY = "sk_test_bench_e2e"
 PIPELINE_TENANT = "bench-e2e"
 BASELINE_TENANT = "bench-baseline"
 SAMPLE_SECONDS = 0.5
+POLL_SECONDS = 0.25
+OUTCOME_READS_PER_ROUND_TRIP = 1000
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +167,59 @@ def stop_group(process: subprocess.Popen, timeout: float = 20) -> None:
         process.wait(5)
 
 
+def _cpu_table() -> dict[int, tuple[int, float, float]]:
+    """pid -> (parent pid, its own CPU seconds, its reaped children's CPU seconds)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # after the command name: state, ppid, ... utime (14th field), stime, cutime, cstime
+        own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        reaped = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+        table[int(entry)] = (int(fields[1]), own, reaped)
+    return table
+
+
+def cpu_seconds(roles: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far, per role: each process with its descendants, live ones and
+    those a member of the tree reaped (their time is in the reaper's cutime). The code
+    server's descendants are the run workers, counted apart; the bench is this process."""
+    table = _cpu_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _own, _reaped) in table.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree_total(root: int) -> float:
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            if pid in table:
+                total += table[pid][1] + table[pid][2]
+                todo += children.get(pid, [])
+        return total
+
+    found = {}
+    for role, pid in roles.items():
+        if role == "code_server":
+            own = table[pid][1] if pid in table else 0.0
+            found["code_server"] = own
+            found["run_workers"] = tree_total(pid) - own
+        else:
+            found[role] = tree_total(pid)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    found["bench"] = usage.ru_utime + usage.ru_stime
+    return found
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {role: round(max(0.0, after[role] - before.get(role, 0.0)), 2) for role in after}
+
+
 # ---------------------------------------------------------------------------------------------
 # the stack
 
@@ -177,8 +241,11 @@ def write_instance_config(
     return config["run_coordinator"]["config"]
 
 
-def envelopes(tenant: str, count: int, email_domain: str, tenants: int = 1) -> list[Envelope]:
-    """`count` payments, spread round-robin over `tenants` tenants (`tenant`, `tenant`-1 ...)."""
+def envelopes(
+    tenant: str, count: int, email_domain: str, tenants: int = 1, first: int = 0
+) -> list[Envelope]:
+    """`count` payments (numbered from `first`), spread round-robin over `tenants` tenants
+    (`tenant`, `tenant`-1 ...)."""
     return [
         Envelope(
             type="payment",
@@ -192,7 +259,7 @@ def envelopes(tenant: str, count: int, email_domain: str, tenants: int = 1) -> l
                 payment_method="pm_card_visa",
             ),
         )
-        for i in range(count)
+        for i in range(first, first + count)
     ]
 
 
@@ -285,46 +352,136 @@ def wait_for_log(path: Path, text: str, process: subprocess.Popen, timeout: floa
     raise RuntimeError(f"{text!r} did not appear in {path} within {timeout:.0f} s")
 
 
-def wait_for_settled(
-    streams: IntakeStreams, request_keys: list[str], timeout: float
-) -> dict[str, dict]:
-    """Poll Redis until every request has an outcome and the payment stream is empty (or the
-    timeout passes); returns the outcomes found, by request key."""
-    found: dict[str, dict] = {}
-    deadline = time.monotonic() + timeout
-    polls = 0
-    while time.monotonic() < deadline and polls < int(timeout / 0.25) + 1:
-        polls += 1
-        missing = [key for key in request_keys if key not in found]
-        pipe = streams.client.pipeline(transaction=False)
-        for key in missing:
-            pipe.hgetall(f"{streams.prefix}:outcome:{key}")
-        for key, outcome in zip(missing, pipe.execute(), strict=True):
-            if outcome:
-                found[key] = outcome
-        if (
-            len(found) == len(request_keys)
-            and streams.client.xlen(streams.stream_key("payment")) == 0
-        ):
-            break
-        time.sleep(0.25)
-    return found
+class SettledPoller:
+    """Waits until requests are settled, reading Redis cheaply: while entries wait in the
+    stream, one XLEN per poll (a request's outcome is written before its entry leaves the
+    stream); once it is empty, the outcomes not read yet, pipelined, each read once unless it
+    was missing. `commands` counts the Redis commands sent."""
+
+    def __init__(
+        self,
+        streams: IntakeStreams,
+        job_type: str = "payment",
+        interval: float = POLL_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.streams = streams
+        self.stream = streams.stream_key(job_type)
+        self.interval = interval
+        self.sleep = sleep
+        self.clock = clock
+        self.commands = 0
+
+    def wait(self, request_keys: list[str], timeout: float) -> dict[str, dict]:
+        """The outcomes found, by request key: all of them, or those there when `timeout`
+        seconds have passed."""
+        found: dict[str, dict] = {}
+        deadline = self.clock() + timeout
+        while True:
+            self.commands += 1
+            if self.streams.client.xlen(self.stream) == 0:
+                self._read([key for key in request_keys if key not in found], found)
+                if len(found) == len(request_keys):
+                    return found
+            if self.clock() >= deadline:
+                break
+            self.sleep(self.interval)
+        self._read([key for key in request_keys if key not in found], found)
+        return found
+
+    def _read(self, keys: list[str], found: dict[str, dict]) -> None:
+        for start in range(0, len(keys), OUTCOME_READS_PER_ROUND_TRIP):
+            chunk = keys[start : start + OUTCOME_READS_PER_ROUND_TRIP]
+            pipe = self.streams.client.pipeline(transaction=False)
+            for key in chunk:
+                pipe.hgetall(self.streams.keys.outcome(key))
+            self.commands += len(chunk)
+            for key, outcome in zip(chunk, pipe.execute(), strict=True):
+                if outcome:
+                    found[key] = outcome
 
 
-def sensor_tick_durations(home: Path, name: str) -> list[float]:
-    """Durations (s) of the daemon's ticks of sensor `name` that did something or skipped."""
+def sensor_ticks(home: Path, name: str) -> tuple[list[float], list[float]]:
+    """Durations (s) of the daemon's ended ticks of sensor `name`: those that requested runs
+    (busy) and the others (idle: an intake sensor listens up to 3 s for requests first)."""
     import dagster as dg
     from dagster._core.scheduler.instigation import InstigatorType
 
-    durations = []
+    busy, idle = [], []
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
             if state.instigator_name != name:
                 continue
             for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id):
                 if tick.tick_data.end_timestamp:
-                    durations.append(tick.tick_data.end_timestamp - tick.timestamp)
-    return durations
+                    duration = tick.tick_data.end_timestamp - tick.timestamp
+                    (busy if tick.run_ids or tick.run_keys else idle).append(duration)
+    return busy, idle
+
+
+def tick_figures(home: Path) -> dict:
+    busy, idle = sensor_ticks(home, "payment_intake_sensor")
+    ticks = busy + idle
+
+    def ms(values: list[float], pick) -> float | None:
+        return round(pick(values) * 1000, 1) if values else None
+
+    return {
+        "sensor_ticks": len(ticks),
+        "sensor_tick_p50_ms": ms(ticks, statistics.median),
+        "sensor_tick_max_ms": ms(ticks, max),
+        "busy_ticks": len(busy),
+        "busy_tick_p50_ms": ms(busy, statistics.median),
+        "busy_tick_max_ms": ms(busy, max),
+        "idle_ticks": len(idle),
+        "idle_tick_p50_ms": ms(idle, statistics.median),
+    }
+
+
+PHASES = (
+    "enqueue_to_run_created",  # the sensor's tick read it and requested its batch's run
+    "run_created_to_launched",  # in the run queue, until the coordinator launched it
+    "launched_to_started",  # the run worker's start: process, code location, RUN_START
+    "started_to_settled",  # the run's work until this request's outcome was recorded
+)
+
+
+def request_phases(home: Path, settled: list[tuple[float, float, str]]) -> dict:
+    """Per request (enqueued at, settled at, the run that settled it): where its latency
+    went, p50 and p95 of each phase over the requests (seconds)."""
+    import dagster as dg
+
+    marks: dict[str, tuple[float, float, float]] = {}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for run_id in {run_id for _e, _s, run_id in settled if run_id}:
+            record = instance.get_run_record_by_id(run_id)
+            starting = instance.get_records_for_run(
+                run_id, of_type=dg.DagsterEventType.RUN_STARTING, limit=1
+            ).records
+            if record is None or not starting or not record.start_time:
+                continue
+            marks[run_id] = (
+                record.create_timestamp.timestamp(),
+                starting[0].event_log_entry.timestamp,
+                record.start_time,
+            )
+    spans: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    for enqueued, settled_at, run_id in settled:
+        if run_id not in marks:
+            continue
+        created, launched, started = marks[run_id]
+        points = (enqueued, created, launched, started, settled_at)
+        for phase, begin, end in zip(PHASES, points, points[1:], strict=False):
+            spans[phase].append(end - begin)
+
+    def pick(q: float) -> dict[str, float | None]:
+        return {
+            phase: round(percentile(values, q), 3) if values else None
+            for phase, values in spans.items()
+        }
+
+    return {"phases_p50_seconds": pick(0.5), "phases_p95_seconds": pick(0.95)}
 
 
 def run_phases(home: Path) -> dict:
@@ -376,44 +533,81 @@ def terminated_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(args: argparse.Namespace) -> dict:
-    from queue_pipelines.sandbox.outbox import start_sink
+@dataclass
+class Sandbox:
+    """localstripe (behind the relay with --latency-ms) and the SMTP sink, processes of their
+    own."""
 
-    batch_size = 1 if args.mode == "per-message" else args.batch_size
-    workdir = Path(tempfile.mkdtemp(prefix="qp-e2e-"))
-    home = workdir / "home"
-    home.mkdir()
+    stripe_url: str  # what the pipeline or the baseline calls
+    stripe_direct: str  # localstripe itself, for counting what it holds
+    smtp_port: int
+    pids: dict[str, int]
+
+
+@contextlib.contextmanager
+def sandbox_servers(directory: Path, latency_ms: float) -> Iterator[Sandbox]:
+    """Fresh sandbox servers with an empty state, stopped on exit."""
+    directory.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        if not args.keep:
-            stack.callback(shutil.rmtree, workdir, True)
-        # Redis and localstripe
-        redis_port, redis_server = start_on_a_free_port(
-            lambda p: start_redis(p, None, workdir / "redis.log")
-        )
-        stack.callback(stop, redis_server)
         # Idempotency-Key ignored, so that `duplicate_charges` counts what the project's own
         # ledger let through, not what the sandbox's idempotency cache hid.
         stripe_port, localstripe = start_on_a_free_port(
-            lambda p: start_localstripe(p, workdir / "localstripe.log", idempotency=False)
+            lambda p: start_localstripe(p, directory / "localstripe.log", idempotency=False)
         )
         stack.callback(stop, localstripe)
         stripe_direct = f"http://127.0.0.1:{stripe_port}"
         stripe_url = stripe_direct
-        if args.latency_ms:
+        if latency_ms:
             from queue_pipelines.sandbox.relay import Relay
 
-            proxy = Relay(stripe_direct, delay_seconds=args.latency_ms / 1000).start()
+            proxy = Relay(stripe_direct, delay_seconds=latency_ms / 1000).start()
             stack.callback(proxy.stop)
             stripe_url = proxy.url
-        smtp_port = free_port()
-        sink = start_sink(workdir / "outbox", smtp_port)
-        stack.callback(sink.stop)
+        smtp_port, smtp_sink = start_on_a_free_port(
+            lambda p: start_smtp_sink(p, directory / "outbox", directory / "smtp-sink.log")
+        )
+        stack.callback(stop, smtp_sink)
+        yield Sandbox(
+            stripe_url,
+            stripe_direct,
+            smtp_port,
+            {"localstripe": localstripe.pid, "smtp_sink": smtp_sink.pid},
+        )
 
-        baseline = None
-        if not args.no_baseline:
-            baseline = run_baseline(
-                stripe_url, smtp_port, workdir, args.baseline_messages or min(args.messages, 500)
-            )
+
+def baseline_on_fresh_servers(args: argparse.Namespace, workdir: Path) -> dict:
+    count = args.baseline_messages or args.messages
+    with sandbox_servers(workdir / "baseline", args.latency_ms) as sandbox:
+        before = cpu_seconds(sandbox.pids)
+        figures = run_baseline(sandbox.stripe_url, sandbox.smtp_port, workdir, count)
+        figures["cpu_seconds"] = cpu_used(before, cpu_seconds(sandbox.pids))
+    return figures
+
+
+@dataclass
+class Stack:
+    home: Path
+    sandbox: Sandbox
+    streams: IntakeStreams
+    coordinator: dict
+    roles: dict[str, int]  # process role -> pid, for cpu_seconds()
+    sampler: RssSampler
+    startup_seconds: float
+    idle_daemon_mb: float
+
+
+@contextlib.contextmanager
+def pipeline_stack(args: argparse.Namespace, workdir: Path, batch_size: int) -> Iterator[Stack]:
+    """Redis, fresh sandbox servers, the code server and the daemon, up and the payment
+    sensor ticking; all stopped on exit."""
+    home = workdir / "home"
+    home.mkdir()
+    with contextlib.ExitStack() as stack:
+        redis_port, redis_server = start_on_a_free_port(
+            lambda p: start_redis(p, None, workdir / "redis.log")
+        )
+        stack.callback(stop, redis_server)
+        sandbox = stack.enter_context(sandbox_servers(workdir / "pipeline", args.latency_ms))
 
         prefix = f"qpe2e{uuid.uuid4().hex[:6]}"
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
@@ -423,9 +617,9 @@ def run(args: argparse.Namespace) -> dict:
             "DAGSTER_HOME": str(home),
             "REDIS_URL": redis_url,
             "QUEUE_KEY_PREFIX": prefix,
-            "STRIPE_API_BASE": stripe_url,
+            "STRIPE_API_BASE": sandbox.stripe_url,
             "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(smtp_port),
+            "SMTP_PORT": str(sandbox.smtp_port),
             "SMTP_SECURITY": "none",
             "QP_BATCH_SIZE_PAYMENT": str(batch_size),
         }
@@ -462,75 +656,186 @@ def run(args: argparse.Namespace) -> dict:
         startup = wait_for_log(
             daemon_log, "Checking for new runs for sensor: payment_intake_sensor", daemon, 180
         )
-        idle_daemon_mb = rss_mb(daemon.pid)
+        yield Stack(
+            home=home,
+            sandbox=sandbox,
+            streams=IntakeStreams(redis_client(redis_url), prefix),
+            coordinator=coordinator,
+            roles={
+                "daemon": daemon.pid,
+                "code_server": code_server.pid,
+                "redis": redis_server.pid,
+                **sandbox.pids,
+            },
+            sampler=sampler,
+            startup_seconds=startup,
+            idle_daemon_mb=rss_mb(daemon.pid),
+        )
 
-        streams = IntakeStreams(redis_client(redis_url), prefix)
+
+def settled_requests(
+    keys: list[str], entry_ids: list[str], found: dict[str, dict]
+) -> tuple[list[tuple[float, float, str]], int]:
+    """(enqueued at, settled at, run id) of each settled request, and how many failed."""
+    settled, failed = [], 0
+    for key, entry_id in zip(keys, entry_ids, strict=True):
+        outcome = found.get(key)
+        if outcome is None:
+            continue
+        failed += outcome.get("status") != "succeeded"
+        enqueued = entry_id_key(entry_id)[0] / 1000
+        settled.append((enqueued, iso_seconds(outcome["at"]), outcome.get("run_id", "")))
+    return settled, failed
+
+
+def stack_figures(args: argparse.Namespace, stack: Stack, cpu: dict[str, float]) -> dict:
+    """What every mode reports of the stack and the sandbox, after its requests."""
+    stack.sampler.sample()
+    intents = count_payment_intents(stack.sandbox.stripe_direct, PIPELINE_TENANT)
+    total_cpu = sum(cpu.values())
+    sandbox_cpu = cpu.get("localstripe", 0) + cpu.get("smtp_sink", 0)
+    return {
+        "peak_rss_mb": round(stack.sampler.peak_tree_mb, 1),
+        "peak_daemon_rss_mb": round(stack.sampler.peak_daemon_mb, 1),
+        "idle_daemon_rss_mb": round(stack.idle_daemon_mb, 1),
+        "peak_processes": stack.sampler.peak_processes,
+        "duplicate_charges": sum(n - 1 for n in intents.values() if n > 1),
+        "payment_intents": sum(intents.values()),
+        "stream_length_at_end": stack.streams.client.xlen(stack.streams.stream_key("payment")),
+        "cpu_seconds": cpu,
+        "cpu_seconds_total": round(total_cpu, 2),
+        "sandbox_cpu_share": round(sandbox_cpu / total_cpu, 3) if total_cpu else None,
+        **run_phases(stack.home),
+        **tick_figures(stack.home),
+        "daemon_startup_seconds": round(stack.startup_seconds, 1),
+    }
+
+
+def settings_figures(args: argparse.Namespace, batch_size: int, coordinator: dict) -> dict:
+    return {
+        "batch_size": batch_size,
+        "tenants": args.tenants,
+        "latency_ms": args.latency_ms,
+        "storage": "postgres" if args.postgres else "sqlite",
+        "run_coordinator": {k: v for k, v in coordinator.items() if not isinstance(v, list)},
+    }
+
+
+def run_burst(args: argparse.Namespace, workdir: Path) -> dict:
+    """N payments enqueued at once; the baseline first, on servers of its own."""
+    batch_size = 1 if args.mode == "per-message" else args.batch_size
+    baseline = None if args.no_baseline else baseline_on_fresh_servers(args, workdir)
+    with pipeline_stack(args, workdir, batch_size) as stack:
+        streams = stack.streams
         items = envelopes(PIPELINE_TENANT, args.messages, "example.com", args.tenants)
+        keys = [item.request_key for item in items]
+        poller = SettledPoller(streams)
+        cpu_before = cpu_seconds(stack.roles)
         enqueue_started = time.time()
         entry_ids: list[str] = []
         for start in range(0, len(items), 1000):
             entry_ids += streams.enqueue_many(items[start : start + 1000])
-        keys = [item.request_key for item in items]
-        found = wait_for_settled(streams, keys, args.timeout)
+        found = poller.wait(keys, args.timeout)
         waited = time.time() - enqueue_started
+        cpu = cpu_used(cpu_before, cpu_seconds(stack.roles))
 
-        latencies, settled_at, failed = [], [], 0
-        for key, entry_id in zip(keys, entry_ids, strict=True):
-            outcome = found.get(key)
-            if outcome is None:
-                continue
-            failed += outcome.get("status") != "succeeded"
-            at = iso_seconds(outcome["at"])
-            settled_at.append(at)
-            latencies.append(at - entry_id_key(entry_id)[0] / 1000)
+        settled, failed = settled_requests(keys, entry_ids, found)
+        latencies = [at - enqueued for enqueued, at, _run_id in settled]
         # Until the last one settled; if some never did, until the wait gave up on them.
-        complete = len(settled_at) == args.messages
-        seconds = (max(settled_at) - enqueue_started) if complete else waited
-        sampler.sample()
-        intents = count_payment_intents(stripe_direct, PIPELINE_TENANT)
-        ticks = sensor_tick_durations(home, "payment_intake_sensor")
-        phases = run_phases(home)
-
+        complete = len(settled) == args.messages
+        seconds = (max(at for _e, at, _r in settled) - enqueue_started) if complete else waited
         figures = {
             "messages": args.messages,
             "mode": args.mode,
-            "batch_size": batch_size,
-            "tenants": args.tenants,
-            "latency_ms": args.latency_ms,
-            "storage": "postgres" if args.postgres else "sqlite",
-            "run_coordinator": {k: v for k, v in coordinator.items() if not isinstance(v, list)},
+            **settings_figures(args, batch_size, stack.coordinator),
             "seconds": round(seconds, 3),
-            "messages_per_second": round(len(settled_at) / seconds, 2) if seconds else None,
+            "messages_per_second": round(len(settled) / seconds, 2) if seconds else None,
             "p50_seconds": latencies and round(percentile(latencies, 0.5), 3) or None,
             "p95_seconds": latencies and round(percentile(latencies, 0.95), 3) or None,
             "max_seconds": round(max(latencies), 3) if latencies else None,
-            "peak_rss_mb": round(sampler.peak_tree_mb, 1),
-            "peak_daemon_rss_mb": round(sampler.peak_daemon_mb, 1),
-            "idle_daemon_rss_mb": round(idle_daemon_mb, 1),
-            "peak_processes": sampler.peak_processes,
             "lost": args.messages - len(found),
             "failed": failed,
-            "duplicate_charges": sum(n - 1 for n in intents.values() if n > 1),
-            "payment_intents": sum(intents.values()),
-            "stream_length_at_end": streams.client.xlen(streams.stream_key("payment")),
-            **phases,
-            "sensor_ticks": len(ticks),
-            "sensor_tick_p50_ms": round(statistics.median(ticks) * 1000, 1) if ticks else None,
-            "sensor_tick_max_ms": round(max(ticks) * 1000, 1) if ticks else None,
-            "daemon_startup_seconds": round(startup, 1),
+            **request_phases(stack.home, settled),
+            "poller_redis_commands": poller.commands,
+            **stack_figures(args, stack, cpu),
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
-        if baseline is not None:
-            figures["baseline_messages_per_second"] = baseline["messages_per_second"]
-            figures["baseline_seconds"] = baseline["seconds"]
-            figures["baseline_messages"] = baseline["messages"]
-            if figures["messages_per_second"]:
-                figures["ratio"] = round(
-                    figures["messages_per_second"] / baseline["messages_per_second"], 3
-                )
-        if args.keep:
-            figures["workdir"] = str(workdir)
-        return figures
+    if baseline is not None:
+        figures["baseline_messages_per_second"] = baseline["messages_per_second"]
+        figures["baseline_seconds"] = baseline["seconds"]
+        figures["baseline_messages"] = baseline["messages"]
+        figures["baseline_cpu_seconds"] = baseline["cpu_seconds"]
+        if figures["messages_per_second"]:
+            figures["ratio"] = round(
+                figures["messages_per_second"] / baseline["messages_per_second"], 3
+            )
+    return figures
+
+
+def wait_until_idle(home: Path, timeout: float) -> None:
+    """Until no run of the instance is queued, starting or running."""
+    import dagster as dg
+
+    busy = [
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]
+    deadline = time.monotonic() + timeout
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        while time.monotonic() < deadline:
+            if not instance.get_runs_count(dg.RunsFilter(statuses=busy)):
+                return
+            time.sleep(POLL_SECONDS)
+
+
+def run_single(args: argparse.Namespace, workdir: Path) -> dict:
+    """One request at a time on an idle stack, `args.single` times: enqueue -> settled."""
+    with pipeline_stack(args, workdir, args.batch_size) as stack:
+        streams = stack.streams
+        poller = SettledPoller(streams, interval=0.05)
+        cpu_before = cpu_seconds(stack.roles)
+        settled: list[tuple[float, float, str]] = []
+        lost = failed = 0
+        for number in range(args.single):
+            wait_until_idle(stack.home, timeout=120)
+            time.sleep(args.single_pause)
+            (item,) = envelopes(PIPELINE_TENANT, 1, "example.com", first=number)
+            (entry_id,) = streams.enqueue_many([item])
+            found = poller.wait([item.request_key], args.timeout)
+            these, these_failed = settled_requests([item.request_key], [entry_id], found)
+            settled += these
+            failed += these_failed
+            lost += 1 - len(these)
+        cpu = cpu_used(cpu_before, cpu_seconds(stack.roles))
+        latencies = [round(at - enqueued, 3) for enqueued, at, _run_id in settled]
+        return {
+            "mode": "single",
+            "requests": args.single,
+            **settings_figures(args, args.batch_size, stack.coordinator),
+            "single_request_seconds": latencies,
+            "p50_seconds": round(statistics.median(latencies), 3) if latencies else None,
+            "max_seconds": max(latencies) if latencies else None,
+            "lost": lost,
+            "failed": failed,
+            **request_phases(stack.home, settled),
+            **stack_figures(args, stack, cpu),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
+
+
+def run(args: argparse.Namespace) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="qp-e2e-"))
+    try:
+        figures = run_single(args, workdir) if args.single else run_burst(args, workdir)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.keep:
+        figures["workdir"] = str(workdir)
+    return figures
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -557,9 +862,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--baseline-messages",
         type=int,
         default=None,
-        help="default: N, at most 500 (its rate is steady by then)",
+        help="default: N (on servers of its own, as fresh as the pipeline's)",
     )
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--single",
+        type=int,
+        nargs="?",
+        const=5,
+        default=0,
+        metavar="K",
+        help="instead of a burst: one request at a time on an idle stack, K times (default "
+        "5), and their median enqueue -> settled; no baseline",
+    )
+    parser.add_argument(
+        "--single-pause",
+        type=float,
+        default=2.0,
+        help="seconds of idle stack before each single request (default 2)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", action="store_true", help="print the JSON object only")
     parser.add_argument(
@@ -569,8 +890,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.messages = min(args.messages, 20)
         args.timeout = args.timeout or 300
-    if args.messages < 1 or args.batch_size < 1:
-        parser.error("--messages and --batch-size must be 1 or more")
+    if args.messages < 1 or args.batch_size < 1 or args.single < 0:
+        parser.error("--messages and --batch-size must be 1 or more, --single 0 or more")
     if args.timeout is None:
         per_message = 2.0 if args.mode == "per-message" or args.batch_size == 1 else 0.2
         args.timeout = 120 + args.messages * per_message
@@ -582,7 +903,8 @@ def main(argv: list[str] | None = None) -> int:
     with terminated_on_sigterm():
         figures = run(args)
     if not args.json:
-        print(f"bench.e2e: {args.messages} payments, {args.mode} mode", file=sys.stderr)
+        what = f"{args.single} single requests" if args.single else f"{args.messages} payments"
+        print(f"bench.e2e: {what}, {figures['mode']} mode", file=sys.stderr)
     print(json.dumps(figures, indent=None if args.json else 2))
     return 0 if figures["lost"] == 0 and figures["duplicate_charges"] == 0 else 1
 
