@@ -295,3 +295,34 @@ def test_the_server_indexes_what_its_state_file_brings_back(tmp_path):
     assert [customer["id"] for customer in found["data"]] == [created["id"]]
     assert before["by_type"]["customer"] == 1
     assert after["visited"] - before["visited"] == 1  # the one customer, no walk
+
+
+def test_with_a_state_file_a_request_writes_the_store_once(sandbox, tmp_path):
+    """The state file is the one walk of the whole store left (make run keeps one): written
+    once per POST, not after each of the request's writes to the store (~8 a payment)."""
+    state = tmp_path / "stripe.pickle"
+    keep_state_in(state)
+    try:
+
+        async def scenario(http):
+            customer = await call(http, "POST", "/v1/customers", data={"email": "f@example.com"})
+            before = visited()
+            await call(
+                http,
+                "POST",
+                "/v1/payment_intents",
+                data={
+                    "amount": "700",
+                    "currency": "usd",
+                    "customer": customer["id"],
+                    "payment_method": "pm_card_visa",
+                    "confirm": "true",
+                },
+            )
+            return visited() - before
+
+        visits = sandbox.run(scenario)
+    finally:
+        keep_state_in(None)
+    assert state.exists()
+    assert visits == len(ls.store)  # one dump; the payment's own lookups visit nothing

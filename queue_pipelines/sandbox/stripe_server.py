@@ -58,6 +58,17 @@ def keep_state_in(path: Path | None) -> None:
 
     store.try_load_from_disk = load
     store.dump_to_disk = dump
+    # localstripe writes the file after every write to its store, several times a request,
+    # and again after each POST, PUT and DELETE (save_store_middleware): each write pickles
+    # the whole store, so a payment cost ~8 pickles of it. Only the request's write is kept:
+    # a request's changes reach the file together, once (and, in the rare write outside a
+    # request, with the next request's or at shutdown).
+    store.__setitem__ = dict.__setitem__
+    store.__delitem__ = dict.__delitem__
+
+
+async def _write_state_file(_app: web.Application) -> None:
+    localstripe.resources.store.dump_to_disk()
 
 
 def honour_idempotency_keys(app: web.Application) -> None:
@@ -87,6 +98,7 @@ def main() -> None:
     stripe_index.install(localstripe.server.app)
     if args.state is not None:
         localstripe.resources.store.try_load_from_disk()
+        localstripe.server.app.on_cleanup.append(_write_state_file)
     if args.idempotency:
         honour_idempotency_keys(localstripe.server.app)
     # localstripe.server.start() would listen on every interface ('::'): loopback only here.
