@@ -447,9 +447,11 @@ PHASES = (
 )
 
 
-def request_phases(home: Path, settled: list[tuple[float, float, str]]) -> dict:
-    """Per request (enqueued at, settled at, the run that settled it): where its latency
-    went, p50 and p95 of each phase over the requests (seconds)."""
+def phases_of_requests(
+    home: Path, settled: list[tuple[float, float, str]]
+) -> list[dict[str, float] | None]:
+    """Per request (enqueued at, settled at, the run that settled it): its latency split into
+    PHASES (seconds), or None where the run's marks are missing."""
     import dagster as dg
 
     marks: dict[str, tuple[float, float, float]] = {}
@@ -466,20 +468,30 @@ def request_phases(home: Path, settled: list[tuple[float, float, str]]) -> dict:
                 starting[0].event_log_entry.timestamp,
                 record.start_time,
             )
-    spans: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    phases: list[dict[str, float] | None] = []
     for enqueued, settled_at, run_id in settled:
         if run_id not in marks:
+            phases.append(None)
             continue
-        created, launched, started = marks[run_id]
-        points = (enqueued, created, launched, started, settled_at)
-        for phase, begin, end in zip(PHASES, points, points[1:], strict=False):
-            spans[phase].append(end - begin)
+        points = (enqueued, *marks[run_id], settled_at)
+        phases.append(
+            {
+                phase: round(end - begin, 3)
+                for phase, begin, end in zip(PHASES, points, points[1:], strict=False)
+            }
+        )
+    return phases
+
+
+def phase_percentiles(phases: list[dict[str, float] | None]) -> dict:
+    """p50 and p95 of each phase over the requests."""
 
     def pick(q: float) -> dict[str, float | None]:
-        return {
-            phase: round(percentile(values, q), 3) if values else None
-            for phase, values in spans.items()
-        }
+        picked = {}
+        for phase in PHASES:
+            values = [split[phase] for split in phases if split is not None]
+            picked[phase] = round(percentile(values, q), 3) if values else None
+        return picked
 
     return {"phases_p50_seconds": pick(0.5), "phases_p95_seconds": pick(0.95)}
 
@@ -755,7 +767,7 @@ def run_burst(args: argparse.Namespace, workdir: Path) -> dict:
             "max_seconds": round(max(latencies), 3) if latencies else None,
             "lost": args.messages - len(found),
             "failed": failed,
-            **request_phases(stack.home, settled),
+            **phase_percentiles(phases_of_requests(stack.home, settled)),
             "poller_redis_commands": poller.commands,
             **stack_figures(args, stack, cpu),
             "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -811,6 +823,7 @@ def run_single(args: argparse.Namespace, workdir: Path) -> dict:
             lost += 1 - len(these)
         cpu = cpu_used(cpu_before, cpu_seconds(stack.roles))
         latencies = [round(at - enqueued, 3) for enqueued, at, _run_id in settled]
+        phases = phases_of_requests(stack.home, settled)
         return {
             "mode": "single",
             "requests": args.single,
@@ -820,7 +833,8 @@ def run_single(args: argparse.Namespace, workdir: Path) -> dict:
             "max_seconds": max(latencies) if latencies else None,
             "lost": lost,
             "failed": failed,
-            **request_phases(stack.home, settled),
+            **phase_percentiles(phases),
+            "single_request_phases": phases,
             **stack_figures(args, stack, cpu),
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
