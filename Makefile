@@ -96,3 +96,4 @@ bench-smoke: sync
 	$(RUN) python -m bench.metrics_startup --smoke
 	$(RUN) python -m bench.e2e --smoke --messages 20 --mode batch --latency-ms 50 --json
 	$(RUN) python -m bench.e2e --smoke --messages 5 --mode per-message --json
+	$(RUN) python -m bench.e2e --smoke --single 1 --json
