@@ -20,14 +20,13 @@ from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.intake.keys import IntakeKeys
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.metrics.run_totals import RunTotals
-from queue_pipelines.nft.holders import holder_of
 from queue_pipelines.nft.keys import keygen_json
 from queue_pipelines.nft.minting import mint_ticket_once
 from queue_pipelines.nft.transfers import ticket_turns, transfer_ticket_once
 from queue_pipelines.turns import Turns
 from resources import SolanaResource
 from tests.support.harness import IntakeHarness, outcome_rows
-from tests.support.solana_fixtures import mint_envelope, ticket_payload
+from tests.support.solana_fixtures import holder, mint_envelope, ticket_payload
 
 # How long the endpoint sits on each sendTransaction in the lock test: long enough that a
 # second transfer reads the holder while the first is still being sent.
@@ -72,11 +71,6 @@ def mint_to_payer(instance, nft_resources, intake, tenant) -> tuple[str, Pubkey]
     [row] = outcome_rows(minting.results[0])
     assert (row["status"], row["owner"]) == ("succeeded", str(payer))
     return row["mint"], payer
-
-
-def holder(solana: SolanaResource, mint: str) -> Pubkey | None:
-    found = holder_of(solana.chain(), Pubkey.from_string(mint))
-    return found.owner if found else None
 
 
 def test_a_resale_chain_in_one_batch_ends_with_its_last_buyer_and_counts_two_transfers(

@@ -17,9 +17,9 @@ from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.intake.streams import ENVELOPE_FIELD
 from queue_pipelines.metrics.run_totals import RunTotals
-from queue_pipelines.nft.holders import holder_of, require_minted_for
+from queue_pipelines.nft.holders import require_minted_for
 from tests.support.harness import IntakeHarness, outcome_rows
-from tests.support.solana_fixtures import mint_envelope
+from tests.support.solana_fixtures import holder, mint_envelope
 
 
 @pytest.fixture
@@ -48,11 +48,6 @@ def mint_to_payer(instance, nft_resources, intake, tenant: str) -> tuple[str, Pu
     return row["mint"], payer
 
 
-def holder(nft_resources, mint: str) -> Pubkey | None:
-    found = holder_of(nft_resources["solana"].chain(), Pubkey.from_string(mint))
-    return found.owner if found else None
-
-
 def test_a_resale_moves_the_ticket_once_and_only_for_the_tenant_it_was_minted_for(
     instance, nft_resources, intake, tenant, redis_url, key_prefix
 ):
@@ -72,7 +67,7 @@ def test_a_resale_moves_the_ticket_once_and_only_for_the_tenant_it_was_minted_fo
     [letter] = intake.dead_letters()
     assert f"ticket {mint} was not minted by this service for tenant {intruder}" in letter["reason"]
     assert tenant not in letter["reason"].replace(intruder, "")  # the owner stays unsaid
-    assert holder(nft_resources, mint) == payer
+    assert holder(nft_resources["solana"], mint) == payer
 
     # The tenant's resale, from the CLI, and a duplicate of it in the same batch.
     argv = ["--redis-url", redis_url, "--prefix", key_prefix, "enqueue", "transfer",
@@ -85,7 +80,7 @@ def test_a_resale_moves_the_ticket_once_and_only_for_the_tenant_it_was_minted_fo
     assert (moved["status"], moved["transferred"]) == ("succeeded", "now")
     assert (moved["from"], moved["to"], moved["order_id"]) == (str(payer), str(buyer), "r-1")
     assert moved["signature"]
-    assert holder(nft_resources, mint) == buyer
+    assert holder(nft_resources["solana"], mint) == buyer
     assert intake.client.xlen(intake.stream_key("transfer")) == 0
 
     # The same request once more, after the intake forgot its outcome: the effect ledger
@@ -98,7 +93,7 @@ def test_a_resale_moves_the_ticket_once_and_only_for_the_tenant_it_was_minted_fo
     [again] = outcome_rows(transfers.results[-1])
     assert (again["status"], again["transferred"]) == ("succeeded", "earlier")
     assert again["signature"] == moved["signature"]
-    assert holder(nft_resources, mint) == buyer
+    assert holder(nft_resources["solana"], mint) == buyer
     assert len(intake.dead_letters()) == 1  # only the intruder's
 
     # Metrics count requests from the outcomes rows: the replay is not a second transfer.
@@ -144,7 +139,7 @@ def test_bad_transfer_requests_are_dead_lettered_with_a_reason(
         in (reasons["unknown mint"])
     )
     assert f"ticket {mint} is held by {payer}, not the seller" in reasons["wrong seller"]
-    assert holder(nft_resources, mint) == payer
+    assert holder(nft_resources["solana"], mint) == payer
 
 
 def test_a_mint_recorded_before_address_rows_is_found_by_its_tenants_scan(ledger, tenant):

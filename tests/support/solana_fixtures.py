@@ -13,6 +13,7 @@ from spl.token.constants import TOKEN_2022_PROGRAM_ID
 from queue_pipelines.intake.payloads import MintPayload
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.nft import token2022
+from queue_pipelines.nft.holders import holder_of
 from queue_pipelines.nft.keys import keygen_json
 from queue_pipelines.sandbox.solana_ledger import EmbeddedLedger, shared_ledger
 from queue_pipelines.sandbox.solana_rpc import LedgerRpcServer
@@ -94,3 +95,9 @@ def token_2022_mints(ledger: EmbeddedLedger) -> list[tuple[Pubkey, token2022.Min
         if len(data) > 165 and data[165] == 1:  # account type 1: a mint
             found.append((address, token2022.decode_mint(data)))
     return found
+
+
+def holder(solana: SolanaResource, mint: str) -> Pubkey | None:
+    """Who holds the ticket of `mint`, read from the chain."""
+    found = holder_of(solana.chain(), Pubkey.from_string(mint))
+    return found.owner if found else None
