@@ -57,9 +57,9 @@ def queue_pipelines_arguments(words: list[str]) -> list[str] | None:
     """The arguments of a queue-pipelines command as written: run from .venv/bin, by `make qp`,
     or inside a pod (`kubectl exec ... -- queue-pipelines ...`)."""
     for i, word in enumerate(words):
-        if word == "queue-pipelines" or word.endswith("/queue-pipelines"):
-            if i == 0 or words[i - 1] == "--":
-                return words[i + 1 :]
+        program = word == "queue-pipelines" or word.endswith("/queue-pipelines")
+        if program and (i == 0 or words[i - 1] == "--"):
+            return words[i + 1 :]
     if words[:2] == ["make", "qp"]:
         [args] = [word.removeprefix("ARGS=") for word in words if word.startswith("ARGS=")]
         return shlex.split(args)
