@@ -26,7 +26,8 @@ from pathlib import Path
 import dagster as dg
 import redis
 
-from queue_pipelines.intake.dispatch import Batch, BatchPolicy, TickCursor, run_intake_tick
+from queue_pipelines.intake.batches import Batch, BatchPolicy
+from queue_pipelines.intake.dispatch import TickCursor, run_intake_tick
 from queue_pipelines.intake.payloads import PaymentPayload
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.intake.streams import IntakeStreams

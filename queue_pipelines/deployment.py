@@ -13,7 +13,7 @@ import os
 import dagster as dg
 
 from queue_pipelines import settings, tags
-from queue_pipelines.intake.dispatch import BatchPolicy
+from queue_pipelines.intake.batches import BatchPolicy
 from queue_pipelines.intake.registry import WEBHOOK_KINDS, JobTypeSpec
 from queue_pipelines.providers.guard import OFF
 from queue_pipelines.sandbox import defaults

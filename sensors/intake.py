@@ -11,14 +11,9 @@ from collections.abc import Mapping, Sequence
 import dagster as dg
 
 from queue_pipelines import tags
-from queue_pipelines.intake.dispatch import (
-    Batch,
-    BatchPolicy,
-    BatchRun,
-    RunState,
-    TickCursor,
-    run_intake_ticks,
-)
+from queue_pipelines.intake.batches import Batch, BatchPolicy
+from queue_pipelines.intake.dispatch import TickCursor, run_intake_ticks
+from queue_pipelines.intake.settling import BatchRun, RunState
 from queue_pipelines.jobs.batch import batch_run_config
 from resources import RedisResource
 from sensors.run_failures import describe_run_failure

@@ -13,7 +13,7 @@ import dagster as dg
 import yaml
 
 from queue_pipelines import definitions, deployment
-from queue_pipelines.intake.dispatch import Batch
+from queue_pipelines.intake.batches import Batch
 from queue_pipelines.intake.payloads import PaymentPayload
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.jobs.batch import batch_run_config

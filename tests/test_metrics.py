@@ -290,7 +290,7 @@ def test_run_totals_count_the_requests_of_real_batch_runs_incrementally(
     tables (docs/metrics.md), replays not twice."""
     import dagster as dg
 
-    from queue_pipelines.intake.dispatch import Batch
+    from queue_pipelines.intake.batches import Batch
     from queue_pipelines.jobs.batch import batch_run_config
     from queue_pipelines.jobs.notification import notification_job
     from queue_pipelines.jobs.payment import payment_job

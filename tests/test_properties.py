@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from queue_pipelines.gateway.app import build_app
 from queue_pipelines.gateway.config import GatewaySettings, JWTSettings
 from queue_pipelines.gateway.tenant_limits import TenantLimits
-from queue_pipelines.intake.dispatch import BatchPolicy, TickCursor, run_intake_tick
+from queue_pipelines.intake.batches import BatchPolicy
+from queue_pipelines.intake.dispatch import TickCursor, run_intake_tick
 from queue_pipelines.intake.schema import Envelope, EnvelopeError, parse_envelope
 from queue_pipelines.intake.streams import IntakeStreams, redis_client
 from tests.support.gateway_server import serve

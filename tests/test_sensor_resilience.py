@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from queue_pipelines import tags
-from queue_pipelines.intake.dispatch import RunState
+from queue_pipelines.intake.settling import RunState
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.jobs.payment import payment_job
 from sensors.intake import lookup_batch_runs

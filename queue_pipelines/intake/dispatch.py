@@ -1,17 +1,6 @@
-"""One intake sensor tick, as plain code: settle the batches whose run ended, read and
-validate new entries, and group the requests that need a run into micro-batches. The Dagster
-sensor (sensors/intake.py) is a thin shell on this.
-
-The settle rule, the one place that decides what a finished run means for its requests:
-
-    the run recorded the request's outcome  -> ack it (succeeded) or dead-letter it (failed)
-    no outcome, the run started work       -> batch the request again (attempt + 1), or
-                (crash, cancel, transient      dead-letter it once `max_attempts` runs have
-                 give-up)                      ended without settling it
-    no outcome, the run never started a    -> batch it again without counting an attempt: that
-                step (launch failure, cancel   is not the request's fault; only after
-                before start, shutdown)        `max_launch_failures` such runs is it
-                                               dead-lettered, saying nothing was done
+"""One intake sensor tick, as plain code: settle the batches whose run ended (settling.py),
+read and validate new entries, and group the requests that need a run into micro-batches
+(batches.py). The Dagster sensor (sensors/intake.py) is a thin shell on this.
 
 Every entry read is resolved against its request:
 
@@ -30,40 +19,15 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from queue_pipelines.intake.batches import Batch, BatchItem, BatchPolicy, form_batches
 from queue_pipelines.intake.entries import IntakeEntry, entry_id_key
 from queue_pipelines.intake.request_records import request_digest
 from queue_pipelines.intake.schema import Envelope, EnvelopeError, parse_envelope
+from queue_pipelines.intake.settling import RunLookup, settle_ended_batches
 from queue_pipelines.intake.streams import IntakeStreams
-
-
-class RunState(Enum):
-    IN_PROGRESS = "in_progress"
-    ENDED = "ended"  # succeeded, failed or canceled: the outcomes it recorded say the rest
-
-
-@dataclass(frozen=True)
-class BatchRun:
-    state: RunState
-    run_id: str
-    failure: str = ""  # why the run failed, for requests it never settled
-    started: bool = True  # whether any step of it started: none, and nothing was attempted
-
-
-# Given batch keys, the state of the run that exists for each (absent: none yet).
-RunLookup = Callable[[Sequence[str]], Mapping[str, BatchRun]]
-
-
-@dataclass(frozen=True)
-class BatchPolicy:
-    size: int = 100  # requests of one tenant per run; 1 is one run per request
-    max_wait_seconds: float = 0.5  # how long a smaller batch waits for more
-    max_attempts: int = 3  # runs that may end without settling a request
-    max_launch_failures: int = 20  # runs that may end before any step started
 
 
 @dataclass(frozen=True)
@@ -80,92 +44,6 @@ class TickCursor:
 
     def dump(self) -> str:
         return json.dumps({"last_id": self.last_id, "reclaim_from": self.reclaim_from})
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One request in a batch, as its run's config carries it."""
-
-    request_key: str
-    idempotency_key: str
-    payload: dict
-    priority: int
-    enqueued_at: float  # unix seconds, from the first entry's id
-    attempt: int = 1
-    launch_failures: int = 0  # runs of it that ended before any step started
-
-    def as_config(self) -> dict:
-        return {
-            "idempotency_key": self.idempotency_key,
-            "payload": self.payload,
-            "priority": self.priority,
-            "enqueued_at": self.enqueued_at,
-            "attempt": self.attempt,
-        }
-
-    @classmethod
-    def of(cls, envelope: Envelope, entry_id: str, attempt: int = 1) -> BatchItem:
-        return cls(
-            request_key=envelope.request_key,
-            idempotency_key=envelope.idempotency_key,
-            payload=envelope.payload.model_dump(mode="json", exclude_none=True),
-            priority=envelope.priority,
-            enqueued_at=entry_id_key(entry_id)[0] / 1000,
-            attempt=attempt,
-        )
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A run to request: up to BatchPolicy.size requests of one job type and one tenant."""
-
-    key: str
-    job_type: str
-    tenant_id: str
-    items: tuple[BatchItem, ...]
-
-    @property
-    def priority(self) -> int:
-        return max(item.priority for item in self.items)
-
-    def to_json(self) -> dict:
-        return {
-            "key": self.key,
-            "job_type": self.job_type,
-            "tenant_id": self.tenant_id,
-            "items": [
-                {
-                    "request_key": i.request_key,
-                    "launch_failures": i.launch_failures,
-                    **i.as_config(),
-                }
-                for i in self.items
-            ],
-        }
-
-    @classmethod
-    def of(cls, envelopes: Sequence[Envelope]) -> Batch:
-        """A batch of the given requests (one job type, one tenant), e.g. for a run launched
-        by hand; the sensor forms its own."""
-        first = envelopes[0]
-        if any((e.type, e.tenant_id) != (first.type, first.tenant_id) for e in envelopes):
-            raise ValueError("a batch holds requests of one job type and one tenant")
-        stamp = f"{int(first.created_at.timestamp() * 1000)}-0"
-        return cls(
-            new_batch_key(first.type, first.tenant_id),
-            first.type,
-            first.tenant_id,
-            tuple(BatchItem.of(e, stamp) for e in envelopes),
-        )
-
-    @classmethod
-    def from_json(cls, data: dict) -> Batch:
-        return cls(
-            key=data["key"],
-            job_type=data["job_type"],
-            tenant_id=data["tenant_id"],
-            items=tuple(BatchItem(**item) for item in data["items"]),
-        )
 
 
 @dataclass
@@ -218,116 +96,10 @@ def envelope_of(entry: IntakeEntry, job_type: str) -> Envelope:
         raise EnvelopeError(f"unreadable entry: {type(exc).__name__}: {exc}") from exc
 
 
-def new_batch_key(job_type: str, tenant_id: str) -> str:
-    # Unique, not derived from the members: what makes a repeated tick request the same run
-    # is the batch recorded in Redis before the run is requested.
-    return f"{job_type}:{tenant_id}:{uuid.uuid4().hex[:16]}"
-
-
 def entry_before(entry_id: str) -> str:
     """The id just before `entry_id`: reading after it reads `entry_id` again."""
     ms, seq = entry_id_key(entry_id)
     return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-18446744073709551615"
-
-
-def settle_ended_batches(
-    streams: IntakeStreams,
-    job_type: str,
-    lookup_runs: RunLookup,
-    policy: BatchPolicy,
-    outcome: TickOutcome,
-) -> list[BatchItem]:
-    """Apply the settle rule to every in-flight batch whose run has ended; returns the
-    requests to batch again. Batches whose run is missing are requested again as they are."""
-    batch_keys = streams.inflight_batches(job_type)
-    if not batch_keys:
-        return []
-    runs = lookup_runs(batch_keys)
-    again: list[BatchItem] = []
-    for batch_key in batch_keys:
-        stored = streams.batch(batch_key)
-        if stored is None:  # finished by an earlier tick that failed before its cursor
-            streams.finish_batch(job_type, batch_key, [])
-            continue
-        batch = Batch.from_json(stored)
-        run = runs.get(batch_key)
-        if run is None:
-            outcome.launches.append(batch)  # the same run key: launched once by the daemon
-            continue
-        if run.state is RunState.IN_PROGRESS:
-            continue
-        keys = [item.request_key for item in batch.items]
-        recorded = streams.outcomes(keys)
-        for item in batch.items:
-            found = recorded.get(item.request_key)
-            if found is not None:
-                # The run recorded it; settling again is harmless and covers a crash between
-                # recording and acking.
-                if found.succeeded:
-                    outcome.acked += streams.settle(job_type, item.request_key)
-                else:
-                    streams.dead_letter_request(
-                        job_type, item.request_key, found.reason, found.run_id
-                    )
-            elif not run.started and item.launch_failures + 1 < policy.max_launch_failures:
-                again.append(replace(item, launch_failures=item.launch_failures + 1))
-            elif not run.started:
-                reason = (
-                    f"{run.failure or f'run {run.run_id} ended'}; {item.launch_failures + 1} runs "
-                    "of the request ended before any step started, so nothing was done for it: "
-                    "replay it once the stack launches runs again"
-                )
-                streams.request_failed(job_type, item.request_key, reason, run.run_id)
-                outcome.dead_lettered.append((item.request_key, reason))
-            elif item.attempt < policy.max_attempts:
-                again.append(replace(item, attempt=item.attempt + 1))
-            else:
-                reason = (
-                    f"{run.failure or f'run {run.run_id} ended'}; the request was not settled "
-                    f"after {item.attempt} runs"
-                )
-                streams.request_failed(job_type, item.request_key, reason, run.run_id)
-                outcome.dead_lettered.append((item.request_key, reason))
-        streams.finish_batch(job_type, batch_key, keys)
-    outcome.relaunched += len(again)
-    return again
-
-
-def form_batches(
-    job_type: str,
-    items: Sequence[BatchItem],
-    tenant_of: Mapping[str, str],
-    policy: BatchPolicy,
-    *,
-    now: float,
-    must_go: set[str],
-) -> tuple[list[Batch], list[BatchItem]]:
-    """Group requests by tenant, highest priority first then oldest, into batches of at most
-    `policy.size`. A tenant's last, smaller batch waits (returned second) while its oldest
-    request is younger than `policy.max_wait_seconds`, unless it holds a request in `must_go`."""
-    by_tenant: dict[str, list[BatchItem]] = {}
-    for item in items:
-        by_tenant.setdefault(tenant_of[item.request_key], []).append(item)
-    batches: list[Batch] = []
-    held: list[BatchItem] = []
-    for tenant_id, tenant_items in sorted(by_tenant.items()):
-        tenant_items.sort(key=lambda i: (-i.priority, i.enqueued_at))
-        for start in range(0, len(tenant_items), policy.size):
-            chunk = tenant_items[start : start + policy.size]
-            oldest = min(i.enqueued_at for i in chunk)
-            waiting_for_more = (
-                len(chunk) < policy.size
-                and now - oldest < policy.max_wait_seconds
-                and not any(i.request_key in must_go for i in chunk)
-            )
-            if waiting_for_more:
-                held += chunk
-            else:
-                key = new_batch_key(job_type, tenant_id)
-                batches.append(Batch(key, job_type, tenant_id, tuple(chunk)))
-    # Higher priority batches first: the run queue orders runs by priority, then by age.
-    batches.sort(key=lambda b: -b.priority)
-    return batches, held
 
 
 def _same_request(
@@ -378,7 +150,12 @@ def run_intake_tick(
     last_id = max([cursor.last_id, *(e.entry_id for e in fresh)], key=entry_id_key)
     outcome = TickOutcome(cursor=TickCursor(last_id, reclaim_from), read=len(entries))
 
-    again = settle_ended_batches(streams, job_type, lookup_runs, policy, outcome)
+    settled = settle_ended_batches(streams, job_type, lookup_runs, policy)
+    again = settled.again
+    outcome.launches += settled.unlaunched
+    outcome.acked += settled.acked
+    outcome.dead_lettered += settled.dead_lettered
+    outcome.relaunched += len(again)
 
     # Oldest first, so that of several entries for one request the first one written is run.
     grouped: dict[str, list[tuple[str, Envelope]]] = {}

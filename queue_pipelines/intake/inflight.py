@@ -1,5 +1,5 @@
 """Batches in flight: recorded before their run is requested, forgotten once the run has
-ended and each request in it is settled or batched again (dispatch.py says when).
+ended and each request in it is settled or batched again (settling.py says when).
 
 A request is in at most one batch at a time: its assignment names the batch and the
 attempt (how many runs have had it), so a tick that fails after recording a batch requests

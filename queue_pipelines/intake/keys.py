@@ -17,9 +17,11 @@
                                                 (providers and the gateway's tenants)
     <prefix>:breaker:<provider>                 hash: a provider's circuit breaker
     <prefix>:quota:email:<tenant>:<UTC day>     counter: a tenant's notifications that day
+    <prefix>:counts:dead-letters                hash "<job type>/<class>": dead letters written
+    <prefix>:counts:replays                     hash "<job type>": dead letters replayed
 
 A request key is `type:tenant_id:idempotency_key` (Envelope.request_key); a batch key is the
-batch's run key (dispatch.py). Nothing else in the project builds a key: a unit test greps
+batch's run key (batches.py). Nothing else in the project builds a key: a unit test greps
 for it (tests/unit/test_intake_keys.py).
 """
 
@@ -98,6 +100,15 @@ class IntakeKeys:
 
     def email_quota(self, tenant_id: str, utc_day: str) -> str:
         return self._key("quota", "email", tenant_id, utc_day)
+
+    # counters /metrics reads (the dead letters written and replayed since the first)
+    @property
+    def dead_letter_counts(self) -> str:
+        return self._key("counts", "dead-letters")
+
+    @property
+    def replay_counts(self) -> str:
+        return self._key("counts", "replays")
 
     def pattern(self, *parts: str) -> str:
         """A SCAN/KEYS pattern: `pattern()` matches every key of this prefix,

@@ -26,7 +26,7 @@ import dagster as dg
 from pydantic import BaseModel, Field, ValidationError
 
 from queue_pipelines import tags
-from queue_pipelines.intake.dispatch import Batch
+from queue_pipelines.intake.batches import Batch
 from queue_pipelines.intake.registry import SPECS, run_concurrency
 from queue_pipelines.intake.schema import describe_validation_error
 from queue_pipelines.intake.streams import IntakeStreams

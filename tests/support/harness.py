@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from queue_pipelines.definitions import defs
-from queue_pipelines.intake.dispatch import BatchPolicy
+from queue_pipelines.intake.batches import BatchPolicy
 from queue_pipelines.intake.registry import SPECS
 from sensors.intake import build_intake_sensor
 

@@ -8,11 +8,8 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from queue_pipelines.intake.batches import Batch, BatchPolicy
 from queue_pipelines.intake.dispatch import (
-    Batch,
-    BatchPolicy,
-    BatchRun,
-    RunState,
     TickCursor,
     TickOutcome,
     entry_before,
@@ -21,6 +18,7 @@ from queue_pipelines.intake.dispatch import (
 )
 from queue_pipelines.intake.entries import entry_id_key
 from queue_pipelines.intake.inflight import Assignment
+from queue_pipelines.intake.settling import BatchRun, RunState
 from tests.support.envelopes import notification, payment
 from tests.support.memory_intake import MemoryIntake, memory_intake
 

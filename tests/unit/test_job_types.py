@@ -28,7 +28,7 @@ from queue_pipelines import env_vars, tags
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.gateway.auth import SCOPE_ALL_JOBS, AuthError, Caller
 from queue_pipelines.intake import registry
-from queue_pipelines.intake.dispatch import Batch, BatchItem
+from queue_pipelines.intake.batches import Batch, BatchItem
 from queue_pipelines.intake.keys import IntakeKeys
 from queue_pipelines.intake.payloads import WireModel
 from queue_pipelines.intake.registry import (
