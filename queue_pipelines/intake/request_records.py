@@ -66,6 +66,11 @@ class Outcome:
     def succeeded(self) -> bool:
         return self.status == SUCCEEDED
 
+    def as_fields(self) -> dict[str, str]:
+        """The outcome hash's fields, stamped with now (`at`, which the bench and `request
+        show` read)."""
+        return {**vars(self), "at": datetime.now(UTC).isoformat()}
+
 
 class RequestRecords:
     def __init__(self, client: redis.Redis, keys: IntakeKeys, scripts: IntakeScripts):
@@ -124,7 +129,7 @@ class RequestRecords:
     def record_outcome(self, request_key: str, outcome: Outcome) -> None:
         key = self.keys.outcome(request_key)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, mapping={**vars(outcome), "at": datetime.now(UTC).isoformat()})
+        pipe.hset(key, mapping=outcome.as_fields())
         pipe.expire(key, OUTCOME_TTL_SECONDS)
         pipe.execute()
 

@@ -24,7 +24,7 @@ def lua_source(name: str) -> str:
 @dataclass(frozen=True)
 class IntakeScripts:
     dead_letter: Script  # entries -> the dead-letter stream, with their fields and a reason
-    settle: Script  # ack and delete every entry of a request
+    settle: Script  # a success: its outcome, its entries acked and deleted, its dead letters gone
     remember_request: Script  # a request key's first entry and payload digest
     reopen_request: Script  # a replayed dead letter's request may run again
     enqueue_once: Script  # XADD unless the request key was enqueued before (the gateway)

@@ -195,13 +195,32 @@ class IntakeStreams:
     def settle(self, job_type: str, request_key: str) -> int:
         """The request's run succeeded: ack and delete every entry that carried it, and remove
         the dead letters an earlier failure of the same request left."""
-        settled = int(
-            self.scripts.settle(
-                keys=[self.keys.stream(job_type), self.keys.waiting(request_key)], args=[GROUP]
-            )
+        return int(self._settle(self.client, job_type, request_key))
+
+    def settle_all(self, job_type: str, request_keys: Sequence[str]) -> int:
+        """`settle` for many requests in one pipeline (a tick settling a batch whose run
+        ended); returns how many entries were settled."""
+        pipe = self.client.pipeline(transaction=False)
+        for request_key in request_keys:
+            self._settle(pipe, job_type, request_key)
+        return sum(int(settled) for settled in pipe.execute())
+
+    def _settle(
+        self, client: redis.Redis, job_type: str, request_key: str, outcome: Outcome | None = None
+    ):
+        """settle.lua on `client` (a pipeline queues it), recording `outcome` first if given."""
+        fields = [part for pair in outcome.as_fields().items() for part in pair] if outcome else []
+        return self.scripts.settle(
+            keys=[
+                self.keys.stream(job_type),
+                self.keys.waiting(request_key),
+                self.keys.outcome(request_key),
+                self.keys.dead_letter_index(request_key),
+                self.keys.dead_letters,
+            ],
+            args=[GROUP, OUTCOME_TTL_SECONDS, *fields],
+            client=client,
         )
-        self.resolve_dead_letters(job_type, request_key)
-        return settled
 
     def ack(self, job_type: str, entry_ids: Sequence[str], request_key: str = "") -> int:
         """Ack and delete specific entries (a duplicate whose request already succeeded)."""
@@ -288,10 +307,11 @@ class IntakeStreams:
         return self.requests.outcomes(request_keys)
 
     def request_succeeded(self, job_type: str, request_key: str, run_id: str) -> int:
-        """Record the success first, then ack the request's entries: a crash in between
-        leaves entries that the next tick acks on sight of the outcome."""
-        self.requests.record_outcome(request_key, Outcome(SUCCEEDED, run_id=run_id))
-        return self.settle(job_type, request_key)
+        """Record the success, ack the request's entries and remove its dead letters, in one
+        script: one round trip per request, and nothing of it can be half done."""
+        return int(
+            self._settle(self.client, job_type, request_key, Outcome(SUCCEEDED, run_id=run_id))
+        )
 
     def request_failed(self, job_type: str, request_key: str, reason: str, run_id: str) -> int:
         """The request failed for good: record why, then dead-letter its entries."""

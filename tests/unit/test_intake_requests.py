@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 
 from queue_pipelines.intake.dead_letters import (
     DeadLetterFilter,
@@ -92,6 +93,65 @@ def test_a_request_that_succeeded_after_all_takes_its_dead_letters_along(intake)
 
     assert intake.dead_letters() == [] and intake.stream_ids(JOB) == []
     assert intake.pending_ids(JOB) == [] and intake.tracked("payment:t1:k1") == set()
+
+
+def commands_sent(intake: MemoryIntake, monkeypatch) -> list[str]:
+    """The commands the intake's client sends from now on; a pipeline's are one PIPELINE."""
+    sent: list[str] = []
+    send = intake.client.execute_command
+    execute = redis.client.Pipeline.execute
+
+    def counted(*args, **options):
+        sent.append(str(args[0]).upper())
+        return send(*args, **options)
+
+    def executed(pipe, *args, **options):
+        sent.append("PIPELINE")
+        return execute(pipe, *args, **options)
+
+    monkeypatch.setattr(intake.client, "execute_command", counted)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", executed)
+    return sent
+
+
+def test_a_success_is_recorded_acked_and_its_dead_letters_removed_in_one_call(intake, monkeypatch):
+    first = intake.enqueue(payment("t1", "k1"))
+    intake.read(JOB, "0-0", 10)
+    intake.track(JOB, "payment:t1:k1", [first])
+    intake.request_failed(JOB, "payment:t1:k1", "run killed", "run-1")
+    duplicates = intake.enqueue_many([payment("t1", "k1"), payment("t1", "k1")])
+    intake.read(JOB, "0-0", 10)
+    intake.track(JOB, "payment:t1:k1", duplicates)
+    intake.settle(JOB, "payment:t1:other")  # Redis loads a script once: now it knows it
+    sent = commands_sent(intake, monkeypatch)
+
+    assert intake.request_succeeded(JOB, "payment:t1:k1", "run-2") == 2
+
+    assert sent == ["EVALSHA"]
+    [outcome] = intake.outcomes(["payment:t1:k1"]).values()
+    assert (outcome.status, outcome.run_id, outcome.reason) == ("succeeded", "run-2", "")
+    assert intake.client.hget(intake.keys.outcome("payment:t1:k1"), "at")
+    assert intake.client.ttl(intake.keys.outcome("payment:t1:k1")) > 0
+    assert intake.dead_letters() == [] and intake.stream_ids(JOB) == []
+    assert intake.pending_ids(JOB) == [] and intake.tracked("payment:t1:k1") == set()
+
+
+def test_settling_many_requests_is_one_pipeline_and_keeps_their_outcomes(intake, monkeypatch):
+    keys = [f"payment:t1:m{i}" for i in range(3)]
+    ids = intake.enqueue_many([payment("t1", f"m{i}") for i in range(3)])
+    intake.read(JOB, "0-0", 10)
+    for key, entry_id in zip(keys, ids, strict=True):
+        intake.track(JOB, key, [entry_id])
+    intake.request_succeeded(JOB, keys[0], "run-1")  # settled already: settling again is harmless
+    recorded = intake.client.hgetall(intake.keys.outcome(keys[0]))
+    sent = commands_sent(intake, monkeypatch)
+
+    assert intake.settle_all(JOB, keys) == 2
+
+    assert sent.count("PIPELINE") == 1 and "EVALSHA" not in sent
+    assert intake.client.hgetall(intake.keys.outcome(keys[0])) == recorded
+    assert intake.outcomes(keys[1:]) == {}  # settling records no outcome of its own
+    assert intake.stream_ids(JOB) == [] and intake.pending_ids(JOB) == []
 
 
 def failed_letter(intake: MemoryIntake, key: str, reason: str) -> dict:
