@@ -8,7 +8,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from queue_pipelines.currencies import STRIPE_CURRENCIES
 from queue_pipelines.intake.notification_context import context_problems
@@ -161,6 +168,61 @@ class TransferPayload(WireModel):
     @classmethod
     def _base58_address(cls, value: str | None) -> str | None:
         return solana_address(value)
+
+
+# Metadata keys the service writes on a Stripe customer itself: `tenant_id` is who owns it
+# (a producer setting it could hand its customer to another tenant, or claim one).
+RESERVED_CUSTOMER_METADATA = ("tenant_id", "idempotency_key")
+
+
+class CustomerPayload(WireModel):
+    """Create, update or delete one of the tenant's Stripe customers (customer_job,
+    docs/intake.md). A tenant acts only on customers it created: Stripe's metadata `tenant_id`
+    names the owner, and an update or delete of anyone else's is refused."""
+
+    action: Literal["create", "update", "delete"]
+    customer_id: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=r"^cus_[A-Za-z0-9_]+$",
+        description="The Stripe customer (cus_...): required to update or delete, absent to "
+        "create.",
+    )
+    email: MailAddress | None = Field(
+        default=None,
+        description="Required to create: payments find a tenant's customer by e-mail.",
+    )
+    name: PersonName | None = None
+    metadata: Metadata = Field(
+        default_factory=dict,
+        description="The platform's own notes, at most 20; on update, merged into the "
+        "customer's (an empty value removes a key). `tenant_id` and `idempotency_key` are the "
+        "service's own and refused.",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(set(value) & set(RESERVED_CUSTOMER_METADATA))
+        if reserved:
+            raise ValueError(f"metadata key(s) {', '.join(reserved)} are set by the service")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_for_action(self) -> CustomerPayload:
+        changes = self.email is not None or self.name is not None or bool(self.metadata)
+        if self.action == "create":
+            if self.customer_id is not None:
+                raise ValueError("create takes no customer_id: Stripe assigns it")
+            if self.email is None:
+                raise ValueError("create needs an email")
+        elif self.customer_id is None:
+            raise ValueError(f"{self.action} needs the customer_id (cus_...)")
+        elif self.action == "update" and not changes:
+            raise ValueError("update needs at least one of email, name, metadata")
+        elif self.action == "delete" and changes:
+            raise ValueError("delete takes only the customer_id")
+        return self
 
 
 # Templates a producer may ask for. Internal ones (operator_alert) are sent by the jobs

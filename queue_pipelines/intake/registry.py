@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from queue_pipelines.intake.payloads import (
+    CustomerPayload,
     MintPayload,
     NotificationPayload,
     PaymentPayload,
@@ -180,6 +181,22 @@ JOB_TYPE_SPECS: tuple[JobTypeSpec, ...] = (
         metrics=RequestMetrics(
             done_column="transferred",
             requests=Family("nft_transfers_total", "Transfer requests by outcome.", "transfers"),
+        ),
+    ),
+    # Create, update, delete a tenant's Stripe customers. Deleting is not undone: granted on
+    # purpose (jobs:write:customer), not with every token that may charge.
+    JobTypeSpec(
+        "customer",
+        CustomerPayload,
+        "queue_pipelines.jobs.customer:customer_job",
+        scope_by_name=True,
+        metrics=RequestMetrics(
+            done_column="changed",
+            requests=Family(
+                "customers_managed_total",
+                "Customer requests (create, update, delete) by outcome.",
+                "customers",
+            ),
         ),
     ),
     JobTypeSpec(

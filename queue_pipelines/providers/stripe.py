@@ -112,6 +112,34 @@ class RefundSummary:
         )
 
 
+@dataclass(frozen=True)
+class CustomerSummary:
+    id: str
+    email: str | None
+    name: str | None
+    metadata: dict[str, str]
+
+    @property
+    def tenant_id(self) -> str | None:
+        """The tenant that owns it: the service writes `tenant_id` when it creates one."""
+        return self.metadata.get("tenant_id")
+
+    @classmethod
+    def of(cls, customer: Any) -> CustomerSummary:
+        return cls(
+            id=customer.id,
+            email=getattr(customer, "email", None),
+            name=getattr(customer, "name", None),
+            metadata=_metadata_of(customer),
+        )
+
+
+def _not_found(exc: PermanentError) -> bool:
+    """Stripe answered 404: the object named in the path does not exist (or no longer)."""
+    cause = exc.__cause__
+    return isinstance(cause, stripe.InvalidRequestError) and cause.http_status == 404
+
+
 def _id_of(value: Any) -> str | None:
     # Expanded fields arrive as objects, unexpanded ones as ids.
     if value is None or isinstance(value, str):
@@ -222,6 +250,82 @@ class StripeApi:
             self.client().v1.customers.create, params=params, options=_creating(idempotency_key)
         )
         return created.id
+
+    def retrieve_customer(self, customer_id: str) -> CustomerSummary | None:
+        """The customer, or None when Stripe has none by that id (never made, or deleted:
+        Stripe answers a deleted one as `deleted: true`, localstripe with a 404)."""
+        try:
+            customer = self._call(self.client().v1.customers.retrieve, customer_id)
+        except PermanentError as exc:
+            if _not_found(exc):
+                return None
+            raise
+        if getattr(customer, "deleted", False):
+            return None
+        return CustomerSummary.of(customer)
+
+    def find_customer_made_for(
+        self, tenant_id: str, email: str, idempotency_key: str
+    ) -> CustomerSummary | None:
+        """The tenant's customer with this e-mail created for `idempotency_key` (its metadata
+        says so), if Stripe has one: how a create in doubt is settled."""
+        customers = self.client().v1.customers
+        for customer in self._each(customers.list, {"email": email, "limit": 100}):
+            metadata = _metadata_of(customer)
+            if (
+                metadata.get("tenant_id") == tenant_id
+                and metadata.get("idempotency_key") == idempotency_key[:500]
+            ):
+                return CustomerSummary.of(customer)
+        return None
+
+    def create_customer(
+        self, *, email: str, name: str | None, metadata: dict[str, str], idempotency_key: str
+    ) -> CustomerSummary:
+        params: dict[str, Any] = {"email": email, "metadata": metadata}
+        if name:
+            params["name"] = name
+        created = self._call(
+            self.client().v1.customers.create, params=params, options=_creating(idempotency_key)
+        )
+        return CustomerSummary.of(created)
+
+    def update_customer(
+        self,
+        customer_id: str,
+        *,
+        email: str | None,
+        name: str | None,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> CustomerSummary:
+        """Set the given fields (None: left as they are); metadata is merged, and an empty
+        value removes its key. Sending it twice sets the same values: safe to resend."""
+        params: dict[str, Any] = {}
+        if email is not None:
+            params["email"] = email
+        if name is not None:
+            params["name"] = name
+        if metadata:
+            params["metadata"] = metadata
+        updated = self._call(
+            self.client().v1.customers.update,
+            customer_id,
+            params=params,
+            options={"idempotency_key": idempotency_key},
+        )
+        return CustomerSummary.of(updated)
+
+    def delete_customer(self, customer_id: str) -> bool:
+        """Delete the customer; False when Stripe had none by that id any more (a resent
+        DELETE whose first answer was lost, or a delete made meanwhile)."""
+        try:
+            self._call(self.client().v1.customers.delete, customer_id)
+        except PermanentError as exc:
+            if _not_found(exc):
+                return False
+            raise
+        return True
 
     def create_payment_intent(
         self,

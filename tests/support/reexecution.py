@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from queue_pipelines.jobs.customer import customer_job
 from queue_pipelines.jobs.payment import payment_job
 from queue_pipelines.jobs.refund import refund_job
 from tests.conftest import TEST_WEBHOOK_SECRET
 from tests.support.harness import outcome_rows
 
-JOBS = {job.name: job for job in (payment_job, refund_job)}
+JOBS = {job.name: job for job in (payment_job, refund_job, customer_job)}
 
 
 def _job_with_test_resources(name: str) -> dg.JobDefinition:
@@ -60,7 +61,15 @@ def refund_job_for_tests() -> dg.JobDefinition:
     return _job_with_test_resources("refund_job")
 
 
-RECONSTRUCTABLE = {"payment_job": payment_job_for_tests, "refund_job": refund_job_for_tests}
+def customer_job_for_tests() -> dg.JobDefinition:
+    return _job_with_test_resources("customer_job")
+
+
+RECONSTRUCTABLE = {
+    "payment_job": payment_job_for_tests,
+    "refund_job": refund_job_for_tests,
+    "customer_job": customer_job_for_tests,
+}
 
 
 def reexecute_all(instance, resources: dict, parent_run_id: str, monkeypatch, receiver=None):
