@@ -1,6 +1,7 @@
 """A run worker of one effect, as a process of its own, for the tests that kill it at an exact
-moment (tests/test_effect_faults.py): it charges or refunds once through the given Stripe
-address and effect ledger, then prints the outcome as JSON.
+moment (tests/test_effect_faults.py, tests/test_customers_faults.py): it charges, refunds or
+changes a customer once through the given Stripe address and effect ledger, then prints the
+outcome as JSON.
 
     python -m tests.support.effect_worker '{"kind": "payment", "stripe": ..., ...}'
 """
@@ -11,7 +12,8 @@ import json
 import sys
 from dataclasses import asdict
 
-from queue_pipelines.intake.payloads import PaymentPayload, RefundPayload
+from queue_pipelines.customers import manage_customer_once
+from queue_pipelines.intake.payloads import CustomerPayload, PaymentPayload, RefundPayload
 from queue_pipelines.ledger import EffectLedger
 from queue_pipelines.payments import charge_once, refund_once
 from queue_pipelines.providers.stripe import StripeApi
@@ -29,6 +31,10 @@ def main(spec: dict) -> None:
     if spec["kind"] == "payment":
         outcome = charge_once(
             stripe, ledger, payment=PaymentPayload.model_validate(spec["payload"]), **common
+        )
+    elif spec["kind"] == "customer":
+        outcome = manage_customer_once(
+            stripe, ledger, request=CustomerPayload.model_validate(spec["payload"]), **common
         )
     else:
         outcome = refund_once(
