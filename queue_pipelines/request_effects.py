@@ -1,5 +1,5 @@
 """What a request did at its provider, as the effect ledger recorded it: a payment's
-PaymentIntent, a refund, a minted ticket, a transfer. The intake knows only how a request ended
+PaymentIntent, a refund, a minted ticket, a transfer, a customer changed. The intake knows only how a request ended
 (its outcome in Redis: status, reason, run); `request show` and `enqueue --wait` add this, so
 that the ids an operator needs next (a PaymentIntent to refund) are where they look.
 
@@ -16,9 +16,16 @@ import sqlalchemy.exc
 
 from queue_pipelines.ledger import EffectLedger, effect_key
 
-# Job types whose one effect the ledger records under `<type>:<tenant>:<idempotency key>`
-# (payments.py, nft/minting.py, nft/transfers.py): the request key, kind for kind.
-EFFECT_KINDS = frozenset({"payment", "refund", "mint", "transfer"})
+# Job types whose one effect the ledger records under `<kind>:<tenant>:<idempotency key>`
+# (payments.py, nft/minting.py, nft/transfers.py, customers.py), and that kind: the request
+# key's type, but for customer, whose own kind is taken by the rows noting a buyer's customer.
+EFFECT_KINDS = {
+    "payment": "payment",
+    "refund": "refund",
+    "mint": "mint",
+    "transfer": "transfer",
+    "customer": "customer-change",
+}
 
 
 class RecordedEffects:
@@ -32,8 +39,9 @@ class RecordedEffects:
         self._ledger: EffectLedger | None = None
 
     def __call__(self, request_key: str) -> dict[str, Any] | None:
-        kind, tenant_id, idempotency_key = request_key.split(":", 2)
-        if kind not in EFFECT_KINDS:
+        job_type, tenant_id, idempotency_key = request_key.split(":", 2)
+        kind = EFFECT_KINDS.get(job_type)
+        if kind is None:
             return None
         try:
             ledger = self._open()

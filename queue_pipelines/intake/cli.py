@@ -71,8 +71,12 @@ def add_enqueue_parser(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--order-id")
     group.add_argument("--amount", type=int, help="in the currency's smallest unit (cents)")
     group.add_argument("--currency", help="ISO 4217 code, e.g. usd (payment)")
-    group.add_argument("--email", dest="customer_email", help="buyer's e-mail (payment)")
-    group.add_argument("--name", dest="customer_name", help="buyer's name (payment)")
+    group.add_argument(
+        "--email", dest="customer_email", help="buyer's e-mail (payment; customer: its e-mail)"
+    )
+    group.add_argument(
+        "--name", dest="customer_name", help="buyer's name (payment; customer: its name)"
+    )
     group.add_argument(
         "--payment-method", help="Stripe PaymentMethod id (payment; sandbox: pm_card_visa)"
     )
@@ -88,6 +92,13 @@ def add_enqueue_parser(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--to-wallet", help="the new owner's wallet, base58")
     group.add_argument(
         "--from-wallet", help="the seller's wallet, base58: refused if someone else holds it"
+    )
+    group = enqueue.add_argument_group(
+        "customer fields (and --email, --name; --payload for metadata)"
+    )
+    group.add_argument("--action", choices=["create", "update", "delete"])
+    group.add_argument(
+        "--customer", dest="customer_id", help="the Stripe customer, cus_... (update, delete)"
     )
     enqueue.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -125,17 +136,22 @@ _FIELD_FLAGS = (
     "mint",
     "to_wallet",
     "from_wallet",
+    "action",
+    "customer_id",
 )
+# Flags whose field has another name in a type's payload: a customer's own e-mail and name.
+_FIELD_NAMES = {"customer": {"customer_email": "email", "customer_name": "name"}}
 
 
 def _payload_from_args(args: argparse.Namespace) -> dict[str, Any]:
     payload = json.loads(args.payload) if args.payload else {}
     if not isinstance(payload, dict):
         raise EnvelopeError("--payload must be a JSON object")
+    names = _FIELD_NAMES.get(args.type, {})
     for name in _FIELD_FLAGS:
         value = getattr(args, name)
         if value is not None:
-            payload[name] = value
+            payload[names.get(name, name)] = value
     return payload
 
 

@@ -31,8 +31,8 @@ def add_request_parser(commands: argparse._SubParsersAction) -> None:
         help="one request: which batch (run) has it and what became of it",
         description="A request is known by its key, TYPE:TENANT:IDEMPOTENCY_KEY (as "
         "`enqueue --json` prints it). Shows its outcome and the run that recorded it, what "
-        "its effect recorded in the effect ledger (PaymentIntent, refund, mint or transfer: "
-        "ids, status, amount), the batch it is in flight in (the run key; filter the Runs "
+        "its effect recorded in the effect ledger (PaymentIntent, refund, mint, transfer or "
+        "customer: ids, status, amount), the batch it is in flight in (the run key; filter the Runs "
         "page by tag queue/batch), its entries still on the intake, and its dead letters.",
     )
     actions = request.add_subparsers(dest="request_command", required=True)
