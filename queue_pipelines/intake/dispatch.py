@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from queue_pipelines.intake.batches import Batch, BatchItem, BatchPolicy, form_batches
 from queue_pipelines.intake.entries import IntakeEntry, entry_id_key
-from queue_pipelines.intake.request_records import request_digest
+from queue_pipelines.intake.request_records import FirstRequest, request_digest
 from queue_pipelines.intake.schema import Envelope, EnvelopeError, parse_envelope
 from queue_pipelines.intake.settling import RunLookup, settle_ended_batches
 from queue_pipelines.intake.streams import IntakeStreams
@@ -105,15 +105,13 @@ def entry_before(entry_id: str) -> str:
 def _same_request(
     streams: IntakeStreams,
     job_type: str,
-    request_key: str,
+    first: FirstRequest,
     group: list[tuple[str, Envelope]],
     outcome: TickOutcome,
 ) -> tuple[Envelope, list[str]] | None:
-    """The entries of `group` that carry the request first written under its key, with its
-    envelope. An idempotency key reused for a different payload is not a duplicate: such
-    entries are dead-lettered with that reason (the gateway answers them 409)."""
-    first_id, first_envelope = group[0]
-    first = streams.remember_request(request_key, request_digest(first_envelope), first_id)
+    """The entries of `group` that carry the request first written under its key (`first`),
+    with its envelope. An idempotency key reused for a different payload is not a duplicate:
+    such entries are dead-lettered with that reason (the gateway answers them 409)."""
     same: list[tuple[str, Envelope]] = []
     for entry_id, envelope in group:
         if first.conflicts_with(request_digest(envelope)):
@@ -167,10 +165,18 @@ def run_intake_tick(
             outcome.dead_lettered.append((entry.entry_id, exc.reason))
             continue
         grouped.setdefault(envelope.request_key, []).append((entry.entry_id, envelope))
+    # Each request's first entry, recorded unless one is: for all of them in one round trip.
+    firsts = (
+        streams.remember_requests(
+            [(key, request_digest(group[0][1]), group[0][0]) for key, group in grouped.items()]
+        )
+        if grouped
+        else {}
+    )
     by_request = {
         key: same
         for key, group in grouped.items()
-        if (same := _same_request(streams, job_type, key, group, outcome))
+        if (same := _same_request(streams, job_type, firsts[key], group, outcome))
     }
 
     keys = list(by_request)
@@ -180,6 +186,7 @@ def run_intake_tick(
     tenant_of = {item.request_key: item.request_key.split(":")[1] for item in again}
     new: list[BatchItem] = []
     first_entry: dict[str, str] = {}
+    to_track: dict[str, list[str]] = {}
     for request_key, (envelope, ids) in by_request.items():
         found = recorded.get(request_key)
         if found is not None and request_key not in relaunching:
@@ -191,13 +198,15 @@ def run_intake_tick(
                 )
                 outcome.dead_lettered += [(entry_id, found.reason) for entry_id in ids]
             continue
-        streams.track(job_type, request_key, ids)
+        to_track[request_key] = ids
         if request_key in assigned or request_key in relaunching:
             outcome.waiting += len(ids)
             continue
         new.append(BatchItem.of(envelope, ids[0]))
         tenant_of[request_key] = envelope.tenant_id
         first_entry[request_key] = ids[0]
+    if to_track:  # before any batch is recorded: its run settles the entries tracked
+        streams.track_all(job_type, to_track)
 
     batches, held = form_batches(
         job_type, [*again, *new], tenant_of, policy, now=now, must_go=relaunching

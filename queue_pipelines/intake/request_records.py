@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -98,12 +98,22 @@ class RequestRecords:
         )
 
     def remember(
-        self, request_key: str, digest: str, entry_id: str, ttl_seconds: int
-    ) -> FirstRequest:
-        first_id, first_digest = self.scripts.remember_request(
-            keys=[self.keys.request_record(request_key)], args=[entry_id, digest, ttl_seconds]
-        )
-        return FirstRequest(first_id, first_digest)
+        self, firsts: Sequence[tuple[str, str, str]], ttl_seconds: int
+    ) -> dict[str, FirstRequest]:
+        """remember_request.lua for each (request key, digest, entry id), in one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for request_key, digest, entry_id in firsts:
+            self.scripts.remember_request(
+                keys=[self.keys.request_record(request_key)],
+                args=[entry_id, digest, ttl_seconds],
+                client=pipe,
+            )
+        return {
+            request_key: FirstRequest(first_id, first_digest)
+            for (request_key, _, _), (first_id, first_digest) in zip(
+                firsts, pipe.execute(), strict=True
+            )
+        }
 
     def is_recorded(self, request_key: str) -> bool:
         return bool(self.client.exists(self.keys.request_record(request_key)))
@@ -134,10 +144,13 @@ class RequestRecords:
         pipe.execute()
 
     # the entries that carry a request
-    def track(self, request_key: str, entry_ids: Iterable[str]) -> None:
-        ids = list(entry_ids)
-        if ids:
-            self.client.sadd(self.keys.waiting(request_key), *ids)
+    def track(self, entries: Mapping[str, Iterable[str]]) -> None:
+        """Add entry ids to their requests' waiting sets (request key -> ids), in one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for request_key, entry_ids in entries.items():
+            if ids := list(entry_ids):
+                pipe.sadd(self.keys.waiting(request_key), *ids)
+        pipe.execute()
 
     def tracked(self, request_key: str) -> list[str]:
         """The entries a tick has seen carry the request and that are not settled, oldest

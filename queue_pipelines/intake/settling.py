@@ -72,13 +72,14 @@ def settle_ended_batches(
             continue
         keys = [item.request_key for item in batch.items]
         recorded = streams.outcomes(keys)
+        succeeded: list[str] = []
         for item in batch.items:
             found = recorded.get(item.request_key)
             if found is not None:
                 # The run recorded it; settling again is harmless and covers a crash between
                 # recording and acking.
                 if found.succeeded:
-                    settled.acked += streams.settle(job_type, item.request_key)
+                    succeeded.append(item.request_key)
                 else:
                     streams.dead_letter_request(
                         job_type, item.request_key, found.reason, found.run_id
@@ -102,5 +103,7 @@ def settle_ended_batches(
                 )
                 streams.request_failed(job_type, item.request_key, reason, run.run_id)
                 settled.dead_lettered.append((item.request_key, reason))
+        if succeeded:  # one round trip for the batch
+            settled.acked += streams.settle_all(job_type, succeeded)
         streams.finish_batch(job_type, batch_key, keys)
     return settled

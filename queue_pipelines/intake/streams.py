@@ -21,7 +21,7 @@ spans parts (settling a request, acking a duplicate) is done here.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import redis
 
@@ -147,7 +147,14 @@ class IntakeStreams:
         """Record `entry_id` and `digest` as the request key's first, unless a first is
         recorded already; return the first. A reader compares its own digest with it: a
         different one means the key was reused for a different request."""
-        return self.requests.remember(request_key, digest, entry_id, ttl_seconds)
+        return self.remember_requests([(request_key, digest, entry_id)], ttl_seconds)[request_key]
+
+    def remember_requests(
+        self, firsts: Sequence[tuple[str, str, str]], ttl_seconds: int = REQUEST_RECORD_SECONDS
+    ) -> dict[str, FirstRequest]:
+        """`remember_request` for each (request key, digest, entry id), in one pipeline: a
+        tick's first sight of a thousand requests is one round trip, not a thousand."""
+        return self.requests.remember(firsts, ttl_seconds)
 
     def reopen_request(self, request_key: str, digest: str, entry_id: str = "replay") -> bool:
         """Let a request that failed for good (or never ran) be worked again, as `digest`'s
@@ -169,7 +176,11 @@ class IntakeStreams:
 
     def track(self, job_type: str, request_key: str, entry_ids: Iterable[str]) -> None:
         """Remember which entries carry a request, so settling the request settles them all."""
-        self.requests.track(request_key, entry_ids)
+        self.track_all(job_type, {request_key: entry_ids})
+
+    def track_all(self, job_type: str, entries: Mapping[str, Iterable[str]]) -> None:
+        """`track` for many requests (request key -> entry ids), in one pipeline."""
+        self.requests.track(entries)
 
     def waiting_entries(self, request_key: str, scan_limit: int = 10_000) -> list[str]:
         """The entries that carry a request and are still on the intake: those a sensor tick

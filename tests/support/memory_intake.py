@@ -23,6 +23,7 @@ import time
 
 import fakeredis
 import pytest
+import redis
 
 from queue_pipelines.intake.entries import GROUP, IntakeEntry, entry_id_key
 from queue_pipelines.intake.inflight import Assignment
@@ -111,6 +112,32 @@ class MemoryIntake(IntakeStreams):
         head = self.keys.assigned("")
         request_keys = [key[len(head) :] for key in self.client.scan_iter(head + "*")]
         return self.assignments(request_keys) if request_keys else {}
+
+
+def commands_sent(intake: MemoryIntake, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The commands the intake's client sends from now on, one per round trip: a pipeline's
+    are one PIPELINE (after the SCRIPT EXISTS it sends first when it holds a script)."""
+    sent: list[str] = []
+    send = intake.client.execute_command
+    pipeline = redis.client.Pipeline
+    execute, send_now = pipeline.execute, pipeline.immediate_execute_command
+
+    def counted(*args, **options):
+        sent.append(str(args[0]).upper())
+        return send(*args, **options)
+
+    def executed(pipe, *args, **options):
+        sent.append("PIPELINE")
+        return execute(pipe, *args, **options)
+
+    def sent_now(pipe, *args, **options):
+        sent.append(str(args[0]).upper())
+        return send_now(pipe, *args, **options)
+
+    monkeypatch.setattr(intake.client, "execute_command", counted)
+    monkeypatch.setattr(pipeline, "execute", executed)
+    monkeypatch.setattr(pipeline, "immediate_execute_command", sent_now)
+    return sent
 
 
 def memory_intake(monkeypatch: pytest.MonkeyPatch) -> MemoryIntake:

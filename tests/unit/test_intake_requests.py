@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import redis
 
 from queue_pipelines.intake.dead_letters import (
     DeadLetterFilter,
@@ -20,7 +19,7 @@ from queue_pipelines.intake.dead_letters import (
 from queue_pipelines.intake.request_records import request_digest
 from queue_pipelines.intake.schema import EnvelopeError
 from tests.support.envelopes import payment
-from tests.support.memory_intake import MemoryIntake, memory_intake
+from tests.support.memory_intake import MemoryIntake, commands_sent, memory_intake
 
 JOB = "payment"
 
@@ -93,25 +92,6 @@ def test_a_request_that_succeeded_after_all_takes_its_dead_letters_along(intake)
 
     assert intake.dead_letters() == [] and intake.stream_ids(JOB) == []
     assert intake.pending_ids(JOB) == [] and intake.tracked("payment:t1:k1") == set()
-
-
-def commands_sent(intake: MemoryIntake, monkeypatch) -> list[str]:
-    """The commands the intake's client sends from now on; a pipeline's are one PIPELINE."""
-    sent: list[str] = []
-    send = intake.client.execute_command
-    execute = redis.client.Pipeline.execute
-
-    def counted(*args, **options):
-        sent.append(str(args[0]).upper())
-        return send(*args, **options)
-
-    def executed(pipe, *args, **options):
-        sent.append("PIPELINE")
-        return execute(pipe, *args, **options)
-
-    monkeypatch.setattr(intake.client, "execute_command", counted)
-    monkeypatch.setattr(redis.client.Pipeline, "execute", executed)
-    return sent
 
 
 def test_a_success_is_recorded_acked_and_its_dead_letters_removed_in_one_call(intake, monkeypatch):

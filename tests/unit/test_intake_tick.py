@@ -18,9 +18,10 @@ from queue_pipelines.intake.dispatch import (
 )
 from queue_pipelines.intake.entries import entry_id_key
 from queue_pipelines.intake.inflight import Assignment
+from queue_pipelines.intake.request_records import SUCCEEDED, Outcome
 from queue_pipelines.intake.settling import BatchRun, RunState
 from tests.support.envelopes import notification, payment
-from tests.support.memory_intake import MemoryIntake, memory_intake
+from tests.support.memory_intake import MemoryIntake, commands_sent, memory_intake
 
 JOB = "payment"
 
@@ -601,3 +602,28 @@ def test_an_evaluation_returns_as_soon_as_it_has_a_run_to_request(streams):
 
     assert [keys_of(b) for b in outcome.launches] == [["payment:t1:k1"]]
     assert "wait_for_new" not in streams.calls
+
+
+def test_a_ticks_round_trips_to_redis_do_not_grow_with_its_requests(streams, monkeypatch):
+    """Recording and tracking the requests a tick reads, and settling a batch whose run
+    ended, are pipelined: a tick over 40 requests sends Redis as many round trips as one
+    over 4 (each was a round trip per request, twice over, and twice per settled request)."""
+    s = sensor(streams)
+    sent = commands_sent(streams, monkeypatch)
+    trips = {}
+    for count in (1, 4, 40):  # the first also loads the scripts into Redis
+        for i in range(count):
+            streams.enqueue(payment(f"t{count}", f"k{i}"))
+        del sent[:]
+        [batch] = s.tick().launches
+        batching = len(sent)
+        run_id = s.start(batch)
+        for item in batch.items:  # recorded, and the run ended before it acked them
+            streams.requests.record_outcome(item.request_key, Outcome(SUCCEEDED, run_id=run_id))
+        s.end(batch)
+        del sent[:]
+        assert s.tick().acked == count
+        trips[count] = (batching, len(sent))
+
+    assert trips[40] == trips[4]
+    assert streams.stream_ids(JOB) == [] and streams.inflight_batches(JOB) == []
