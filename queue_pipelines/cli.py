@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from pydantic import SecretStr
 
 from queue_pipelines import settings
 from queue_pipelines.intake.cli import (
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--redis-url",
-        help=f"intake Redis (default: REDIS_URL, else {defaults.EMBEDDED_REDIS_URL})",
+        help=f"intake Redis (default: REDIS_URL, else {settings.EMBEDDED_REDIS_URL})",
     )
     parser.add_argument(
         "--ledger-url",
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--prefix",
-        default=os.environ.get("QUEUE_KEY_PREFIX") or "qp",
+        default=settings.load().queue_key_prefix,
         help="key prefix of the intake (default: QUEUE_KEY_PREFIX, else qp)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -127,7 +127,11 @@ def add_gateway_parser(commands: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None, out=None, err=None, stdin=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except settings.SettingsError as exc:  # a variable that cannot work: named, no traceback
+        print(f"error: {exc}", file=err)
+        return 2
     if args.command == "schema":
         return print_schema(out)
     if args.command == "outbox":
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None, out=None, err=None, stdin=None) -> int:
     from queue_pipelines.request_effects import RecordedEffects
 
     intake = connect(args.redis_url, prefix=args.prefix)
-    effects = RecordedEffects(args.ledger_url or settings.effect_ledger_url())
+    effects = RecordedEffects(args.ledger_url or settings.load().effect_ledger_url)
     try:
         if args.command == "enqueue":
             return run_enqueue(intake, args, out, err, effect_of=effects)
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None, out=None, err=None, stdin=None) -> int:
             return run_dlq(intake, args, out, err, stdin)
         return run_queue(intake, args, out)
     except redis.ConnectionError as exc:
-        where = without_password(args.redis_url or settings.redis_url())
+        where = without_password(args.redis_url or settings.load().intake_redis_url)
         print(
             f"error: cannot reach the intake Redis at {where} ({exc}). Start it with "
             "`make run`, or point REDIS_URL at yours.",
@@ -174,15 +178,16 @@ def run_gateway_token(args: argparse.Namespace, out, err) -> int:
     is none either, the error names the file."""
     from queue_pipelines.gateway.tokens import print_token
 
-    env = dict(os.environ)
-    rs256 = env.get("GATEWAY_JWT_ALGORITHM", "").upper() == "RS256"
-    local = not env.get("GATEWAY_JWT_SECRET") and not rs256
-    secret_file = settings.gateway_secret_file()
+    config = settings.load()
+    rs256 = config.gateway_jwt_algorithm.strip().upper() == "RS256"
+    local = config.gateway_jwt_secret is None and not rs256
+    secret_file = config.gateway_secret_file
     if local and secret_file.is_file():
-        env["GATEWAY_JWT_SECRET"] = secret_file.read_text().strip()
+        generated = SecretStr(secret_file.read_text().strip())
+        config = config.model_copy(update={"gateway_jwt_secret": generated})
         print(f"(signed with the secret `make run` generated in {secret_file})", file=err)
-    code = print_token(args.tenant, args.scope, args.ttl, out, err, env=env)
-    if code and local and not env.get("GATEWAY_JWT_SECRET"):
+    code = print_token(args.tenant, args.scope, args.ttl, out, err, config)
+    if code and local and config.gateway_jwt_secret is None:
         print(
             f"`make run` generates one for its gateway in {secret_file}, which this command "
             "uses when GATEWAY_JWT_SECRET is unset: start `make run` once, or set "

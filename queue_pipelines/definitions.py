@@ -5,28 +5,26 @@ resources and batch sizes come from queue_pipelines/deployment.py.
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-from queue_pipelines import settings
 from queue_pipelines.deployment import all_resources, batch_policy, sandbox_tags
-from queue_pipelines.env_vars import refuse_sandbox_secrets
 from queue_pipelines.intake.registry import JOB_TYPE_SPECS
 from queue_pipelines.jobs.batch import job_for
 from queue_pipelines.jobs.wallet_balance import build_wallet_balance_schedule, wallet_balance_job
 from queue_pipelines.logs import configure_logging
+from queue_pipelines.settings import load
 from sensors.intake import build_intake_sensor
 
 
 def build_definitions() -> dg.Definitions:
     configure_logging()  # QP_LOG_FORMAT=json: one JSON object per line
-    refuse_sandbox_secrets(dict(os.environ))  # production mode with a public secret: no start
+    config = load()
+    config.refuse_sandbox_secrets()  # production mode with a public secret: no start
     extra_tags = sandbox_tags()
     intake_jobs = {spec.name: job_for(spec.name) for spec in JOB_TYPE_SPECS}
     return dg.Definitions(
         jobs=[*intake_jobs.values(), wallet_balance_job],
-        schedules=[build_wallet_balance_schedule(settings.payer_balance_threshold_sol())],
+        schedules=[build_wallet_balance_schedule(config.solana_min_balance_sol)],
         sensors=[
             build_intake_sensor(
                 spec.name, intake_jobs[spec.name], policy=batch_policy(spec), extra_tags=extra_tags

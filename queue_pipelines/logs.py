@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -19,7 +18,8 @@ from datetime import UTC, datetime
 
 from starlette.middleware import Middleware
 
-LOG_FORMAT_VARIABLE = "QP_LOG_FORMAT"
+from queue_pipelines.settings import load
+
 ACCESS_LOGGER = "queue_pipelines.gateway.access"
 
 _SECRETS = re.compile(
@@ -56,8 +56,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def json_logs_requested(env: dict[str, str] | None = None) -> bool:
-    value = (os.environ if env is None else env).get(LOG_FORMAT_VARIABLE, "")
-    return value.strip().lower() == "json"
+    """QP_LOG_FORMAT=json in `env` (default: this process's environment)."""
+    return (load(env).qp_log_format or "").strip().lower() == "json"
 
 
 def configure_logging(env: dict[str, str] | None = None, stream=None) -> bool:

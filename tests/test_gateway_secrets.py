@@ -12,17 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from queue_pipelines.env_vars import (
-    VARIABLES,
-    SandboxSecretError,
-    placeholder_secrets,
-    refuse_sandbox_secrets,
-)
+from queue_pipelines.env_vars import VARIABLES
 from queue_pipelines.gateway.config import (
     GatewayConfigError,
     refuse_unsafe_secrets,
     settings_from_env,
 )
+from queue_pipelines.settings import SandboxSecretError, load
 from tests.test_gateway_service import gateway_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +77,7 @@ def test_every_example_secret_value_in_deploy_is_refused():
         name for name, _ in examples.values()
     }
     for where, (name, value) in examples.items():
-        assert placeholder_secrets({name: value}) == [name], where
+        assert load({name: value}).placeholder_secrets() == [name], where
         with pytest.raises(GatewayConfigError, match=name):
             refuse_unsafe_secrets({"GATEWAY_JWT_SECRET": STRONG_JWT, name: value})
 
@@ -140,10 +136,10 @@ def test_production_mode_refuses_placeholders_in_the_code_location_check():
         "REDIS_URL": "rediss://:CHANGE-ME@redis.example.internal:6380/0",
     }
     with pytest.raises(SandboxSecretError) as refused:
-        refuse_sandbox_secrets(env)
+        load(env).refuse_sandbox_secrets()
     assert "REDIS_URL" in str(refused.value)
     assert "CHANGE-ME" not in str(refused.value)
     # The example's own STRIPE_SECRET_KEY is a placeholder too, and named as one.
     with pytest.raises(SandboxSecretError, match="STRIPE_SECRET_KEY"):
-        refuse_sandbox_secrets({**env, "STRIPE_SECRET_KEY": "CHANGE-ME"})
-    refuse_sandbox_secrets({**env, "REDIS_URL": "rediss://:s3cr3t@redis.internal:6380/0"})
+        load({**env, "STRIPE_SECRET_KEY": "CHANGE-ME"}).refuse_sandbox_secrets()
+    load({**env, "REDIS_URL": "rediss://:s3cr3t@redis.internal:6380/0"}).refuse_sandbox_secrets()

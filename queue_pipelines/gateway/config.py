@@ -1,38 +1,37 @@
-"""The gateway's settings, from the environment. A missing key is an error, never a default."""
+"""The gateway's settings, from the configuration (queue_pipelines/settings.py), checked for
+what the gateway needs. A missing key is an error, never a default."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from queue_pipelines.gateway.tenant_limits import (
     TenantLimits,
     TenantLimitsError,
     tenant_limits_from_env,
 )
+from queue_pipelines.settings import Settings, SettingsError, load
 
-DEFAULT_MAX_BODY_BYTES = 64 * 1024
-# A request's headers together; uvicorn's own default has no cap (a 32 MB header was read).
-DEFAULT_MAX_HEADER_BYTES = 16 * 1024
-# A body that has not fully arrived after this long is answered 408 (slow-body clients).
-DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
-# Open connections at once. At the cap, the one that has waited longest for a request head
-# (idle or slow) is closed to make room; only when all hold a request in progress is a new
-# request answered 503 (gateway/connections.py).
-DEFAULT_MAX_CONNECTIONS = 256
-# A request head (request line and headers) must arrive within this long of the connection
-# opening, or of the next request's first byte on a kept-alive connection; else it is closed.
-DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
-# A kept-alive connection with no next request after this long is closed.
-DEFAULT_KEEPALIVE_TIMEOUT_SECONDS = 5.0
+
+def _default(field_name: str):
+    return Settings.model_fields[field_name].default
+
+
+# The configuration's defaults (settings.py says what each limit is for).
+DEFAULT_MAX_BODY_BYTES = _default("gateway_max_body_bytes")
+DEFAULT_MAX_HEADER_BYTES = _default("gateway_max_header_bytes")
+DEFAULT_BODY_TIMEOUT_SECONDS = _default("gateway_body_timeout_seconds")
+DEFAULT_MAX_CONNECTIONS = _default("gateway_max_connections")
+DEFAULT_HEADER_TIMEOUT_SECONDS = _default("gateway_header_timeout_seconds")
+DEFAULT_KEEPALIVE_TIMEOUT_SECONDS = _default("gateway_keepalive_timeout_seconds")
 ALGORITHMS = ("HS256", "RS256")
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
 MIN_HS256_SECRET_BYTES = 32
 # A bearer token for /metrics*: 16 random bytes (128 bits) at least.
 MIN_METRICS_TOKEN_BYTES = 16
 # The longest a bearer token may live (exp - iat, or exp - now without iat).
-DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
+DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = _default("gateway_jwt_max_lifetime_seconds")
 # GATEWAY_JWT_UNSCOPED_TOKENS: what a token without a scope claim may write.
 UNSCOPED_TOKENS = ("refuse", "allow")
 
@@ -60,7 +59,7 @@ class JWTSettings:
 class GatewaySettings:
     jwt: JWTSettings
     stripe_webhook_secret: str | None
-    stripe_tolerance_seconds: int = 300
+    stripe_tolerance_seconds: int = _default("stripe_webhook_tolerance_seconds")
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     key_prefix: str = "qp"
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
@@ -85,21 +84,17 @@ class GatewaySettings:
             )
 
 
-def _number(env: dict[str, str], name: str, default, kind=int, minimum=1):
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def _load(env: Mapping[str, str] | None) -> Settings:
+    """The configuration from `env` (default: this process's environment); a value that cannot
+    work stops the gateway, naming the variable."""
     try:
-        value = kind(raw)
-    except ValueError:
-        raise GatewayConfigError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise GatewayConfigError(f"{name}={raw!r} must be at least {minimum}")
-    return value
+        return load(env)
+    except SettingsError as exc:
+        raise GatewayConfigError(str(exc)) from None
 
 
-def _unscoped_tokens(env: dict[str, str]) -> str:
-    value = (env.get("GATEWAY_JWT_UNSCOPED_TOKENS") or "refuse").strip().lower()
+def _unscoped_tokens(config: Settings) -> str:
+    value = config.gateway_jwt_unscoped_tokens.strip().lower()
     if value not in UNSCOPED_TOKENS:
         raise GatewayConfigError(
             f"GATEWAY_JWT_UNSCOPED_TOKENS={value!r}: use 'refuse' (the default: a token without "
@@ -108,14 +103,19 @@ def _unscoped_tokens(env: dict[str, str]) -> str:
     return value
 
 
-def jwt_settings_from_env(env: dict[str, str]) -> JWTSettings:
-    algorithm = env.get("GATEWAY_JWT_ALGORITHM", "HS256").strip().upper()
+def jwt_settings_from_env(env: Mapping[str, str] | None = None) -> JWTSettings:
+    return jwt_settings(_load(env))
+
+
+def jwt_settings(config: Settings) -> JWTSettings:
+    algorithm = config.gateway_jwt_algorithm.strip().upper()
     if algorithm not in ALGORITHMS:
         raise GatewayConfigError(
             f"GATEWAY_JWT_ALGORITHM={algorithm!r} is not supported: use HS256 or RS256"
         )
     if algorithm == "HS256":
-        key = env.get("GATEWAY_JWT_SECRET", "")
+        secret = config.gateway_jwt_secret
+        key = secret.get_secret_value() if secret else ""
         if not key:
             raise GatewayConfigError(
                 "GATEWAY_JWT_SECRET is not set: the gateway verifies HS256 bearer tokens with "
@@ -128,9 +128,9 @@ def jwt_settings_from_env(env: dict[str, str]) -> JWTSettings:
                 "for HS256"
             )
     else:
-        key = env.get("GATEWAY_JWT_PUBLIC_KEY", "")
-        if not key and env.get("GATEWAY_JWT_PUBLIC_KEY_FILE"):
-            key = Path(env["GATEWAY_JWT_PUBLIC_KEY_FILE"]).read_text()
+        key = config.gateway_jwt_public_key or ""
+        if not key and config.gateway_jwt_public_key_file:
+            key = config.gateway_jwt_public_key_file.read_text()
         if "BEGIN PUBLIC KEY" not in key:
             raise GatewayConfigError(
                 "GATEWAY_JWT_PUBLIC_KEY (or GATEWAY_JWT_PUBLIC_KEY_FILE) must hold the PEM "
@@ -140,34 +140,34 @@ def jwt_settings_from_env(env: dict[str, str]) -> JWTSettings:
     return JWTSettings(
         algorithm=algorithm,
         key=key,
-        audience=env.get("GATEWAY_JWT_AUDIENCE") or None,
-        issuer=env.get("GATEWAY_JWT_ISSUER") or None,
-        allow_unscoped=_unscoped_tokens(env) == "allow",
-        max_lifetime_seconds=_number(
-            env, "GATEWAY_JWT_MAX_LIFETIME_SECONDS", DEFAULT_MAX_TOKEN_LIFETIME_SECONDS
-        ),
+        audience=config.gateway_jwt_audience,
+        issuer=config.gateway_jwt_issuer,
+        allow_unscoped=_unscoped_tokens(config) == "allow",
+        max_lifetime_seconds=config.gateway_jwt_max_lifetime_seconds,
     )
 
 
-def unsafe_secrets(env: dict[str, str]) -> dict[str, str]:
+def unsafe_secrets(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Each secret the gateway will not start with: {name: why}, never its value. Any
     secret holding a placeholder (CHANGE-ME) or an example value from deploy/, an HS256 key
     under 32 bytes, a metrics token under 16 bytes. In every mode: the gateway has no sandbox
     value of its own to fall back to, and a token signed with a published key is anyone's."""
-    from queue_pipelines.env_vars import placeholder_secrets
-
-    why = dict.fromkeys(placeholder_secrets(env), "a placeholder or an example value from deploy/")
-    hs256 = env.get("GATEWAY_JWT_ALGORITHM", "HS256").strip().upper() == "HS256"
-    secret = env.get("GATEWAY_JWT_SECRET") or ""
+    config = _load(env)
+    secrets = config.secrets()
+    why = dict.fromkeys(
+        config.placeholder_secrets(), "a placeholder or an example value from deploy/"
+    )
+    hs256 = config.gateway_jwt_algorithm.strip().upper() == "HS256"
+    secret = secrets.get("GATEWAY_JWT_SECRET", "")
     if hs256 and secret and len(secret.encode()) < MIN_HS256_SECRET_BYTES:
         why.setdefault("GATEWAY_JWT_SECRET", f"shorter than {MIN_HS256_SECRET_BYTES} bytes")
-    token = env.get("GATEWAY_METRICS_TOKEN") or ""
+    token = secrets.get("GATEWAY_METRICS_TOKEN", "")
     if token and len(token.encode()) < MIN_METRICS_TOKEN_BYTES:
         why.setdefault("GATEWAY_METRICS_TOKEN", f"shorter than {MIN_METRICS_TOKEN_BYTES} bytes")
     return why
 
 
-def refuse_unsafe_secrets(env: dict[str, str]) -> None:
+def refuse_unsafe_secrets(env: Mapping[str, str] | None = None) -> None:
     by_reason: dict[str, list[str]] = {}
     for name, reason in unsafe_secrets(env).items():
         by_reason.setdefault(reason, []).append(name)
@@ -181,36 +181,50 @@ def refuse_unsafe_secrets(env: dict[str, str]) -> None:
         )
 
 
-def settings_from_env(env: dict[str, str] | None = None, key_prefix: str = "qp") -> GatewaySettings:
-    env = dict(os.environ if env is None else env)
+def settings_from_env(
+    env: Mapping[str, str] | None = None, key_prefix: str = "qp"
+) -> GatewaySettings:
+    """The gateway's settings from `env` (default: this process's environment); QUEUE_KEY_PREFIX,
+    when set, over `key_prefix`."""
     refuse_unsafe_secrets(env)
+    config = _load(env)
+    secrets = config.secrets()
+    configured_prefix = "queue_key_prefix" in config.model_fields_set
     return GatewaySettings(
-        jwt=jwt_settings_from_env(env),
-        stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
-        stripe_tolerance_seconds=_number(
-            env, "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=-(2**31)
-        ),
-        max_body_bytes=_number(env, "GATEWAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-        key_prefix=env.get("QUEUE_KEY_PREFIX") or key_prefix,
-        max_header_bytes=_number(env, "GATEWAY_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES),
-        body_timeout_seconds=_number(
-            env, "GATEWAY_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS, kind=float
-        ),
-        max_connections=_number(env, "GATEWAY_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
-        header_timeout_seconds=_number(
-            env, "GATEWAY_HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT_SECONDS, kind=float
-        ),
-        keepalive_timeout_seconds=_number(
-            env, "GATEWAY_KEEPALIVE_TIMEOUT_SECONDS", DEFAULT_KEEPALIVE_TIMEOUT_SECONDS, kind=float
-        ),
-        metrics_token=env.get("GATEWAY_METRICS_TOKEN") or None,
-        metrics_port=_number(env, "GATEWAY_METRICS_PORT", None),
-        tenant_limits=_tenant_limits(env),
+        jwt=jwt_settings(config),
+        stripe_webhook_secret=secrets.get("STRIPE_WEBHOOK_SECRET"),
+        stripe_tolerance_seconds=config.stripe_webhook_tolerance_seconds,
+        max_body_bytes=config.gateway_max_body_bytes,
+        key_prefix=config.queue_key_prefix if configured_prefix else key_prefix,
+        max_header_bytes=config.gateway_max_header_bytes,
+        body_timeout_seconds=config.gateway_body_timeout_seconds,
+        max_connections=config.gateway_max_connections,
+        header_timeout_seconds=config.gateway_header_timeout_seconds,
+        keepalive_timeout_seconds=config.gateway_keepalive_timeout_seconds,
+        metrics_token=secrets.get("GATEWAY_METRICS_TOKEN"),
+        metrics_port=config.gateway_metrics_port,
+        tenant_limits=_tenant_limits(config),
     )
 
 
-def _tenant_limits(env: dict[str, str]) -> TenantLimits:
+# The tenant limits' variables, as gateway/tenant_limits.py parses them.
+TENANT_LIMIT_FIELDS = (
+    "gateway_tenant_rate_limit",
+    "gateway_tenant_rate_limits",
+    "gateway_tenant_email_quota",
+    "gateway_tenant_email_quotas",
+    "gateway_tenant_priority_range",
+    "gateway_tenant_priority_ranges",
+)
+
+
+def _tenant_limits(config: Settings) -> TenantLimits:
+    given = {
+        name.upper(): value
+        for name in TENANT_LIMIT_FIELDS
+        if (value := getattr(config, name)) is not None
+    }
     try:
-        return tenant_limits_from_env(env)
+        return tenant_limits_from_env(given)
     except TenantLimitsError as exc:
         raise GatewayConfigError(str(exc)) from None

@@ -6,8 +6,8 @@ import logging
 import os
 import sys
 
-from queue_pipelines import settings as embedded
 from queue_pipelines.gateway.config import GatewayConfigError, GatewaySettings, settings_from_env
+from queue_pipelines.settings import SandboxSecretError, load
 
 
 def server_config(app, settings: GatewaySettings, host: str, port: int, **extra):
@@ -53,12 +53,12 @@ def gateway_redis_client(url: str):
 
 
 def run_gateway(host: str, port: int, redis_url: str | None = None, prefix: str = "qp") -> int:
-    from queue_pipelines.env_vars import SandboxSecretError, refuse_sandbox_secrets
     from queue_pipelines.logs import configure_logging, plain_logging
 
     try:
         settings = settings_from_env(key_prefix=prefix)
-        refuse_sandbox_secrets(dict(os.environ))
+        config = load()
+        config.refuse_sandbox_secrets()
     except (GatewayConfigError, SandboxSecretError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -80,10 +80,11 @@ def run_gateway(host: str, port: int, redis_url: str | None = None, prefix: str 
             "/metrics* are open on the public port: set GATEWAY_METRICS_TOKEN or "
             "GATEWAY_METRICS_PORT (docs/gateway.md)"
         )
-    home = embedded.dagster_home().resolve()
+    home = config.home.resolve()
+    # DagsterInstance.get() below reads DAGSTER_HOME itself: hand it the same home.
     os.environ.setdefault("DAGSTER_HOME", str(home))
     home.mkdir(parents=True, exist_ok=True)
-    client = gateway_redis_client(redis_url or embedded.redis_url())
+    client = gateway_redis_client(redis_url or config.intake_redis_url)
     log_config = {"log_config": None} if json_logs else {}
     with dg.DagsterInstance.get() as instance:
         app = build_app(settings, client, instance)

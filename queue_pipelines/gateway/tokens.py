@@ -3,13 +3,13 @@ Production tokens come from the platform's identity provider, not from here."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import jwt
 
 from queue_pipelines.gateway.auth import SCOPE_ALL_JOBS
-from queue_pipelines.gateway.config import GatewayConfigError, jwt_settings_from_env
+from queue_pipelines.gateway.config import GatewayConfigError, jwt_settings
+from queue_pipelines.settings import Settings
 
 # A token without a scope claim writes nothing (unless GATEWAY_JWT_UNSCOPED_TOKENS=allow).
 DEFAULT_SCOPE = SCOPE_ALL_JOBS
@@ -23,11 +23,9 @@ def make_token(secret: str, tenant: str, scope: str | None = DEFAULT_SCOPE, ttl:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def print_token(
-    tenant: str, scope: str | None, ttl: int, out, err, env: dict[str, str] | None = None
-) -> int:
+def print_token(tenant: str, scope: str | None, ttl: int, out, err, config: Settings) -> int:
     try:
-        settings = jwt_settings_from_env(dict(os.environ) if env is None else env)
+        settings = jwt_settings(config)
     except GatewayConfigError as exc:
         print(f"error: {exc}", file=err)
         return 2

@@ -13,7 +13,6 @@ entry_id = intake.enqueue(Envelope(
 
 from __future__ import annotations
 
-from queue_pipelines import settings
 from queue_pipelines.intake.connection import redis_client
 from queue_pipelines.intake.payloads import (
     MintPayload,
@@ -28,11 +27,12 @@ from queue_pipelines.intake.schema import (
     parse_envelope,
 )
 from queue_pipelines.intake.streams import IntakeStreams
+from queue_pipelines.settings import load
 
 
 def connect(url: str | None = None, prefix: str = "qp") -> IntakeStreams:
     """The intake at `url`, REDIS_URL, or the embedded Redis, in that order."""
-    return IntakeStreams(redis_client(url or settings.redis_url()), prefix=prefix)
+    return IntakeStreams(redis_client(url or load().intake_redis_url), prefix=prefix)
 
 
 __all__ = [

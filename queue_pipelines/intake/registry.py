@@ -9,7 +9,6 @@ found from the job itself (its one op).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,6 +22,7 @@ from queue_pipelines.intake.payloads import (
     TransferPayload,
     WireModel,
 )
+from queue_pipelines.settings import load
 
 # The gateway's scope that writes every job type (but those whose scope is by name only);
 # `jobs:write:<type>` writes one type.
@@ -221,12 +221,9 @@ SPECS: dict[str, JobTypeSpec] = {spec.name: spec for spec in JOB_TYPE_SPECS}
 
 def run_concurrency(job_type: str) -> int:
     """How many of a run's requests are worked on at once: QP_CONCURRENCY_<TYPE> in the run
-    worker's environment (e.g. more for a provider far away), else the registry's."""
-    name = f"QP_CONCURRENCY_{job_type.upper()}"
-    value = int(os.environ.get(name) or SPECS[job_type].concurrency)
-    if value < 1:
-        raise ValueError(f"{name} must be 1 or more")
-    return value
+    worker's environment (e.g. more for a provider far away; the settings refuse less than 1),
+    else the registry's."""
+    return load().qp_concurrency.get(job_type, SPECS[job_type].concurrency)
 
 
 JOB_TYPES: tuple[str, ...] = tuple(SPECS)

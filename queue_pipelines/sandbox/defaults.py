@@ -1,21 +1,37 @@
-"""The embedded defaults: where each sandbox listens, and the public values it uses.
+"""Where each part of `make run` listens. The embedded defaults the production code falls back
+to (the embedded Redis, the Stripe sandbox, the SMTP sink, the embedded Solana ledger and their
+public values) belong to the configuration, queue_pipelines/settings.py, and are named here for
+the sandbox's own use; the ports below are the sandbox's alone.
 
-Constants only, importable without the `sandbox` extra: the backend selection falls back to
-these when no environment variable points at the real thing.
+Constants only, importable without the `sandbox` extra.
 """
 
-EMBEDDED_REDIS_PORT = 6399
-EMBEDDED_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
-SANDBOX_STRIPE_PORT = 8420
-SANDBOX_STRIPE_URL = f"http://127.0.0.1:{SANDBOX_STRIPE_PORT}"
-# localstripe accepts any key; this one says what it is wherever it shows up.
-SANDBOX_STRIPE_KEY = "sk_test_localstripe_sandbox"
-# The local SMTP sink of `make run` (no SMTP_HOST), and the webhook secret used when
-# WEBHOOK_SECRET is unset: "whsec_" + base64 of a phrase that says it is not a secret.
-SMTP_SINK_PORT = 8425
-SANDBOX_WEBHOOK_SECRET = "whsec_cXVldWUtcGlwZWxpbmVzIGxvY2FsIHNhbmRib3ggb25seQ=="
-EMBEDDED_SOLANA_PORT = 8899
-EMBEDDED_SOLANA_URL = f"http://127.0.0.1:{EMBEDDED_SOLANA_PORT}"
+from queue_pipelines.settings import (
+    EMBEDDED_REDIS_PORT,
+    EMBEDDED_REDIS_URL,
+    EMBEDDED_SOLANA_PORT,
+    EMBEDDED_SOLANA_URL,
+    SANDBOX_STRIPE_KEY,
+    SANDBOX_STRIPE_PORT,
+    SANDBOX_STRIPE_URL,
+    SANDBOX_WEBHOOK_SECRET,
+    SMTP_SINK_PORT,
+)
+
+__all__ = [
+    "CODE_SERVER_PORT",
+    "EMBEDDED_REDIS_PORT",
+    "EMBEDDED_REDIS_URL",
+    "EMBEDDED_SOLANA_PORT",
+    "EMBEDDED_SOLANA_URL",
+    "GATEWAY_PORT",
+    "SANDBOX_STRIPE_KEY",
+    "SANDBOX_STRIPE_PORT",
+    "SANDBOX_STRIPE_URL",
+    "SANDBOX_WEBHOOK_SECRET",
+    "SMTP_SINK_PORT",
+]
+
 GATEWAY_PORT = 3011
 # The code server `make run` starts for the daemon and the webserver to share.
 CODE_SERVER_PORT = 4266

@@ -62,7 +62,7 @@ def cli_command() -> str:
 
 
 def _prepare_home() -> Path:
-    home = settings.dagster_home().resolve()
+    home = settings.load().home.resolve()
     (home / "logs").mkdir(parents=True, exist_ok=True)
     # The project's dagster.yaml is the local instance's config: copied fresh on every start.
     shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -72,7 +72,8 @@ def _prepare_home() -> Path:
 def _gateway_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     """The gateway refuses to start without a JWT key. Locally, with none configured, the
     launcher makes one per DAGSTER_HOME (kept in a 0600 file) and hands it over explicitly."""
-    if env.get("GATEWAY_JWT_SECRET") or env.get("GATEWAY_JWT_ALGORITHM", "").upper() == "RS256":
+    config = settings.load(env)
+    if config.gateway_jwt_secret or config.gateway_jwt_algorithm.strip().upper() == "RS256":
         return env
     secret_file = home / "gateway-jwt-secret"
     if not secret_file.exists():
@@ -107,10 +108,11 @@ CODE_SERVER_MAX_WORKERS = 16
 
 
 def code_server_command(port: int) -> list[str]:
-    # `python -m dagster` rather than the `dagster` script: runs it launches reached
-    # RUN_START in 1.95 s against 2.35 s through the script (compiled venv, issue 18).
+    # Dagster's own `dagster api grpc`, run as a module (RUN_START 1.95 s after launch against
+    # 2.35 s through the `dagster` script) with its run workers forked from a forkserver that
+    # has the code location imported (0.51 s; queue_pipelines/warm_code_server.py; issue 18).
     return [
-        sys.executable, "-m", "dagster", "api", "grpc",
+        sys.executable, "-m", "queue_pipelines.warm_code_server", "api", "grpc",
         "--module-name", "queue_pipelines.definitions",
         "--location-name", "queue_pipelines",
         "--host", "127.0.0.1", "--port", str(port),
@@ -120,7 +122,8 @@ def code_server_command(port: int) -> list[str]:
 
 def start_code_server(port: int, home: Path, env: dict[str, str]) -> subprocess.Popen:
     """The code location, served once for the daemon and the webserver; the run workers of
-    the default run launcher are its children, in its process group."""
+    the default run launcher are its descendants (through its forkserver), in its process
+    group."""
     refuse_taken_port(port, "the Dagster code server")
     process = subprocess.Popen(
         code_server_command(port),
@@ -194,19 +197,20 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
     # logs of the parts went, and a restarted Redis found no directory for its log and could
     # not start. Only this variable stops the thread.
     env = {"DAGSTER_DISABLE_TELEMETRY": "1", **os.environ, "DAGSTER_HOME": str(home)}
+    config = settings.load()
     supervisor = Supervisor(home)
     smtp_sink = None
     try:
-        if settings.smtp_is_sandbox():
+        if config.smtp_is_sandbox:
             from queue_pipelines.sandbox.outbox import start_sink
 
             refuse_taken_port(defaults.SMTP_SINK_PORT, "the local SMTP sink")
-            smtp_sink = start_sink(settings.outbox_dir(), defaults.SMTP_SINK_PORT)
+            smtp_sink = start_sink(config.outbox_dir, defaults.SMTP_SINK_PORT)
             print(
                 f"local SMTP sink: 127.0.0.1:{defaults.SMTP_SINK_PORT} (mail kept in "
-                f"{settings.outbox_dir()}; read it with `{cli_command()} outbox`)"
+                f"{config.outbox_dir}; read it with `{cli_command()} outbox`)"
             )
-        if not os.environ.get("REDIS_URL"):
+        if config.redis_is_embedded:
             supervisor.add(
                 Child(
                     "redis",
@@ -220,7 +224,7 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
                 )
             )
             print(f"embedded Redis: {defaults.EMBEDDED_REDIS_URL} (data in {home / 'redis'})")
-        if settings.stripe_is_sandbox() and not os.environ.get("STRIPE_API_BASE"):
+        if config.stripe_is_sandbox and not config.stripe_api_base:
             supervisor.add(
                 Child(
                     "stripe-sandbox",
@@ -234,14 +238,14 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
                 )
             )
             print(f"Stripe sandbox (localstripe): {defaults.SANDBOX_STRIPE_URL}")
-        if settings.solana_is_embedded():
+        if config.solana_is_embedded:
             supervisor.add(
                 Child(
                     "solana-ledger",
                     lambda: start_embedded_solana(
                         defaults.EMBEDDED_SOLANA_PORT,
-                        settings.solana_state_dir(),
-                        settings.nft_metadata_dir(),
+                        config.solana_state_dir,
+                        config.nft_metadata_dir,
                         home / "logs/solana.log",
                         process_group=0,
                     ),
@@ -250,7 +254,7 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
             )
             print(
                 f"embedded Solana ledger (LiteSVM): {defaults.EMBEDDED_SOLANA_URL} "
-                f"(accounts and dev payer in {settings.solana_state_dir()})"
+                f"(accounts and dev payer in {config.solana_state_dir})"
             )
         supervisor.add(
             Child("gateway", lambda: start_gateway(gateway_port, home, env), home / "gateway.log")

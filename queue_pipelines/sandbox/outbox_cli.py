@@ -29,7 +29,7 @@ def add_outbox_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_outbox(args: argparse.Namespace, out, err) -> int:
-    directory = Path(args.dir) if args.dir else settings.outbox_dir()
+    directory = Path(args.dir) if args.dir else settings.load().outbox_dir
     if args.outbox_command == "show":
         try:
             path = find_message(directory, args.message)

@@ -1,7 +1,7 @@
 """The supervisor of `make run`: every part a child process leading a process group of its
 own. A child that dies is restarted with a log line (its dependents with it); one that keeps
-dying (MAX_RESTARTS within RESTART_WINDOW_SECONDS) stops the whole stack with a one-line
-reason; a stop ends each group, last started first; the parts an earlier `make run` left
+dying (more than QP_DEV_MAX_RESTARTS times within RESTART_WINDOW_SECONDS) stops the whole
+stack with a one-line reason; a stop ends each group, last started first; the parts an earlier `make run` left
 running when it was killed outright are ended at the next start (CHILDREN_FILE).
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from queue_pipelines.sandbox.processes import own_group_leaders, started_at, wait_group_gone
+from queue_pipelines.settings import load
 
-MAX_RESTARTS = int(os.environ.get("QP_DEV_MAX_RESTARTS", "5"))
 RESTART_WINDOW_SECONDS = 300
 STOP_GRACE_SECONDS = 30
 CHILDREN_FILE = "dev-children.json"  # {part: pid}; each pid leads a process group
@@ -50,9 +50,9 @@ class StackStopped(Exception):
 
 
 class Supervisor:
-    def __init__(self, home: Path, max_restarts: int = MAX_RESTARTS):
+    def __init__(self, home: Path, max_restarts: int | None = None):
         self.home = home
-        self.max_restarts = max_restarts
+        self.max_restarts = load().qp_dev_max_restarts if max_restarts is None else max_restarts
         self.children: dict[str, Child] = {}
         self.stopping = False
 
