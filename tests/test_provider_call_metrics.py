@@ -74,9 +74,7 @@ def test_stripe_calls_of_payment_runs_and_their_errors_reach_the_collector(
         via_proxy = StripeResource(
             secret_key="sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=0
         )
-        webhooks = WebhookResource(
-            secret=receiver.secret, payment_url=receiver.url, backoff_seconds=0.01
-        )
+        webhooks = WebhookResource(secret=receiver.secret, payment_url=receiver.url)
         harness = IntakeHarness(
             own_instance,
             {**with_notifier(resources, webhooks=webhooks), "stripe": via_proxy},
