@@ -2,7 +2,8 @@
 
 Free of Dagster. Each request is handled by a function that does the whole of it (effect,
 then notices) and is safe to call again: every effect goes through the effect ledger. A
-transient failure retries that request alone, with exponential backoff and jitter; a
+transient failure retries that request alone, with exponential backoff and jitter
+(`with_backoff`, the one retry loop inside a run: providers make one try per call); a
 permanent one fails that request alone; an error nobody foresaw fails it too (a bug will not
 fix itself on retry). The others go on.
 """
@@ -38,6 +39,7 @@ TRANSIENT_INFRASTRUCTURE_ERRORS = (
 )
 
 RequestT = TypeVar("RequestT")
+ResultT = TypeVar("ResultT")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         base = min(self.first_delay * 2 ** (attempt - 1), self.max_delay)
         return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+
+# Each request of a batch, and each notice after an effect (notifications/notifier.py).
+REQUEST_BACKOFF = Backoff()
 
 
 @dataclass
@@ -97,19 +103,26 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_INFRASTRUCTURE_ERRORS)
 
 
-def handle_one(
-    item: Item[RequestT],
-    handle: Callable[[RequestT], dict[str, Any]],
-    backoff: Backoff,
-    sleep: Callable[[float], None] = time.sleep,
-) -> ItemResult:
-    started = time.monotonic()
+@dataclass(frozen=True)
+class Tried(Generic[ResultT]):
+    """What `with_backoff` came to: the call's value, or the error it ended with."""
+
+    value: ResultT | None
+    error: Exception | None
+    attempts: int
+
+
+def with_backoff(
+    call: Callable[[], ResultT], backoff: Backoff, sleep: Callable[[float], None] = time.sleep
+) -> Tried[ResultT]:
+    """The one retry loop inside a run. Providers make one classified try per call; this
+    calls again on a transient failure, `backoff.attempts` times in all, and waits without
+    spending an attempt while the provider says when to come back (an open breaker)."""
     attempt, provider_wait = 1, 0.0
     while True:
         try:
-            summary = handle(item.request)
+            return Tried(call(), None, attempt)
         except Exception as exc:
-            reason, code = describe_error(exc)
             transient = is_transient(exc)
             retry_after = getattr(exc, "retry_after", None) if transient else None
             if retry_after is not None and provider_wait + retry_after <= backoff.max_provider_wait:
@@ -123,22 +136,36 @@ def handle_one(
                 sleep(backoff.delay(attempt))
                 attempt += 1
                 continue
-            return ItemResult(
-                item.request_key,
-                UNFINISHED if transient else FAILED,
-                reason=reason,
-                code=code,
-                attempts=attempt,
-                seconds=time.monotonic() - started,
-                error=exc,
-            )
+            return Tried(None, exc, attempt)
+
+
+def handle_one(
+    item: Item[RequestT],
+    handle: Callable[[RequestT], dict[str, Any]],
+    backoff: Backoff,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ItemResult:
+    started = time.monotonic()
+    tried = with_backoff(lambda: handle(item.request), backoff, sleep)
+    seconds = time.monotonic() - started
+    if tried.error is None:
         return ItemResult(
             item.request_key,
             SUCCEEDED,
-            summary=summary,
-            attempts=attempt,
-            seconds=time.monotonic() - started,
+            summary=tried.value,
+            attempts=tried.attempts,
+            seconds=seconds,
         )
+    reason, code = describe_error(tried.error)
+    return ItemResult(
+        item.request_key,
+        UNFINISHED if is_transient(tried.error) else FAILED,
+        reason=reason,
+        code=code,
+        attempts=tried.attempts,
+        seconds=seconds,
+        error=tried.error,
+    )
 
 
 def process_items(

@@ -30,10 +30,6 @@ class SmtpResource(ProviderLimits):
     )
     from_address: str = "Tickets <tickets@example.com>"
     timeout_seconds: float = 30.0
-    max_attempts: int = Field(
-        default=3, description="tries per send for transient failures, before the op retries"
-    )
-    backoff_seconds: float = Field(default=1.0, description="first pause; doubles each try")
     sandbox: bool = Field(default=False, description="True for the local outbox sink")
 
     def sender(self) -> SmtpSender:
@@ -46,8 +42,6 @@ class SmtpResource(ProviderLimits):
             tls_ca_file=self.tls_ca_file,
             from_address=self.from_address,
             timeout_seconds=self.timeout_seconds,
-            max_attempts=self.max_attempts,
-            backoff_seconds=self.backoff_seconds,
             sandbox=self.sandbox,
             guard=self.provider_guard("smtp", OFF),
         )

@@ -17,19 +17,10 @@ class WebhookResource(dg.ConfigurableResource):
     refund_url: str | None = None
     nft_url: str | None = None
     timeout_seconds: float = Field(default=15.0, description="the spec suggests 15 to 30 s")
-    max_attempts: int = Field(default=4, description="tries per delivery, before the op retries")
-    backoff_seconds: float = Field(default=1.0, description="first pause; doubles each try")
-    max_backoff_seconds: float = 30.0
     sandbox: bool = False
 
     def url_for(self, kind: str, profile: TenantProfile) -> str | None:
         return profile.webhooks.get(kind) or getattr(self, f"{kind}_url")
 
     def sender(self) -> WebhookSender:
-        return WebhookSender(
-            secret=self.secret,
-            timeout_seconds=self.timeout_seconds,
-            max_attempts=self.max_attempts,
-            backoff_seconds=self.backoff_seconds,
-            max_backoff_seconds=self.max_backoff_seconds,
-        )
+        return WebhookSender(secret=self.secret, timeout_seconds=self.timeout_seconds)

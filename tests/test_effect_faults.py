@@ -292,7 +292,7 @@ def test_a_webhook_whose_record_failed_goes_again_under_the_same_id(ledger_cut):
     cut, cut_ledger = ledger_cut
     key = f"webhook:t:{uuid.uuid4().hex[:8]}:payment.succeeded"
     with WebhookReceiver("whsec_test") as receiver:
-        sender = WebhookSender(secret="whsec_test", max_attempts=1)
+        sender = WebhookSender(secret="whsec_test")
         with pytest.raises(EffectUnrecorded):
             send_webhook_once(
                 AnswerThen(sender, "deliver", cut.cut), cut_ledger, url=receiver.url,

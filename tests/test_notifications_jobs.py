@@ -35,7 +35,6 @@ def notifying(resources, receiver) -> dict:
         payment_url=receiver.url,
         refund_url=receiver.url,
         nft_url=receiver.url,
-        backoff_seconds=0.01,
     )
     return with_notifier(resources, webhooks=webhooks)
 

@@ -1,9 +1,9 @@
 """SmtpResource against a real SMTP server (aiosmtpd), WebhookResource against a real HTTP
-receiver on loopback: what is retried, what is not, and what the receiver sees."""
+receiver on loopback: each call is one try, its failure classified transient or permanent,
+and what the receiver sees. Retrying is the request's backoff's (tests/test_request_retries.py)."""
 
 from __future__ import annotations
 
-import logging
 import time
 from email.message import EmailMessage
 
@@ -29,7 +29,7 @@ def message(to: str) -> EmailMessage:
 
 
 def smtp_at(port: int, **overrides) -> SmtpSender:
-    settings = {"security": "none", "timeout_seconds": 5, "backoff_seconds": 0.05}
+    settings = {"security": "none", "timeout_seconds": 5}
     return SmtpResource(host="127.0.0.1", port=port, **{**settings, **overrides}).sender()
 
 
@@ -40,62 +40,26 @@ def own_sink(tmp_path):
     sink.stop()
 
 
-class StartServerOnFirstFailure(logging.Handler):
-    """Brings the SMTP server up when the resource reports its first failed attempt, so the
-    retry, and only the retry, finds it listening."""
-
-    def __init__(self, sink: MailSink):
-        super().__init__()
-        self.sink = sink
-        self.failures: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.failures.append(record.getMessage())
-        if self.sink.controller is None:
-            self.sink.start()
-
-
-def test_smtp_down_is_retried_and_succeeds_once_the_server_is_back(tmp_path):
-    sink = MailSink(tmp_path / "outbox", port=free_port())
-    watcher = StartServerOnFirstFailure(sink)
-    logger = logging.getLogger("queue_pipelines.smtp")
-    logger.addHandler(watcher)
-    try:
-        attempts = smtp_at(sink.port, max_attempts=3).send(message("back@example.com"))
-    finally:
-        logger.removeHandler(watcher)
-        sink.stop()
-    assert attempts == 2
-    assert len(watcher.failures) == 1
-    assert "could not reach the SMTP server" in watcher.failures[0]
-    assert [m["Subject"] for m in sink.to("back@example.com")] == ["hello"]
-
-
-def test_smtp_down_for_good_is_a_transient_failure_for_the_step_to_retry():
+def test_smtp_down_is_one_transient_failure():
     with pytest.raises(TransientError, match="could not reach the SMTP server"):
-        smtp_at(free_port(), max_attempts=2).send(message("nobody@example.com"))
+        smtp_at(free_port()).send(message("nobody@example.com"))
 
 
 def test_550_fails_at_once_with_the_servers_reply(own_sink):
     own_sink.handler.refuse_next_rcpt("550 5.1.1 <gone@example.com>: Recipient address rejected")
     with pytest.raises(PermanentError) as caught:
-        smtp_at(own_sink.port, max_attempts=3).send(message("gone@example.com"))
+        smtp_at(own_sink.port).send(message("gone@example.com"))
     assert "550 5.1.1 <gone@example.com>: Recipient address rejected" in caught.value.reason
     assert own_sink.handler.rcpt_replies == []  # asked once: no retry
     assert own_sink.to("gone@example.com") == []
 
 
-def test_4xx_is_retried(own_sink):
-    own_sink.handler.refuse_next_rcpt("451 4.3.0 try again later", times=2)
-    attempts = smtp_at(own_sink.port, max_attempts=3).send(message("later@example.com"))
-    assert attempts == 3
-    assert len(own_sink.to("later@example.com")) == 1
-
-
-def test_4xx_until_attempts_run_out_is_transient(own_sink):
+def test_4xx_is_one_transient_failure_the_sender_does_not_retry(own_sink):
     own_sink.handler.refuse_next_rcpt("451 4.3.0 try again later", times=2)
     with pytest.raises(TransientError, match="451 4.3.0 try again later"):
-        smtp_at(own_sink.port, max_attempts=2).send(message("later@example.com"))
+        smtp_at(own_sink.port).send(message("later@example.com"))
+    assert own_sink.handler.rcpt_replies == ["451 4.3.0 try again later"]  # asked once
+    assert own_sink.to("later@example.com") == []
 
 
 @pytest.fixture
@@ -105,46 +69,40 @@ def receiver():
 
 
 def webhooks_for(receiver: WebhookReceiver, **overrides) -> WebhookResource:
-    settings = {"secret": receiver.secret, "backoff_seconds": 0.01, "timeout_seconds": 5}
+    settings = {"secret": receiver.secret, "timeout_seconds": 5}
     return WebhookResource(**{**settings, **overrides})
 
 
-def test_webhook_500_500_200_is_delivered_once(receiver):
-    receiver.answer(500, 500, 200)
-    delivery = (
-        webhooks_for(receiver, max_attempts=4)
-        .sender()
-        .deliver(receiver.url, "msg_abc", b'{"type":"payment.succeeded"}')
-    )
-    assert (delivery.status, delivery.attempts) == (200, 3)
-    assert [r.status for r in receiver.received] == [500, 500, 200]
-    assert all(r.signature_valid for r in receiver.received)
-    assert {r.headers["webhook-id"] for r in receiver.received} == {"msg_abc"}
+def test_webhook_2xx_is_delivered_signed(receiver):
+    status = webhooks_for(receiver).sender().deliver(receiver.url, "msg_abc", b'{"type":"x"}')
+    assert status == 200
+    [delivery] = receiver.received
+    assert delivery.signature_valid and delivery.headers["webhook-id"] == "msg_abc"
     assert list(receiver.processed) == ["msg_abc"]
 
 
 def test_webhook_400_is_not_retried(receiver):
     receiver.answer(400)
     with pytest.raises(PermanentError, match="HTTP 400") as caught:
-        webhooks_for(receiver, max_attempts=4).sender().deliver(receiver.url, "msg_bad", b"{}")
+        webhooks_for(receiver).sender().deliver(receiver.url, "msg_bad", b"{}")
     assert len(receiver.received) == 1
     assert "not retried" in caught.value.reason
 
 
-@pytest.mark.parametrize("status", [408, 429, 503])
-def test_webhook_retryable_statuses_are_retried(receiver, status):
-    receiver.answer(status)
-    delivery = webhooks_for(receiver).sender().deliver(receiver.url, "msg_retry", b"{}")
-    assert delivery.attempts == 2
-    assert [r.status for r in receiver.received] == [status, 200]
+@pytest.mark.parametrize("status", [408, 429, 500, 503])
+def test_webhook_retryable_status_is_one_transient_failure(receiver, status):
+    receiver.answer(status, status)
+    with pytest.raises(TransientError, match=f"HTTP {status}") as caught:
+        webhooks_for(receiver).sender().deliver(receiver.url, "msg_retry", b"{}")
+    assert caught.value.code == f"http_{status}"
+    assert [r.status for r in receiver.received] == [status]  # one try: the sender never retries
 
 
-def test_webhook_network_error_is_retried_then_transient():
+def test_webhook_network_error_is_one_transient_failure():
     url = f"http://127.0.0.1:{free_port()}/hooks"
-    with pytest.raises(TransientError, match="failed 2 times"):
-        WebhookResource(secret=new_secret(), backoff_seconds=0.01, max_attempts=2).sender().deliver(
-            url, "msg_down", b"{}"
-        )
+    with pytest.raises(TransientError, match="msg_down") as caught:
+        WebhookResource(secret=new_secret()).sender().deliver(url, "msg_down", b"{}")
+    assert caught.value.code == "connection"
 
 
 def test_the_url_in_a_failure_never_shows_its_query_string(receiver):
@@ -230,7 +188,7 @@ def test_an_smtp_server_that_keeps_failing_opens_the_breaker_for_every_worker(
     resets; then a send goes through and closes it. A 5xx refusal does not count."""
     port = free_port()  # nothing listens there yet
     limits = {"redis": redis_resource, "breaker_fail_max": 3, "breaker_reset_seconds": 1}
-    first, second = (smtp_at(port, max_attempts=1, **limits) for _ in "12")
+    first, second = (smtp_at(port, **limits) for _ in "12")
     for sender in (first, second, first):
         with pytest.raises(TransientError) as failed:
             sender.send(message("down@example.com"))
@@ -241,7 +199,7 @@ def test_an_smtp_server_that_keeps_failing_opens_the_breaker_for_every_worker(
     up = MailSink(tmp_path / "outbox", port=port).start()  # the server comes up
     try:
         time.sleep(1.1)  # the breaker's reset
-        assert second.send(message("back@example.com")) == 1  # the probe, which closes it
+        second.send(message("back@example.com"))  # the probe, which closes it
         assert first.guard.breaker_state() == {}
         assert [m["To"] for m in up.to("back@example.com")] == ["back@example.com"]
         # A permanent refusal says the server is up: it never opens the breaker.
@@ -249,7 +207,7 @@ def test_an_smtp_server_that_keeps_failing_opens_the_breaker_for_every_worker(
         for _ in range(5):
             with pytest.raises(PermanentError):
                 first.send(message("nobody@example.com"))
-        assert first.send(message("still@example.com")) == 1
+        first.send(message("still@example.com"))
     finally:
         up.stop()
 
@@ -260,12 +218,12 @@ def test_a_worker_thread_sends_its_messages_over_one_connection_and_replaces_a_d
     with TcpCut("127.0.0.1", own_sink.port) as relay:
         sender = smtp_at(relay.port)
         for n in range(3):
-            assert sender.send(message(f"reuse-{n}@example.com")) == 1
+            sender.send(message(f"reuse-{n}@example.com"))
         assert relay.connections == 1
 
         relay.cut()  # the server hangs up on the idle connection (as servers do after a while)
         relay.restore()
-        assert sender.send(message("after-drop@example.com")) == 1  # found dead, replaced
+        sender.send(message("after-drop@example.com"))  # found dead, replaced
 
         assert relay.connections == 2
     assert [len(own_sink.to(f"reuse-{n}@example.com")) for n in range(3)] == [1, 1, 1]

@@ -132,12 +132,11 @@ def send_email_once(
     repeated on a guess (see `_deliver_once`)."""
 
     def send() -> dict[str, Any]:
-        attempts = smtp.send(message)
+        smtp.send(message)
         return {
             "message_id": message["Message-ID"],
             "to": message["To"],
             "subject": message["Subject"],
-            "attempts": attempts,
         }
 
     return _deliver_once(ledger, key, "email", run_id, resend=resend, resumable=False, send=send)
@@ -159,12 +158,7 @@ def send_webhook_once(
     webhook_id = webhook_id_for(key)
 
     def send() -> dict[str, Any]:
-        delivery = webhooks.deliver(url, webhook_id, event_body(event_type, data))
-        return {
-            "webhook_id": webhook_id,
-            "event_type": event_type,
-            "status": delivery.status,
-            "attempts": delivery.attempts,
-        }
+        status = webhooks.deliver(url, webhook_id, event_body(event_type, data))
+        return {"webhook_id": webhook_id, "event_type": event_type, "status": status}
 
     return _deliver_once(ledger, key, "webhook", run_id, resend=resend, resumable=True, send=send)

@@ -1,9 +1,10 @@
 """Telling people and systems what happened: one Notice as an e-mail and a webhook, each at
 most once, and the operators when telling fails for good.
 
-After an effect (a charge, a refund, a mint) telling about it is best effort on top: the
-senders retry within the call, and a notice that still fails leaves the effect standing, alerts
-the operators and is reported in the request's summary (docs/notifications.md).
+After an effect (a charge, a refund, a mint) telling about it is best effort on top: each
+notice is retried with the request's backoff (the senders make one try per call), and a notice
+that still fails leaves the effect standing, alerts the operators and is reported in the
+request's summary (docs/notifications.md).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from queue_pipelines.notifications.templates import render
 from queue_pipelines.notifications.tenants import DEFAULT_PROFILE, TenantProfile
 from queue_pipelines.providers.smtp import SmtpSender
 from queue_pipelines.providers.webhooks import WebhookSender
+from queue_pipelines.request_runner import REQUEST_BACKOFF, Backoff, with_backoff
 
 log = logging.getLogger("queue_pipelines.notifications")
 
@@ -44,6 +46,9 @@ class Notifier:
     # Where an e-mail that failed for good after its effect goes: (request, reason, run id),
     # e.g. IntakeStreams.dead_letter_notice. None: the alert and the run's table only.
     dead_letter: Callable[[dict[str, Any], str, str], object] | None = None
+    # How a notice after an effect is retried: the effect is done, so the notice alone is
+    # tried again, as a request would be (the request's retries would only replay the effect).
+    backoff: Backoff = REQUEST_BACKOFF
 
     def email(self, notice: Notice) -> dict[str, Any]:
         """Send the notice's e-mail unless it was sent; raises ProviderError if it cannot."""
@@ -92,27 +97,29 @@ class Notifier:
             (f"e-mail {notice.template}", self.email),
             (f"webhook {notice.event_type}", self.webhook),
         ):
-            try:
-                told.update(send(notice))
-            except Exception as exc:  # noqa: BLE001 - whatever fails here, the effect stands
-                # Building the message (a template, a header) as much as sending it: what
-                # fails after the effect is a failed notice, never a failed effect.
-                if not isinstance(exc, ProviderError):
-                    log.exception("%s for %s raised", what, notice.idempotency_key)
-                reason = f"{what} failed: {_describe(exc)}"
-                told.setdefault("notification_failed", [])
-                told["notification_failed"].append(reason)
-                self.alert_operators(
-                    summary=f"{reason}; {effect}, and stands",
-                    details=(
-                        f"{effect}, and stands: it is not undone or repeated. Fix the cause, "
-                        f"then re-execute run {self.run_id} with resend: true in its op "
-                        "config (the effect is not repeated; the notices are sent)."
-                    ),
-                    tenant_id=notice.tenant_id,
-                )
-                if send == self.email and notice.recipient:
-                    self._dead_letter_email(notice, f"{reason}, after {effect}")
+            # Whatever fails here, building the message (a template, a header) as much as
+            # sending it, is a failed notice, never a failed effect: the effect stands.
+            tried = with_backoff(lambda send=send: send(notice), self.backoff)
+            if tried.error is None:
+                told.update(tried.value)
+                continue
+            exc = tried.error
+            if not isinstance(exc, ProviderError):
+                log.error("%s for %s raised", what, notice.idempotency_key, exc_info=exc)
+            reason = f"{what} failed: {_describe(exc)}"
+            told.setdefault("notification_failed", [])
+            told["notification_failed"].append(reason)
+            self.alert_operators(
+                summary=f"{reason}; {effect}, and stands",
+                details=(
+                    f"{effect}, and stands: it is not undone or repeated. Fix the cause, "
+                    f"then re-execute run {self.run_id} with resend: true in its op "
+                    "config (the effect is not repeated; the notices are sent)."
+                ),
+                tenant_id=notice.tenant_id,
+            )
+            if send == self.email and notice.recipient:
+                self._dead_letter_email(notice, f"{reason}, after {effect}")
         if "notification_failed" in told:
             told["notification_failed"] = "; ".join(told["notification_failed"])
         return told

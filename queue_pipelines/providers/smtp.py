@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import smtplib
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Literal
 
 from queue_pipelines.failures import PermanentError, ProviderError, TransientError
-from queue_pipelines.providers.guard import CircuitOpen, ProviderGuard, RateLimited
+from queue_pipelines.providers.guard import ProviderGuard
 from queue_pipelines.telemetry.provider_calls import observe_provider_call
-
-log = logging.getLogger("queue_pipelines.smtp")
 
 
 def _reply_text(message: bytes | str) -> str:
@@ -69,8 +65,8 @@ def classify_smtp_error(exc: BaseException) -> ProviderError:
 
 @dataclass(frozen=True)
 class SmtpSender:
-    """An SMTP server to send through; `send` retries transient failures a few times. With a
-    `guard`, each try takes a slot of its rate limit and passes its circuit breaker."""
+    """An SMTP server to send through; `send` makes one try. With a `guard`, it takes a slot
+    of its rate limit and passes its circuit breaker."""
 
     host: str
     port: int = 587
@@ -80,8 +76,6 @@ class SmtpSender:
     tls_ca_file: str | None = None
     from_address: str = "Tickets <tickets@example.com>"
     timeout_seconds: float = 30.0
-    max_attempts: int = 3
-    backoff_seconds: float = 1.0
     sandbox: bool = False
     guard: ProviderGuard | None = field(default=None, compare=False)
     # Each thread's open connection, reused for its next message (`_client`).
@@ -146,8 +140,12 @@ class SmtpSender:
         if refused:  # some of several recipients refused: say so rather than pass silently
             raise classify_smtp_error(smtplib.SMTPRecipientsRefused(refused))
 
-    def _attempt(self, message: EmailMessage) -> None:
-        """One try, its failure classified (the guard counts only the transient ones)."""
+    def send(self, message: EmailMessage) -> None:
+        """Send `message` (From is filled in when missing): one try, its failure classified
+        (the guard counts only the transient ones). Retrying a transient failure is the
+        request's backoff's to do (queue_pipelines/request_runner.py)."""
+        if "From" not in message:
+            message["From"] = self.from_address
         with self.guard.guarded() if self.guard else contextlib.nullcontext():
             try:
                 with observe_provider_call("smtp", "send", classify_smtp_error):
@@ -156,25 +154,3 @@ class SmtpSender:
                 raise
             except Exception as exc:
                 raise classify_smtp_error(exc) from exc
-
-    def send(self, message: EmailMessage) -> int:
-        """Send `message` (From is filled in when missing); returns the attempts it took."""
-        if "From" not in message:
-            message["From"] = self.from_address
-        delay = self.backoff_seconds
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                self._attempt(message)
-                return attempt
-            except (CircuitOpen, RateLimited):
-                raise  # nothing was sent: the caller waits for the server, spending no try
-            except ProviderError as exc:
-                error = exc
-            if error.permanent or attempt == self.max_attempts:
-                raise error
-            log.warning(
-                "SMTP attempt %d of %d failed: %s", attempt, self.max_attempts, error.reason
-            )
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
