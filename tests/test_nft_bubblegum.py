@@ -8,16 +8,27 @@ these bytes is ever executed (docs/nft.md)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
 
-from queue_pipelines.nft import bubblegum
+from queue_pipelines.failures import PermanentError
+from queue_pipelines.intake.payloads import TransferPayload
+from queue_pipelines.intake.schema import Envelope
+from queue_pipelines.nft import bubblegum, compressed
 from queue_pipelines.nft.metaplex import Creator
+from queue_pipelines.nft.minting import mint_ticket_once
+from queue_pipelines.nft.transfers import transfer_ticket_once
+from tests.support.harness import IntakeHarness, outcome_rows
 from tests.support.requirements import node_and_npm
+from tests.support.solana_fixtures import mint_envelope, ticket_payload
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "bubblegum-vectors"
 VECTORS = json.loads((TOOL / "vectors.json").read_text())
@@ -178,3 +189,164 @@ def test_committed_vectors_are_what_the_published_client_builds():
     )
 
     assert json.loads(printed.stdout) == VECTORS
+
+
+# `standard: compressed` through the service. Neither program is on LiteSVM, so every path ends
+# in the same refusal as `standard: metaplex`; what the cluster path sends before it is checked
+# against the vectors.
+
+NEEDS_PROGRAMS = "standard 'compressed' needs the Metaplex Bubblegum program"
+
+
+def compressed_mint(solana, store, ledger, tenant, key, wallet):
+    return mint_ticket_once(
+        solana.chain(),
+        solana.payer(),
+        ledger,
+        store.put,
+        tenant_id=tenant,
+        idempotency_key=key,
+        payload=ticket_payload(wallet, standard="compressed", seller_fee_basis_points=500),
+        run_id="run-1",
+    )
+
+
+def sent_transactions(rpc_ledger) -> list[VersionedTransaction]:
+    """Every transaction the endpoint is sent from now on, as it arrives (before LiteSVM)."""
+    sent: list[VersionedTransaction] = []
+    send = rpc_ledger.rpc.rpc_sendTransaction
+
+    def recording(encoded, config=None):
+        sent.append(VersionedTransaction.from_bytes(base64.b64decode(encoded)))
+        return send(encoded, config)
+
+    rpc_ledger.rpc.rpc_sendTransaction = recording
+    return sent
+
+
+def instructions_of(transaction: VersionedTransaction) -> list[dict]:
+    """The transaction's instructions: program, accounts in order, data."""
+    keys = transaction.message.account_keys
+    return [
+        {
+            "program_id": str(keys[ix.program_id_index]),
+            "accounts": [str(keys[i]) for i in bytes(ix.accounts)],
+            "data": bytes(ix.data).hex(),
+        }
+        for ix in transaction.message.instructions
+    ]
+
+
+def test_a_compressed_mint_on_the_embedded_ledger_is_refused_and_creates_nothing(
+    embedded_solana, metadata_store, ledger, tenant
+):
+    with pytest.raises(PermanentError, match=NEEDS_PROGRAMS) as refused:
+        compressed_mint(embedded_solana, metadata_store, ledger, tenant, "cnft", Keypair().pubkey())
+
+    assert refused.value.code == "program_missing"
+    assert "mint with standard 'token-2022'" in refused.value.reason
+    assert ledger.get(f"mint:{tenant}:cnft") is None  # a refusal: the claim is released
+    tree = compressed.tree_keypair(embedded_solana.payer(), 0).pubkey()
+    assert embedded_solana.chain().account(tree) is None  # the transaction is atomic
+
+
+def test_over_json_rpc_the_tree_creation_sent_is_the_published_clients_and_is_refused(
+    rpc_ledger, rpc_solana, metadata_store, ledger, tenant
+):
+    """The cluster path (solana-py to the endpoint over LiteSVM) sends the payer's ticket tree
+    first: its createAccount and createTreeConfig are, byte for byte, what Metaplex's client
+    builds for the same tree shape. LiteSVM has no Bubblegum, so the transaction fails there,
+    the request is refused, and mintV1 is never sent (nothing here ever executes it)."""
+    sent = sent_transactions(rpc_ledger)
+    payer = rpc_solana.payer()
+
+    with pytest.raises(PermanentError, match=NEEDS_PROGRAMS):
+        compressed_mint(rpc_solana, metadata_store, ledger, tenant, "cnft", Keypair().pubkey())
+
+    [transaction] = sent
+    tree = compressed.tree_keypair(payer, 0).pubkey()
+    assert transaction.message.account_keys[:2] == [payer.pubkey(), tree]  # the two signers
+    [reference] = [c for c in VECTORS["create_tree"] if c["max_depth"] == compressed.TREE_MAX_DEPTH]
+    assert (reference["max_buffer_size"], reference["canopy_depth"], reference["public"]) == (
+        compressed.TREE_MAX_BUFFER_SIZE,
+        compressed.TREE_CANOPY_DEPTH,
+        None,
+    )
+    ours = {
+        VECTORS["payer"]: str(payer.pubkey()),
+        VECTORS["merkle_tree"]: str(tree),
+        VECTORS["tree_config"]: str(bubblegum.tree_config_address(tree)),
+    }
+    expected = [
+        {
+            "program_id": ix["program_id"],
+            "accounts": [ours.get(key, key) for key, _signer, _writable in ix["accounts"]],
+            "data": ix["data"],  # the endpoint's rent is the rate generate.js stands in with
+        }
+        for ix in reference["instructions"]
+    ]
+    assert instructions_of(transaction) == expected
+    assert rpc_solana.chain().account(tree) is None
+    assert ledger.get(f"mint:{tenant}:cnft") is None
+
+
+def test_a_compressed_transfer_is_refused_for_want_of_the_programs_and_claims_nothing(
+    embedded_solana, ledger, tenant
+):
+    payer = embedded_solana.payer()
+    asset = bubblegum.asset_id(compressed.tree_keypair(payer, 0).pubkey(), 0)
+
+    with pytest.raises(PermanentError, match=NEEDS_PROGRAMS) as refused:
+        transfer_ticket_once(
+            embedded_solana.chain(), payer, {payer.pubkey(): payer}, ledger,
+            tenant_id=tenant, idempotency_key="resale", mint=str(asset),
+            to_wallet=str(Keypair().pubkey()), expected_owner=None, run_id="run-1",
+            locks=None, standard="compressed",
+        )  # fmt: skip
+
+    assert refused.value.code == "program_missing"
+    assert ledger.get(f"transfer:{tenant}:resale") is None
+
+
+def test_the_payloads_take_the_compressed_standard():
+    wallet = str(Keypair().pubkey())
+
+    assert ticket_payload(wallet, standard="compressed").standard == "compressed"
+    transfer = TransferPayload(mint=wallet, to_wallet=wallet, standard="compressed")
+    assert transfer.standard == "compressed"
+    assert TransferPayload(mint=wallet, to_wallet=wallet).standard == "token-2022"
+    with pytest.raises(ValidationError, match="standard"):
+        TransferPayload(mint=wallet, to_wallet=wallet, standard="bubblegum")
+
+
+@pytest.fixture
+def nft_resources(resources, rpc_solana, metadata_store) -> dict:
+    """The session's resources (Redis, ledger, SMTP sink, webhooks) plus Solana."""
+    return {**resources, "solana": rpc_solana, "metadata_store": metadata_store}
+
+
+def test_compressed_requests_through_the_intake_are_dead_lettered_with_the_reason(
+    instance, nft_resources, intake, tenant
+):
+    payer = nft_resources["solana"].payer()
+    intake.enqueue(mint_envelope(tenant, "cnft-mint", Keypair().pubkey(), standard="compressed"))
+    asset = bubblegum.asset_id(compressed.tree_keypair(payer, 0).pubkey(), 0)
+    intake.enqueue(
+        Envelope(
+            type="transfer",
+            tenant_id=tenant,
+            idempotency_key="cnft-resale",
+            payload={"mint": str(asset), "to_wallet": str(Keypair().pubkey()), "standard": "compressed"},
+        )
+    )  # fmt: skip
+
+    for job_type in ("mint", "transfer"):
+        harness = IntakeHarness(instance, nft_resources, job_type)
+        assert harness.drain() == 1
+        [row] = outcome_rows(harness.results[0])
+        assert (row["status"], row["attempts"]) == ("failed", 1), job_type  # permanent
+
+    reasons = [letter["reason"] for letter in intake.dead_letters()]
+    assert len(reasons) == 2 and all(NEEDS_PROGRAMS in reason for reason in reasons)
+    assert any("mint with standard 'token-2022'" in reason for reason in reasons)
+    assert any("transfer compressed tickets against a cluster" in reason for reason in reasons)

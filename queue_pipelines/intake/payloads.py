@@ -119,13 +119,21 @@ class MintPayload(WireModel):
     image: single_line_text(200) | None = None
     uri: single_line_text(200) | None = None
     attributes: TicketAttributes
-    standard: Literal["token-2022", "metaplex"] = "token-2022"
+    standard: Literal["token-2022", "metaplex", "compressed"] = Field(
+        default="token-2022",
+        description="token-2022 (the default), metaplex (Token Metadata) or compressed "
+        "(Bubblegum); metaplex and compressed need their programs on the cluster (docs/nft.md).",
+    )
     seller_fee_basis_points: int = Field(
-        default=0, ge=0, le=10_000, description="Royalty on resales, metaplex standard only."
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Royalty on resales, metaplex and compressed standards only.",
     )
     collection: str | None = Field(
         default=None,
-        description="Collection mint, base58, metaplex standard only (joins unverified).",
+        description="Collection mint, base58, metaplex and compressed standards only (joins "
+        "unverified).",
     )
     buyer_email: MailAddress | None = Field(
         default=None, description="Where the 'your ticket is in your wallet' e-mail goes."
@@ -159,6 +167,11 @@ class TransferPayload(WireModel):
         "holds the ticket.",
     )
     order_id: Identifier | None = Field(default=None, description="The resale's order.")
+    standard: Literal["token-2022", "metaplex", "compressed"] = Field(
+        default="token-2022",
+        description="The standard the ticket was minted with: compressed for a Bubblegum "
+        "ticket, whose `mint` is then its asset id; token-2022 and metaplex tickets move alike.",
+    )
     metadata: Metadata = Field(
         default_factory=dict,
         description="The platform's own notes, at most 20 string values; never on chain.",

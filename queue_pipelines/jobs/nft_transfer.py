@@ -40,6 +40,7 @@ def transfer_tickets(
             expected_owner=payload.from_wallet,
             run_id=context.run_id,
             locks=locks,
+            standard=payload.standard,
         )
         return {
             "order_id": payload.order_id or "",

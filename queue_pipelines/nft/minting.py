@@ -23,7 +23,7 @@ from queue_pipelines.effects import act_again, act_once
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.payloads import MintPayload
 from queue_pipelines.ledger import EffectLedger, effect_key
-from queue_pipelines.nft import metaplex, token2022
+from queue_pipelines.nft import bubblegum, compressed, metaplex, token2022
 from queue_pipelines.nft.chain import AlreadyProcessed, Chain, require_funds
 from queue_pipelines.nft.holders import MINT_ADDRESS_KIND, Holder, holder_of, mint_address_key
 from queue_pipelines.nft.keys import derived_mint_keypair, parse_address
@@ -83,8 +83,9 @@ def mint_ticket_once(
         lambda: _mint(chain, payer, store_metadata, key, payload).recordable(),
         # The mint's address derives from the key: `_mint` finds an earlier attempt's ticket
         # on the chain and adopts it. A refusal (PermanentError) came before or from the
-        # chain, where the transaction is atomic: it did not land.
-        in_doubt=act_again,
+        # chain, where the transaction is atomic: it did not land. A compressed ticket has no
+        # address of its own to find: in doubt, an operator decides.
+        in_doubt=compressed.in_doubt if payload.standard == "compressed" else act_again,
         index_of=lambda result: (
             mint_address_key(result["mint"]),
             MINT_ADDRESS_KIND,
@@ -112,6 +113,8 @@ def _mint(chain: Chain, payer: Keypair, store_metadata, key: str, payload: MintP
     owner = parse_address(payload.wallet, "buyer wallet")
     uri = payload.uri or store_metadata(metadata_name(key), ticket_metadata(payload))
     check_onchain_fields(payload.name, payload.symbol, uri)
+    if payload.standard == "compressed":
+        return _mint_compressed(chain, payer, owner, uri, payload)
     mint_keypair = derived_mint_keypair(payer, key)
     mint = mint_keypair.pubkey()
     signature = None
@@ -146,6 +149,38 @@ def _mint(chain: Chain, payer: Keypair, store_metadata, key: str, payload: MintP
         symbol=payload.symbol,
         standard=payload.standard,
         signature=signature,
+    )
+
+
+def _mint_compressed(
+    chain: Chain, payer: Keypair, owner: Pubkey, uri: str, payload: MintPayload
+) -> MintOutcome:
+    """A Bubblegum leaf owned by the buyer, with the metaplex standard's metadata (the payer
+    its sole verified creator, royalty and an unverified collection from the request)."""
+    minted = compressed.mint_compressed(
+        chain,
+        payer,
+        owner,
+        bubblegum.MetadataArgs(
+            name=payload.name,
+            symbol=payload.symbol,
+            uri=uri,
+            seller_fee_basis_points=payload.seller_fee_basis_points,
+            creators=(metaplex.Creator(payer.pubkey(), verified=True, share=100),),
+            collection=parse_address(payload.collection, "collection")
+            if payload.collection
+            else None,
+        ),
+    )
+    return MintOutcome(
+        mint=str(minted.asset_id),
+        owner=str(owner),
+        token_account="",  # a leaf of tree `minted.tree`, no token account
+        uri=uri,
+        name=payload.name,
+        symbol=payload.symbol,
+        standard=payload.standard,
+        signature=minted.signature,
     )
 
 

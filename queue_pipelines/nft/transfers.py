@@ -24,6 +24,7 @@ from spl.token import models as token_models
 from queue_pipelines.effects import act_again, act_once
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.ledger import EffectLedger, effect_key
+from queue_pipelines.nft import compressed
 from queue_pipelines.nft.chain import AlreadyProcessed, Chain
 from queue_pipelines.nft.holders import holder_of, holds, require_minted_for
 from queue_pipelines.nft.keys import parse_address
@@ -78,6 +79,7 @@ def transfer_ticket_once(
     expected_owner: str | None,
     run_id: str,
     locks: Turns | None,
+    standard: str = "token-2022",
 ) -> TransferOutcome:
     """Move the ticket to `to_wallet`, signed by its current holder's custodial key.
 
@@ -86,7 +88,10 @@ def transfer_ticket_once(
     ticket in a self-custodied wallet can be moved only by its owner, so it is refused.
     Only a ticket this service minted for `tenant_id` is moved (require_minted_for).
     `locks` keeps other transfers of the ticket out meanwhile; None only where nothing else
-    moves tickets (a test on a ledger of its own)."""
+    moves tickets (a test on a ledger of its own). A `compressed` ticket (`mint` is its asset
+    id) is refused, before anything is claimed: compressed.refuse_transfer says why."""
+    if standard == "compressed":
+        raise compressed.refuse_transfer(chain, mint)
     require_minted_for(ledger, tenant_id, mint)
     key = effect_key("transfer", tenant_id, idempotency_key)
     with locks.holding(mint) if locks is not None else nullcontext():
