@@ -102,7 +102,9 @@ def _extra(field_name: str) -> dict[str, Any]:
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 
-# The mapping load() reads: os.environ unless a caller hands in its own.
+# The mapping load() reads: os.environ unless a caller hands in its own (the gateway's checks
+# and the tests take a dict). pydantic-settings builds its sources in a classmethod, so the
+# mapping reaches EnvironmentSource through this variable for the one construction.
 _environment: ContextVar[Mapping[str, str] | None] = ContextVar("environment", default=None)
 
 
@@ -617,7 +619,7 @@ def _describe(error: Any) -> str:
     name = variable_name(field_name).removesuffix(TYPE_SUFFIX)
     if key:
         name = f"{name}_{str(key[0]).upper()}"
-    if field_name in secret_fields():
+    if field_name in secret_fields():  # no secret type refuses a value today; if one ever does
         return f"{name} (a secret, value not shown): {error['msg']}"
     raw = error.get("input")
     if "ge" in error.get("ctx", {}):
