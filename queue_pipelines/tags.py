@@ -12,8 +12,7 @@ AUTO_RETRY_RUN_ID = "dagster/auto_retry_run_id"  # set on a failed run once its 
 # Set on a run in which a notification failed for good while the effect before it stands:
 # how many requests had that (docs/notifications.md). Their entries are acked all the same.
 NOTIFICATION_FAILED = "queue/notification_failed"
-# A micro-batch run: its key (also its run key) and how many requests it carries.
+# A micro-batch run: its key (also its run key). How many requests it carries is in its run
+# config and its step's metadata, not a tag: tags are what an operator filters the Runs list
+# on. A run some of whose requests failed for good is a failed run (docs/operations.md).
 BATCH = "queue/batch"
-BATCH_SIZE = "queue/batch_size"
-# Set on a batch run when some of its requests failed for good (dead-lettered): how many.
-FAILED_ITEMS = "queue/failed_items"

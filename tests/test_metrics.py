@@ -162,8 +162,8 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
             payments(tenant, payment(*paid[2])),
         ],
     )
-    # The declined card fails its request, not the run.
-    assert [r["success"] for r in first] == [True, True]
+    # The declined card fails its request, and marks its run failed once all are settled.
+    assert [r["success"] for r in first] == [False, True]
 
     # What the runs charged, from the effect ledger (not the event log metrics read) and
     # confirmed with Stripe, to compare the scrape with.
@@ -188,8 +188,11 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
         queue_stats = httpx.get(f"{url}/metrics/queue-stats", timeout=10).json()
 
     processed = before["queue_jobs_processed_total"]
-    assert processed == {(("queue", "payment"), ("status", "success")): 2}
-    assert before.get("queue_jobs_failed_total", {}) == {}
+    assert processed == {
+        (("queue", "payment"), ("status", "success")): 1,
+        (("queue", "payment"), ("status", "failure")): 1,
+    }
+    assert before["queue_jobs_failed_total"] == {(("queue", "payment"), ("reason", "permanent")): 1}
     assert before["payments_processed_total"] == {
         (("currency", "eur"), ("status", "succeeded")): 1,
         (("currency", "usd"), ("status", "succeeded")): 2,
@@ -326,7 +329,8 @@ def test_run_totals_count_the_requests_of_real_batch_runs_incrementally(
         again = totals.refresh()
         assert dict(again.family("payments")) == dict(first.family("payments"))
         assert again.emails["sent"] == 1
-        assert again.runs[("payment", "success")] == 2
+        # The first run had a declined card: a failed run (docs/operations.md).
+        assert (again.runs[("payment", "failure")], again.runs[("payment", "success")]) == (1, 1)
         broken = {"buyer_name": "Ada", "order_id": "1", "amount": "$1.00"}  # no 'reason'
         run(
             notification_job,

@@ -15,6 +15,7 @@ import uuid
 
 import dagster as dg
 import pytest
+import yaml
 from solders.keypair import Keypair
 
 from queue_pipelines import tags
@@ -88,7 +89,17 @@ def test_a_small_tenant_is_served_while_a_large_backlog_of_another_drains(
             f"{settled_a} of tenant A's {len(keys_a)} payments were settled before tenant B's 5"
         )
         runs_b = stack.runs({tags.TENANT: tenant_b})
-        assert [r["tags"][tags.BATCH_SIZE] for r in runs_b] == ["5"], runs_b
+        assert [batch_size(stack, r["runId"]) for r in runs_b] == [5], runs_b
+
+
+def batch_size(stack, run_id: str) -> int:
+    """How many requests a batch run carries: its run config's (no tag says it)."""
+    reply = stack.graphql(
+        "query($id: ID!) { runOrError(runId: $id) { ... on Run { runConfigYaml } } }",
+        {"id": run_id},
+    )
+    [op] = yaml.safe_load(reply["runOrError"]["runConfigYaml"])["ops"].values()
+    return len(op["config"]["requests"])
 
 
 def queue_events(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float | None]:

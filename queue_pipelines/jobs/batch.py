@@ -5,9 +5,14 @@ The run's one op parses the batch from its config, hands each request to the job
 request), and settles each request as soon as it ends: acked when it succeeded, dead-lettered
 with its reason when it failed for good. Requests that outlasted their retries are left to
 the intake sensor, which batches them again once this run has ended. The op's output is a
-table with one row per request, for the run page, and a tally of the provider calls its
-requests made (latency per provider, operation and outcome), for /metrics; the run's tags
-say at a glance whether any request failed (queue/failed_items).
+table with one row per request (failed ones first), for the run page, and a tally of the
+provider calls its requests made (latency per provider, operation and outcome), for /metrics.
+
+A run with a request that did not succeed fails, once every request is settled, so that the
+Runs list shows it as failed (docs/operations.md): the failure carries the same table. It is
+an op failure raised with allow_retries=False, which Dagster's run retries leave alone
+(`retry_on_asset_or_op_failure: false`), and the intake sensor settles a finished run's
+requests by their recorded outcomes, not by the run's status.
 
 A re-execution of the run (UI or CLI) skips requests whose outcome is already recorded and
 repeats no recorded effect for the others: every effect goes through the effect ledger.
@@ -174,7 +179,9 @@ def outcome_table(
                 **dict(zip(WAIT_COLUMNS, waits.get(result.request_key, (None, None)), strict=True)),
             }
         )
-        for result in results[:MAX_TABLE_ROWS]
+        # Failed and unfinished requests first: what needs a look is at the top, and never
+        # among the rows cut off past MAX_TABLE_ROWS.
+        for result in sorted(results, key=lambda r: r.status == SUCCEEDED)[:MAX_TABLE_ROWS]
     ]
     kinds = {"attempts": "int", **dict.fromkeys(WAIT_COLUMNS, "float")}
     schema = dg.TableSchema(
@@ -200,6 +207,9 @@ def run_batch(
     job_type = context.job_def.tags[tags.JOB_TYPE]
     spec = SPECS[job_type]
     started = time.time()
+    run_queue_seconds = _seconds_before_start(context)
+    if run_queue_seconds is not None:
+        context.log.info(f"waited {run_queue_seconds:.1f} s in the run queue")
     requests: dict[str, Request] = {}
     results: dict[str, ItemResult] = {}
     for entry in config.requests:
@@ -265,18 +275,17 @@ def run_batch(
     ]
     counts = count_by_status(ordered)
     notification_failures = sum("notification_failed" in r.summary for r in ordered)
-    run_tags = {}
-    if counts[FAILED]:
-        run_tags[tags.FAILED_ITEMS] = str(counts[FAILED])
     if notification_failures:
-        run_tags[tags.NOTIFICATION_FAILED] = str(notification_failures)
-    if run_tags:
-        context.instance.add_run_tags(context.run_id, run_tags)
+        # The run succeeds (the effects stand): the tag is what marks it in the Runs list.
+        context.instance.add_run_tags(
+            context.run_id, {tags.NOTIFICATION_FAILED: str(notification_failures)}
+        )
     metadata = {
         "requests": len(ordered),
         **counts,
         "notification_failed": notification_failures,
         "seconds": round(time.time() - started, 3),
+        **({"run_queue_seconds": round(run_queue_seconds, 3)} if run_queue_seconds else {}),
         "wait_p50_seconds": round(statistics.median(waits), 3) if waits else 0.0,
         "wait_max_seconds": round(max(waits), 3) if waits else 0.0,
         "outcomes": outcome_table(
@@ -294,16 +303,48 @@ def run_batch(
         # This run's provider calls, for the run workers' latency histograms (docs/metrics.md).
         PROVIDER_CALLS_KEY: dg.MetadataValue.json(provider_calls.as_json()),
     }
-    if counts[UNFINISHED]:
-        unfinished = [r for r in ordered if r.status == UNFINISHED]
+    if counts[UNFINISHED] or counts[FAILED]:
         raise dg.Failure(
-            description=(
-                f"{counts[UNFINISHED]} of {len(ordered)} {job_type} requests did not finish "
-                f"(transient failures outlasted {REQUEST_BACKOFF.attempts} attempts; first: "
-                f"{unfinished[0].reason}). The intake sensor runs them again once this run "
-                "has ended; the others are settled."
-            ),
-            metadata={**metadata, "failure_class": "transient"},
+            description=_failure_description(job_type, ordered, counts),
+            # transient: the intake sensor runs the unfinished requests again; permanent: each
+            # failed request is dead-lettered with its reason, and nothing runs again.
+            metadata={
+                **metadata,
+                "failure_class": "transient" if counts[UNFINISHED] else "permanent",
+            },
             allow_retries=False,
         )
     return dg.Output(counts, metadata=metadata)
+
+
+def _failure_description(job_type: str, ordered: list[ItemResult], counts: dict[str, int]) -> str:
+    """What a failed batch run says at the top of its failure: how many requests of the batch
+    failed for good or did not finish, the first reason of each, and that the rest stand."""
+    total = len(ordered)
+    parts = []
+    if counts[FAILED]:
+        first = next(r for r in ordered if r.status == FAILED)
+        parts.append(
+            f"{counts[FAILED]} of {total} {job_type} requests failed for good and were "
+            f"dead-lettered (first: {first.request_key}: {first.reason})."
+        )
+    if counts[UNFINISHED]:
+        first = next(r for r in ordered if r.status == UNFINISHED)
+        parts.append(
+            f"{counts[UNFINISHED]} of {total} did not finish (transient failures outlasted "
+            f"{REQUEST_BACKOFF.attempts} attempts; first: {first.reason}): the intake sensor "
+            "runs them again once this run has ended."
+        )
+    parts.append(
+        f"{counts[SUCCEEDED]} succeeded and are acked. The outcomes table has every request."
+    )
+    return " ".join(parts)
+
+
+def _seconds_before_start(context: dg.OpExecutionContext) -> float | None:
+    """From the run's creation (the sensor's request) to its start: the time it waited in
+    Dagster's run queue and for its launch, which the Runs list's Duration leaves out."""
+    record = context.instance.get_run_record_by_id(context.run_id)
+    if record is None or record.start_time is None:
+        return None
+    return max(record.start_time - record.create_timestamp.timestamp(), 0.0)

@@ -221,15 +221,17 @@ def test_a_new_type_is_built_run_and_counted_from_its_entry_alone(ticket_cancel)
     run_config["ops"]["cancel_tickets"]["config"]["requests"][1]["payload"] = {"order_id": "gone"}
 
     with dg.instance_for_test() as instance:
-        result = job.execute_in_process(run_config=run_config, instance=instance)
-        assert result.success
+        result = job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False
+        )
+        assert not result.success  # a request failed for good: the run says so
         assert intake.settled == {
             "ticket_cancel:acme:t1": "ticket_cancel succeeded",
             "ticket_cancel:acme:t2": "ticket_cancel failed: no such ticket",
         }
         totals = RunTotals(instance).refresh()
         assert totals.family("cancels") == Counter({"success": 1, "failure": 1})
-        assert totals.runs[("ticket_cancel", "success")] == 1
+        assert totals.runs[("ticket_cancel", "failure")] == 1
         scraped = {
             metric.name: metric for metric in QueueMetricsCollector(instance, NoRedis()).collect()
         }
