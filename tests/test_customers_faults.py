@@ -26,7 +26,7 @@ from queue_pipelines.failures import TransientError
 from queue_pipelines.intake.payloads import CustomerPayload
 from queue_pipelines.providers.stripe import StripeApi
 from queue_pipelines.sandbox.relay import DROP, LOSE_REPLY
-from tests.test_customers_job import customers_of
+from tests.test_customers_runs import customers_of
 from tests.test_effect_faults import SECRET_KEY, ledger_cut, stripe_relay
 
 

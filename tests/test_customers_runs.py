@@ -5,8 +5,11 @@ customer."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from queue_pipelines.intake.payloads import CustomerPayload
 from queue_pipelines.intake.schema import Envelope
+from queue_pipelines.metrics.run_totals import RunTotals
 from queue_pipelines.payments import customer_key
 from tests.support.harness import IntakeHarness, outcome_rows
 from tests.support.reexecution import reexecute_all
@@ -43,6 +46,8 @@ def created(instance, resources, intake, tenant, key, email) -> str:
 def test_a_duplicate_entry_and_a_reexecution_create_no_second_customer(
     instance, resources, intake, tenant, stripe_resource, monkeypatch
 ):
+    totals = RunTotals(instance)
+    before = totals.refresh()
     harness = IntakeHarness(instance, resources, "customer")
     request = customer(tenant, "c1", action="create", email="ada@example.com", name="Ada")
     intake.enqueue(request)
@@ -61,11 +66,16 @@ def test_a_duplicate_entry_and_a_reexecution_create_no_second_customer(
     assert success and [r["changed"] for r in rows] == ["earlier"]
     [made] = customers_of(stripe_resource, tenant)
     assert (made.id, made.email, made.name) == (first["customer"], "ada@example.com", "Ada")
+    # customers_managed_total counts the change made, not its replays.
+    counted = totals.refresh().family("customers") - before.family("customers")
+    assert counted == Counter({"success": 1})
 
 
 def test_another_tenants_customer_is_dead_lettered_and_left_as_it_was(
     instance, resources, intake, tenant, stripe_resource
 ):
+    totals = RunTotals(instance)
+    before = totals.refresh()
     victim = f"{tenant}-victim"
     theirs = created(instance, resources, intake, victim, "c", "v@example.com")
     harness = IntakeHarness(instance, resources, "customer")
@@ -84,6 +94,8 @@ def test_another_tenants_customer_is_dead_lettered_and_left_as_it_was(
     assert all(f"{theirs} is not a customer of tenant {tenant}" in r for r in reasons), reasons
     [kept] = customers_of(stripe_resource, victim)
     assert (kept.id, kept.name) == (theirs, None)
+    counted = totals.refresh().family("customers") - before.family("customers")
+    assert counted == Counter({"success": 1, "failure": 2})  # the victim's create; the refusals
 
 
 def test_an_update_then_a_delete_in_one_batch_happen_in_that_order_and_the_next_payment_makes_a_new_customer(  # noqa: E501
