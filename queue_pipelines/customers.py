@@ -108,16 +108,19 @@ def manage_customer_once(
     def owned(customer_id: str) -> CustomerSummary:
         return check_owner(stripe.retrieve_customer(customer_id), customer_id, tenant_id)
 
-    def create() -> dict:
-        email = str(request.email).lower()
+    def refuse_a_second_for(email: str, customer_id: str | None = None) -> None:
+        # Payments find a buyer's customer by e-mail: a second one would split them.
         existing = stripe.find_customer(tenant_id, email)
-        if existing is not None:
-            # Payments find a buyer's customer by e-mail: a second one would split them.
+        if existing is not None and existing != customer_id:
             raise PermanentError(
-                f"tenant {tenant_id} has a customer for {email} already ({existing}): update "
-                "it instead",
+                f"tenant {tenant_id} has a customer for {email} already ({existing}): one "
+                "customer per e-mail",
                 code="customer_exists",
             )
+
+    def create() -> dict:
+        email = str(request.email).lower()
+        refuse_a_second_for(email)
         created = stripe.create_customer(
             email=email,
             name=request.name,
@@ -135,9 +138,12 @@ def manage_customer_once(
     def update() -> dict:
         customer_id = str(request.customer_id)
         owned(customer_id)
+        email = None if request.email is None else str(request.email).lower()
+        if email is not None:
+            refuse_a_second_for(email, customer_id)
         updated = stripe.update_customer(
             customer_id,
-            email=None if request.email is None else str(request.email).lower(),
+            email=email,
             name=request.name,
             metadata=request.metadata,
             idempotency_key=stripe_idempotency_key(key),

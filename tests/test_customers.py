@@ -92,6 +92,12 @@ def test_a_second_customer_for_one_email_is_refused_naming_the_first(proxied, le
     paid = charge(api, ledger, tenant, "p", "buyer@example.com")  # the payment made one
     with pytest.raises(PermanentError, match=f"already \\({paid.customer_id}\\)"):
         manage(api, ledger, tenant, "c", action="create", email="Buyer@example.com")
+    other = manage(api, ledger, tenant, "c2", action="create", email="other@example.com")
+    move = {"action": "update", "customer_id": other.customer_id}
+    with pytest.raises(PermanentError, match=f"already \\({paid.customer_id}\\)"):
+        manage(api, ledger, tenant, "u", **move, email="buyer@example.com")
+    manage(api, ledger, tenant, "u2", **move, email="OTHER@example.com")  # its own: fine
+    assert api.retrieve_customer(other.customer_id).email == "other@example.com"
 
 
 def test_deleting_the_customer_a_payment_noted_makes_the_next_payment_create_one(
