@@ -332,6 +332,26 @@ def test_deploy_dagster_yaml_launcher_is_hardened_like_the_helm_values():
     assert config["service_account_name"] == values()["global"]["serviceAccountName"]
 
 
+def test_deploy_dagster_yaml_run_queue_is_the_helm_values_and_dagster_accepts_it():
+    """The chart renders the daemon's run queue from the values, other pods read
+    deploy/dagster.yaml: the same limits and parallel launches in both, in Dagster's schema."""
+    from dagster._config import process_config
+    from dagster._config.field import resolve_to_config_type
+    from dagster._core.run_coordinator import QueuedRunCoordinator
+
+    config = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())["run_coordinator"]
+    queue = values()["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert config["config"] == {
+        "max_concurrent_runs": queue["maxConcurrentRuns"],
+        "tag_concurrency_limits": queue["tagConcurrencyLimits"],
+        "dequeue_use_threads": queue["dequeueUseThreads"],
+        "dequeue_num_workers": queue["dequeueNumWorkers"],
+    }
+    assert config["config"]["dequeue_use_threads"] is True
+    schema = resolve_to_config_type(QueuedRunCoordinator.config_type())
+    assert process_config(schema, config["config"]).success
+
+
 # --- names against the code --------------------------------------------------------------
 
 
