@@ -3,9 +3,10 @@
 
 The code location sees the test's Redis (REDIS_URL, its own key prefix via QUEUE_KEY_PREFIX),
 localstripe (STRIPE_API_BASE) and SMTP sink (SMTP_HOST/SMTP_PORT). The run workers that the
-default run launcher starts are children of the code server and stay in the same process
-group, so a signal to the group reaches the whole stack, as Ctrl-C in a terminal does, and
-teardown leaves no process behind.
+default run launcher starts are forked by the code server's forkserver (as under `make run`:
+queue_pipelines/warm_code_server.py) and stay in the same process group, so a signal to the
+group reaches the whole stack, as Ctrl-C in a terminal does, and teardown leaves no process
+behind.
 
 Each stack costs several seconds of CPU to start (four Python processes importing Dagster);
 tests start as few as they can and share one where they may.
