@@ -8,8 +8,9 @@ loop doing the same calls, in one invocation.
     uv run --frozen python -m bench.e2e --messages 200 --postgres postgresql://...
 
 It starts, each on a free loopback port and stopped again on exit (Ctrl-C and errors too):
-an embedded redis-server, the code server as `make run` starts it (`python -m dagster api
-grpc`, whose children are the run workers) and a real `dagster-daemon` (run queue, sensors,
+an embedded redis-server, the code server as `make run` starts it (`python -m
+queue_pipelines.warm_code_server api grpc`: Dagster's, with the run workers forked by its
+forkserver, its descendants) and a real `dagster-daemon` (run queue, sensors,
 run monitoring) on it; the instance lives in a temporary DAGSTER_HOME with the project's
 dagster.yaml (or dagster-postgres storage with --postgres). The sandbox servers, localstripe
 (behind a delaying relay with --latency-ms) and the SMTP sink, are processes of their own, and
@@ -188,7 +189,8 @@ def _cpu_table() -> dict[int, tuple[int, float, float]]:
 def cpu_seconds(roles: dict[str, int]) -> dict[str, float]:
     """CPU seconds used so far, per role: each process with its descendants, live ones and
     those a member of the tree reaped (their time is in the reaper's cutime). The code
-    server's descendants are the run workers, counted apart; the bench is this process."""
+    server's descendants (its forkserver and the run workers it forked) are counted apart as
+    run_workers; the bench is this process."""
     table = _cpu_table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _own, _reaped) in table.items():
@@ -639,7 +641,7 @@ def pipeline_stack(args: argparse.Namespace, workdir: Path, batch_size: int) -> 
             env["QP_BATCH_WAIT_PAYMENT"] = str(args.batch_wait)
         for name in ("STRIPE_SECRET_KEY", "DAGSTER_POSTGRES_URL", "SOLANA_RPC_URL"):
             env.pop(name, None)
-        # The code server as `make run` starts it; run workers are its children.
+        # The code server as `make run` starts it; run workers are its descendants.
         code_server_port = free_port()
         with open(workdir / "code-server.log", "ab") as log:
             code_server = subprocess.Popen(
