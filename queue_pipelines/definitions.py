@@ -13,6 +13,7 @@ from queue_pipelines.jobs.batch import job_for
 from queue_pipelines.jobs.wallet_balance import build_wallet_balance_schedule, wallet_balance_job
 from queue_pipelines.logs import configure_logging
 from queue_pipelines.settings import load
+from sensors.backlog import backlog_assets, build_backlog_sensor
 from sensors.intake import build_intake_sensor
 
 
@@ -24,12 +25,26 @@ def build_definitions() -> dg.Definitions:
     intake_jobs = {spec.name: job_for(spec.name) for spec in JOB_TYPE_SPECS}
     return dg.Definitions(
         jobs=[*intake_jobs.values(), wallet_balance_job],
-        schedules=[build_wallet_balance_schedule(config.solana_min_balance_sol)],
-        sensors=[
-            build_intake_sensor(
-                spec.name, intake_jobs[spec.name], policy=batch_policy(spec), extra_tags=extra_tags
+        assets=backlog_assets(),
+        schedules=[
+            build_wallet_balance_schedule(
+                config.solana_min_balance_sol,
+                # The embedded ledger's payer is funded by the sandbox: no check runs there
+                # until an operator starts the schedule (or launches the job).
+                running=not config.solana_is_embedded,
             )
-            for spec in JOB_TYPE_SPECS
+        ],
+        sensors=[
+            *(
+                build_intake_sensor(
+                    spec.name,
+                    intake_jobs[spec.name],
+                    policy=batch_policy(spec),
+                    extra_tags=extra_tags,
+                )
+                for spec in JOB_TYPE_SPECS
+            ),
+            build_backlog_sensor(),
         ],
         resources=all_resources(),
     )

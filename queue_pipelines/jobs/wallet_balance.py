@@ -71,12 +71,19 @@ def wallet_balance_job():
     alert_on_low_balance(read_payer_balance())
 
 
-def build_wallet_balance_schedule(threshold_sol: float, cron: str = "*/15 * * * *"):
+def build_wallet_balance_schedule(
+    threshold_sol: float, cron: str = "*/15 * * * *", *, running: bool = True
+):
+    """Every 15 minutes. A schedule that runs also runs at start-up when the stack was down
+    over a quarter hour (Dagster launches the latest missed tick), so it runs only where a
+    real payer is at stake (`running`); elsewhere an operator starts it in the UI."""
     return dg.ScheduleDefinition(
         name="wallet_balance_schedule",
         job=wallet_balance_job,
         cron_schedule=cron,
         run_config={"ops": {"alert_on_low_balance": {"config": {"threshold_sol": threshold_sol}}}},
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+        default_status=dg.DefaultScheduleStatus.RUNNING
+        if running
+        else dg.DefaultScheduleStatus.STOPPED,
         description=f"Every 15 minutes: alert when the payer holds under {threshold_sol} SOL.",
     )
