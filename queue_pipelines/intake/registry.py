@@ -46,7 +46,9 @@ class RequestMetrics:
     table (docs/metrics.md). A row counts when this run did the effect (its `done_column` is
     `now`, not `earlier`) or when the request failed for good.
 
-    Without `status_column`, `requests` is labelled `status` (success, failure). With it,
+    Without `status_column`, `requests` is labelled `status` (success, failure), after
+    `label_field` when there is one: that field of the row, or of a failed request's payload
+    (customer: `action`, so a refused delete counts as ("delete", "failure")). With it,
     `requests` is labelled `currency` and `status` (the row's `status_column`, or `failed`),
     and `amounts` sums the `amount` of the done rows whose status is in `amount_statuses`, per
     currency. A failed row's currency is its request's (`failed_currency_from_request`, read
@@ -58,6 +60,7 @@ class RequestMetrics:
     amounts: Family | None = None
     amount_statuses: tuple[str, ...] = ("succeeded",)
     failed_currency_from_request: bool = False
+    label_field: str | None = None
 
     @property
     def families(self) -> tuple[Family, ...]:
@@ -194,9 +197,11 @@ JOB_TYPE_SPECS: tuple[JobTypeSpec, ...] = (
             done_column="changed",
             requests=Family(
                 "customers_managed_total",
-                "Customer requests (create, update, delete) by outcome.",
+                "Customer requests by action (create, update, delete) and status: success "
+                "(changed by this run), failure (failed for good).",
                 "customers",
             ),
+            label_field="action",
         ),
     ),
     JobTypeSpec(

@@ -86,7 +86,10 @@ def _job_type_families(specs: Mapping[str, JobTypeSpec], t: Totals) -> Iterator[
         if spec.metrics is None:
             continue
         m = spec.metrics
-        labels = ["status"] if m.status_column is None else ["currency", "status"]
+        if m.status_column is not None:
+            labels = ["currency", "status"]
+        else:
+            labels = [*([m.label_field] if m.label_field else []), "status"]
         yield _counter(
             m.requests.metric, m.requests.help, labels, t.counted.get(m.requests.totals_key, {})
         )

@@ -381,10 +381,12 @@ def _count_request(
     done_now = status == "succeeded" and row.get(metrics.done_column) == "now"
     requests = t.family(metrics.requests.totals_key)
     if metrics.status_column is None:
+        # With a label field, (its value, status): e.g. ("delete", "success").
+        label = () if metrics.label_field is None else (_label_of(run, row, metrics.label_field),)
         if done_now:
-            requests["success"] += 1
+            requests[(*label, "success") if label else "success"] += 1
         elif status == "failed":
-            requests["failure"] += 1
+            requests[(*label, "failure") if label else "failure"] += 1
         return
     if done_now:
         currency, state = str(row.get("currency")).lower(), str(row.get(metrics.status_column))
@@ -405,8 +407,19 @@ def _outcome_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _request_currency(run: dg.DagsterRun, row: dict[str, Any]) -> str:
     """A failed payment's currency, from its request in the run's config."""
+    return _payload_value(run, row, "currency").lower()
+
+
+def _label_of(run: dg.DagsterRun, row: dict[str, Any], field: str) -> str:
+    """The row's `field`, or (a failed request's row has only the failure) its payload's."""
+    value = row.get(field)
+    return str(value) if value else _payload_value(run, row, field)
+
+
+def _payload_value(run: dg.DagsterRun, row: dict[str, Any], field: str) -> str:
+    """`field` of the row's request payload, from the run's config; "unknown" if absent."""
     for op in (run.run_config or {}).get("ops", {}).values():
         for request in (op.get("config") or {}).get("requests", []):
             if request.get("idempotency_key") == row.get("request"):
-                return str(request.get("payload", {}).get("currency") or "unknown").lower()
+                return str(request.get("payload", {}).get(field) or "unknown")
     return "unknown"
