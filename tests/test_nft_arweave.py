@@ -19,7 +19,7 @@ from queue_pipelines.nft.arweave import ArweaveGateway, ArweaveWallet, generate_
 from queue_pipelines.nft.minting import mint_ticket_once
 from queue_pipelines.sandbox.servers import free_port, stop, wait_for_port
 from resources import MetadataStoreResource
-from tests.support.requirements import node_and_npm
+from tests.support.requirements import node_with_packages
 from tests.support.solana_fixtures import ticket_payload
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "arlocal"
@@ -27,12 +27,7 @@ TOOL = Path(__file__).resolve().parent.parent / "tools" / "arlocal"
 
 @pytest.fixture(scope="session")
 def arlocal_url(tmp_path_factory) -> Iterator[str]:
-    node, npm = node_and_npm("to run arlocal, the local Arweave gateway")
-    if not (TOOL / "node_modules" / "arlocal").exists():
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=TOOL, check=True, capture_output=True,
-            timeout=900,
-        )  # fmt: skip
+    node = node_with_packages(TOOL, "arlocal", "to run arlocal, the local Arweave gateway", 900)
     port = free_port()
     log = open(tmp_path_factory.mktemp("arlocal") / "log", "ab")  # noqa: SIM115
     process = subprocess.Popen(

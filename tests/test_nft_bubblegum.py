@@ -24,11 +24,10 @@ from queue_pipelines.intake.payloads import TransferPayload
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.nft import bubblegum, compressed
 from queue_pipelines.nft.metaplex import Creator
-from queue_pipelines.nft.minting import mint_ticket_once
 from queue_pipelines.nft.transfers import transfer_ticket_once
 from tests.support.harness import IntakeHarness, outcome_rows
-from tests.support.requirements import node_and_npm
-from tests.support.solana_fixtures import mint_envelope, ticket_payload
+from tests.support.requirements import node_with_packages
+from tests.support.solana_fixtures import mint_envelope, mint_ticket, ticket_payload
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "bubblegum-vectors"
 VECTORS = json.loads((TOOL / "vectors.json").read_text())
@@ -177,12 +176,9 @@ def test_tree_config_account_decodes():
 def test_committed_vectors_are_what_the_published_client_builds():
     """The vectors above are not hand-edited: generate.js, run now against the pinned
     package, prints them again."""
-    node, npm = node_and_npm("to run Metaplex's Bubblegum client")
-    if not (TOOL / "node_modules" / "@metaplex-foundation" / "mpl-bubblegum").exists():
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=TOOL, check=True, capture_output=True,
-            timeout=300,
-        )  # fmt: skip
+    node = node_with_packages(
+        TOOL, "@metaplex-foundation/mpl-bubblegum", "to run Metaplex's Bubblegum client"
+    )
 
     printed = subprocess.run(
         [node, "generate.js"], cwd=TOOL, capture_output=True, text=True, check=True, timeout=60
@@ -199,16 +195,8 @@ NEEDS_PROGRAMS = "standard 'compressed' needs the Metaplex Bubblegum program"
 
 
 def compressed_mint(solana, store, ledger, tenant, key, wallet):
-    return mint_ticket_once(
-        solana.chain(),
-        solana.payer(),
-        ledger,
-        store.put,
-        tenant_id=tenant,
-        idempotency_key=key,
-        payload=ticket_payload(wallet, standard="compressed", seller_fee_basis_points=500),
-        run_id="run-1",
-    )
+    payload = ticket_payload(wallet, standard="compressed", seller_fee_basis_points=500)
+    return mint_ticket(solana, store, ledger, tenant, key, payload)
 
 
 def sent_transactions(rpc_ledger) -> list[VersionedTransaction]:
@@ -288,6 +276,22 @@ def test_over_json_rpc_the_tree_creation_sent_is_the_published_clients_and_is_re
     assert instructions_of(transaction) == expected
     assert rpc_solana.chain().account(tree) is None
     assert ledger.get(f"mint:{tenant}:cnft") is None
+
+
+def test_a_compressed_mint_in_doubt_is_left_to_an_operator_and_never_sent_again(
+    embedded_solana, metadata_store, ledger, tenant
+):
+    """A compressed ticket has no address of its own to look for: an attempt that claimed the
+    request and never recorded it (its worker died) may have minted, so nothing is sent."""
+    ledger.claim(f"mint:{tenant}:lost", "mint", "run-0")  # run-0 died with the claim pending
+
+    with pytest.raises(PermanentError, match="may have minted a compressed ticket") as refused:
+        compressed_mint(embedded_solana, metadata_store, ledger, tenant, "lost", Keypair().pubkey())
+
+    assert refused.value.code == "needs_reconciliation"
+    assert ledger.get(f"mint:{tenant}:lost")["status"] == "pending"  # still in doubt
+    tree = compressed.tree_keypair(embedded_solana.payer(), 0).pubkey()
+    assert embedded_solana.chain().account(tree) is None  # nothing was sent
 
 
 def test_a_compressed_transfer_is_refused_for_want_of_the_programs_and_claims_nothing(

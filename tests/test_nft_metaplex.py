@@ -13,19 +13,16 @@ import pytest
 from solders.pubkey import Pubkey
 
 from queue_pipelines.nft import metaplex
-from tests.support.requirements import node_and_npm
+from tests.support.requirements import node_with_packages
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "metaplex-vectors"
 
 
 @pytest.fixture(scope="session")
 def metaplex_serialize():
-    node, npm = node_and_npm("to run Metaplex's serializer")
-    if not (TOOL / "node_modules" / "@metaplex-foundation" / "mpl-token-metadata").exists():
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=TOOL, check=True, capture_output=True,
-            timeout=300,
-        )  # fmt: skip
+    node = node_with_packages(
+        TOOL, "@metaplex-foundation/mpl-token-metadata", "to run Metaplex's serializer"
+    )
 
     def serialize(cases: list[dict]) -> list[bytes]:
         result = subprocess.run(

@@ -10,21 +10,8 @@ from solders.system_program import TransferParams, transfer
 from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.nft import token2022
 from queue_pipelines.nft.holders import holds
-from queue_pipelines.nft.minting import mint_ticket_once
+from tests.support.solana_fixtures import mint_ticket as mint
 from tests.support.solana_fixtures import ticket_payload, token_2022_mints
-
-
-def mint(solana, store, ledger, tenant, key, payload):
-    return mint_ticket_once(
-        solana.chain(),
-        solana.payer(),
-        ledger,
-        store.put,
-        tenant_id=tenant,
-        idempotency_key=key,
-        payload=payload,
-        run_id="run-1",
-    )
 
 
 def test_mint_over_json_rpc_is_executed_by_the_token_programs(

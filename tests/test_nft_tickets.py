@@ -24,19 +24,7 @@ from queue_pipelines.sandbox.solana_rpc import LedgerRpcServer
 from resources import MetadataStoreResource, SolanaResource
 from tests.support.harness import outcome_rows
 from tests.support.solana_fixtures import ledger_of, ticket_payload, token_2022_mints
-
-
-def mint(solana, store, ledger, tenant, key, payload, run_id="run-1"):
-    return mint_ticket_once(
-        solana.chain(),
-        solana.payer(),
-        ledger,
-        store.put,
-        tenant_id=tenant,
-        idempotency_key=key,
-        payload=payload,
-        run_id=run_id,
-    )
+from tests.support.solana_fixtures import mint_ticket as mint
 
 
 def test_minted_ticket_is_a_one_of_one_token_2022_nft_in_the_buyers_ata(

@@ -8,6 +8,8 @@ At most once is kept two ways (docs/nft.md):
    account already minted adopts it instead of minting again. This closes the gap the
    ledger alone leaves (a worker killed after the transaction landed, before recording it)
    without the Stripe-style time window.
+A compressed ticket (`standard: compressed`) is a leaf with no address of its own, so only the
+ledger keeps it single, and one in doubt is left to an operator (queue_pipelines/nft/compressed.py).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +34,15 @@ def node_and_npm(purpose: str) -> tuple[str, str]:
         f"npm; else https://nodejs.org), then run the tests again",
     )
     return node, npm
+
+
+def node_with_packages(tool: Path, package: str, purpose: str, timeout: float = 300) -> str:
+    """The path of `node`, once the npm packages pinned in `tool` are installed there (`npm ci`
+    from its lock file when `package` is missing); a skip or failure as above without Node.js."""
+    node, npm = node_and_npm(purpose)
+    if not (tool / "node_modules" / package).exists():
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=tool, check=True, capture_output=True,
+            timeout=timeout,
+        )  # fmt: skip
+    return node

@@ -15,6 +15,7 @@ from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.nft import token2022
 from queue_pipelines.nft.holders import holder_of
 from queue_pipelines.nft.keys import keygen_json
+from queue_pipelines.nft.minting import MintOutcome, mint_ticket_once
 from queue_pipelines.sandbox.solana_ledger import EmbeddedLedger, shared_ledger
 from queue_pipelines.sandbox.solana_rpc import LedgerRpcServer
 from resources import MetadataStoreResource, SolanaResource
@@ -76,6 +77,22 @@ def ticket_payload(wallet: Pubkey | str, n: int = 1, **overrides) -> MintPayload
         **overrides,
     }
     return MintPayload(**fields)
+
+
+def mint_ticket(
+    solana: SolanaResource,
+    store,
+    ledger,
+    tenant: str,
+    key: str,
+    payload: MintPayload,
+    run_id: str = "run-1",
+) -> MintOutcome:
+    """`mint_ticket_once` as a run's op calls it, with the resource's chain and payer."""
+    return mint_ticket_once(
+        solana.chain(), solana.payer(), ledger, store.put, tenant_id=tenant,
+        idempotency_key=key, payload=payload, run_id=run_id,
+    )  # fmt: skip
 
 
 def mint_envelope(tenant: str, key: str, wallet: Pubkey | str, n: int = 1, **overrides) -> Envelope:
