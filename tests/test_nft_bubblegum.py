@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from solders.account import Account
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
@@ -275,6 +277,55 @@ def test_over_json_rpc_the_tree_creation_sent_is_the_published_clients_and_is_re
     ]
     assert instructions_of(transaction) == expected
     assert rpc_solana.chain().account(tree) is None
+    assert ledger.get(f"mint:{tenant}:cnft") is None
+
+
+def test_with_a_tree_in_place_the_mint_v1_sent_is_the_published_clients_and_is_refused(
+    rpc_ledger, rpc_solana, metadata_store, ledger, tenant
+):
+    """The payer's tree config put on the ledger as Bubblegum would have made it (the program
+    that would make it is missing): the request goes on to mintV1, whose instruction, captured
+    at the endpoint, is the vectors' first mintV1 case (same ticket fields, buyer and
+    collection) for this payer and tree. LiteSVM then refuses it like the tree."""
+    payer = rpc_solana.payer().pubkey()
+    tree = compressed.tree_keypair(rpc_solana.payer(), 0).pubkey()
+    config = (
+        bubblegum.TREE_CONFIG_ACCOUNT
+        + bytes(payer) * 2  # creator and delegate
+        + struct.pack("<QQ", 1 << compressed.TREE_MAX_DEPTH, 0)  # capacity, minted so far
+        + bytes([0, 1, 0])  # private, not decompressible, version 1
+    )
+    rpc_ledger.rpc.ledger.svm.set_account(
+        bubblegum.tree_config_address(tree),
+        Account(10**9, config, bubblegum.BUBBLEGUM_PROGRAM_ID, False, 0),
+    )
+    reference = VECTORS["mint_v1"][0]
+    payload = ticket_payload(
+        VECTORS["leaf_owner"], standard="compressed", uri=reference["uri"],
+        seller_fee_basis_points=reference["seller_fee_basis_points"],
+        collection=reference["collection"],
+    )  # fmt: skip
+    assert (payload.name, payload.symbol) == (reference["name"], reference["symbol"])
+    sent = sent_transactions(rpc_ledger)
+
+    with pytest.raises(PermanentError, match=NEEDS_PROGRAMS):
+        mint_ticket(rpc_solana, metadata_store, ledger, tenant, "cnft", payload)
+
+    [transaction] = sent
+    ours = {
+        VECTORS["payer"]: str(payer),
+        VECTORS["merkle_tree"]: str(tree),
+        VECTORS["tree_config"]: str(bubblegum.tree_config_address(tree)),
+    }
+    [ix] = reference["instructions"]
+    creator = bytes(Pubkey.from_string(VECTORS["payer"])).hex()  # the payer, sole creator
+    assert instructions_of(transaction) == [
+        {
+            "program_id": ix["program_id"],
+            "accounts": [ours.get(key, key) for key, _signer, _writable in ix["accounts"]],
+            "data": ix["data"].replace(creator, bytes(payer).hex()),
+        }
+    ]
     assert ledger.get(f"mint:{tenant}:cnft") is None
 
 
