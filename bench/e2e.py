@@ -284,7 +284,7 @@ def run_baseline(stripe_url: str, smtp_port: int, workdir: Path, count: int) -> 
     from queue_pipelines.providers.webhooks import WebhookSender
     from queue_pipelines.sandbox.defaults import SANDBOX_WEBHOOK_SECRET
 
-    api = StripeApi(STRIPE_KEY, api_base=stripe_url, max_network_retries=0)
+    api = StripeApi(STRIPE_KEY, api_base=stripe_url)
     ledger = EffectLedger(f"sqlite:///{workdir / 'baseline-ledger.db'}")
     directory = TenantDirectory.from_file(None)
     notifier = Notifier(

@@ -216,7 +216,6 @@ def main() -> None:
                 "stripe": StripeResource(
                     secret_key="sk_test_bench",
                     api_base=f"http://127.0.0.1:{stripe_port}",
-                    max_network_retries=0,
                 ),
                 "effect_ledger": EffectLedgerResource(
                     database_url=f"sqlite:///{instance.root_directory}/ledger.db"

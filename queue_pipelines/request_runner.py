@@ -60,8 +60,10 @@ class Backoff:
         return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
 
 
-# Each request of a batch, and each notice after an effect (notifications/notifier.py).
-REQUEST_BACKOFF = Backoff()
+# Per request of a batch, and per notice after an effect (notifications/notifier.py): four
+# attempts, 0.5 s, 1 s, 2 s apart (± half). Past that a request waits for another run, which
+# the intake sensor starts once this one has ended.
+REQUEST_BACKOFF = Backoff(attempts=4, first_delay=0.5, max_delay=8.0, jitter=0.5)
 
 
 @dataclass

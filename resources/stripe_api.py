@@ -24,11 +24,6 @@ class StripeResource(ProviderLimits):
     api_base: str | None = Field(
         default=None, description="API address override, for the localstripe sandbox only."
     )
-    max_network_retries: int = Field(
-        default=2,
-        description="SDK-level retries of reads (connection errors, 409/5xx replies); a "
-        "call that creates something is never re-sent by the SDK (its effect is in doubt).",
-    )
     timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
 
     _api: StripeApi | None = PrivateAttr(default=None)
@@ -42,7 +37,6 @@ class StripeResource(ProviderLimits):
             self._api = StripeApi(
                 self.secret_key,
                 api_base=self.api_base,
-                max_network_retries=self.max_network_retries,
                 timeout_seconds=self.timeout_seconds,
                 guard=self.provider_guard("stripe", documented_rate(self.secret_key)),
             )

@@ -157,7 +157,6 @@ def stripe_resource(localstripe_url) -> StripeResource:
     return StripeResource(
         secret_key="sk_test_queue_pipelines",
         api_base=localstripe_url,
-        max_network_retries=0,
         timeout_seconds=10,
     )
 

@@ -30,7 +30,7 @@ def manage(api, ledger, tenant, key, run_id="run-1", **payload):
 @pytest.fixture
 def proxied(localstripe_url):
     with Relay(localstripe_url) as proxy:
-        yield proxy, StripeApi("sk_test_customers", api_base=proxy.url, max_network_retries=0)
+        yield proxy, StripeApi("sk_test_customers", api_base=proxy.url)
 
 
 def test_create_update_delete_each_happen_once_per_key(proxied, ledger, tenant):

@@ -67,7 +67,7 @@ def assert_stripe_holds_one_change(action, stripe_resource, tenant, outcome) -> 
 def test_stripes_answer_lost_after_it_acted_is_settled_by_asking_stripe(
     action, stripe_relay, ledger, stripe_resource, tenant
 ):
-    api = StripeApi(SECRET_KEY, api_base=stripe_relay.url, max_network_retries=0)
+    api = StripeApi(SECRET_KEY, api_base=stripe_relay.url)
     payload, method, path = prepared(action, api, ledger, tenant)
     stripe_relay.fail_next(method, path, status=LOSE_REPLY)
 
@@ -87,7 +87,7 @@ def test_a_record_that_fails_after_stripe_acted_is_settled_by_asking_stripe(
     action, ledger_cut, stripe_relay, stripe_resource, tenant
 ):
     cut, cut_ledger = ledger_cut
-    api = StripeApi(SECRET_KEY, api_base=stripe_relay.url, max_network_retries=0)
+    api = StripeApi(SECRET_KEY, api_base=stripe_relay.url)
     payload, method, path = prepared(action, api, cut_ledger, tenant)
     stripe_relay.after_answer(method, path, cut.cut)
 
@@ -106,7 +106,7 @@ def test_a_record_that_fails_after_stripe_acted_is_settled_by_asking_stripe(
 def test_a_create_lost_before_stripe_saw_it_is_made_on_the_retry_once(
     stripe_relay, ledger, stripe_resource, tenant
 ):
-    api = StripeApi(SECRET_KEY, api_base=stripe_relay.url, max_network_retries=0)
+    api = StripeApi(SECRET_KEY, api_base=stripe_relay.url)
     payload = {"action": "create", "email": "new@example.com"}
     stripe_relay.fail_next("POST", "/v1/customers", status=DROP)
 

@@ -136,7 +136,7 @@ def test_redis_gone_after_stripe_answered_fails_nothing_and_acts_once(
 ):
     cut, guarded_redis = redis_cut
     guard = ProviderGuard(guarded_redis, "stripe", keys=IntakeKeys(key_prefix), rate="off")
-    api = StripeApi(SECRET_KEY, api_base=stripe_relay.url, max_network_retries=0, guard=guard)
+    api = StripeApi(SECRET_KEY, api_base=stripe_relay.url, guard=guard)
     path = "/v1/payment_intents" if kind == "payment" else "/v1/refunds"
     intent_id = None
     if kind == "refund":
@@ -174,7 +174,7 @@ def test_a_record_that_fails_after_stripe_acted_is_settled_by_asking_stripe(
     kind, ledger_cut, stripe_relay, ledger, stripe_resource, tenant
 ):
     cut, cut_ledger = ledger_cut
-    api = StripeApi(SECRET_KEY, api_base=stripe_relay.url, max_network_retries=0)
+    api = StripeApi(SECRET_KEY, api_base=stripe_relay.url)
     intent_id = None
     if kind == "refund":
         intent_id = charge(stripe_resource.api(), cut_ledger, tenant, "paid", buyer_payment())

@@ -71,9 +71,7 @@ def test_stripe_calls_of_payment_runs_and_their_errors_reach_the_collector(
         return f"{tenant}-{key}@example.com"
 
     with Relay(localstripe_url) as proxy, WebhookReceiver(new_secret()) as receiver:
-        via_proxy = StripeResource(
-            secret_key="sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=0
-        )
+        via_proxy = StripeResource(secret_key="sk_test_queue_pipelines", api_base=proxy.url)
         webhooks = WebhookResource(secret=receiver.secret, payment_url=receiver.url)
         harness = IntakeHarness(
             own_instance,

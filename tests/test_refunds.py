@@ -128,9 +128,7 @@ def test_refund_whose_reply_was_lost_is_found_on_retry_not_refunded_again(
     intent_id = charged(instance, resources, intake, tenant, amount=5000)
     with Relay(localstripe_url) as proxy:
         proxy.fail_next("POST", "/v1/refunds", status=LOSE_REPLY)
-        via_proxy = StripeResource(
-            secret_key="sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=0
-        )
+        via_proxy = StripeResource(secret_key="sk_test_queue_pipelines", api_base=proxy.url)
         harness = IntakeHarness(instance, {**resources, "stripe": via_proxy}, "refund")
         intake.enqueue(refund(tenant, "lost-reply", intent_id, amount=3000))
         harness.drain()

@@ -37,7 +37,7 @@ def calls(proxy: Relay, method: str, path: str) -> int:
 @pytest.fixture
 def proxied(localstripe_url):
     with Relay(localstripe_url) as proxy:
-        yield proxy, StripeApi("sk_test_customers", api_base=proxy.url, max_network_retries=0)
+        yield proxy, StripeApi("sk_test_customers", api_base=proxy.url)
 
 
 def test_a_returning_buyer_is_charged_without_looking_the_customer_up(proxied, ledger, tenant):

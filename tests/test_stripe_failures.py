@@ -98,9 +98,7 @@ def test_transient_stripe_error_is_retried_for_that_request_alone_and_charges_on
 ):
     with Relay(localstripe_url) as proxy:
         proxy.fail_next("POST", "/v1/payment_intents", status=503)
-        via_proxy = StripeResource(
-            secret_key="sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=0
-        )
+        via_proxy = StripeResource(secret_key="sk_test_queue_pipelines", api_base=proxy.url)
         intake.enqueue(payment(tenant, "flaky"))
         harness = IntakeHarness(instance, {**resources, "stripe": via_proxy}, "payment")
 
@@ -121,9 +119,7 @@ def test_transient_stripe_error_is_retried_for_that_request_alone_and_charges_on
 def test_dropped_connection_is_transient(localstripe_url):
     with Relay(localstripe_url) as proxy:
         proxy.fail_next("GET", "/v1/customers", status=DROP)
-        client = StripeResource(
-            secret_key="sk_test_x", api_base=proxy.url, max_network_retries=0
-        ).api()
+        client = StripeResource(secret_key="sk_test_x", api_base=proxy.url).api()
         with pytest.raises(TransientError, match="could not reach Stripe"):
             client.find_or_create_customer(
                 tenant_id="t", email="a@example.com", name=None, idempotency_key="k"

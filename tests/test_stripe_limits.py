@@ -15,6 +15,7 @@ from queue_pipelines import deployment
 from queue_pipelines.failures import TransientError
 from queue_pipelines.providers.guard import CircuitOpen, ProviderGuard, RateLimited
 from queue_pipelines.providers.stripe import StripeApi
+from queue_pipelines.request_runner import Backoff, with_backoff
 from queue_pipelines.sandbox.relay import DROP, Relay
 from resources import RedisResource, StripeResource
 from tests.support.harness import IntakeHarness, outcome_rows
@@ -26,7 +27,6 @@ def worker_api(api_base: str, redis_url: str, key_prefix: str, **limits) -> Stri
     return StripeResource(
         secret_key="sk_test_queue_pipelines",
         api_base=api_base,
-        max_network_retries=0,
         timeout_seconds=10,
         redis=RedisResource(url=redis_url, key_prefix=key_prefix),
         **limits,
@@ -92,7 +92,6 @@ def test_a_payment_run_keeps_to_the_rate(
         stripe = StripeResource(
             secret_key="sk_test_queue_pipelines",
             api_base=proxy.url,
-            max_network_retries=0,
             timeout_seconds=10,
             redis=redis_resource,
             rate_limit="5/second",
@@ -107,21 +106,27 @@ def test_a_payment_run_keeps_to_the_rate(
     assert densest(arrivals) <= 5
 
 
-def test_the_sdks_own_retries_each_take_a_rate_slot(localstripe_url, redis_url, key_prefix):
-    """Stripe counts every request it receives, retries included, so the SDK's retries of a
-    failed request spend slots like the first try."""
-    marker = f"retries-{uuid.uuid4().hex[:8]}"
+def test_a_stripe_call_is_one_try_and_one_rate_slot(localstripe_url, redis_url, key_prefix):
+    """The SDK sends nothing again on its own: a read answered 500 is one transient failure,
+    one request, one slot. Trying again is the request's backoff's, and each try spends a
+    slot, as Stripe counts every request it receives."""
+    marker = f"one-try-{uuid.uuid4().hex[:8]}"
     with Relay(localstripe_url) as proxy:
         shared = RedisResource(url=redis_url, key_prefix=key_prefix)
         guard = ProviderGuard(
             shared.client(), "stripe", rate="4/minute", max_wait_seconds=0, keys=shared.redis_keys()
         )
-        api = StripeApi(
-            "sk_test_queue_pipelines", api_base=proxy.url, max_network_retries=2, guard=guard
-        )
-        # The listing fails twice and the SDK sends it twice more; then the creation.
+        api = StripeApi("sk_test_queue_pipelines", api_base=proxy.url, guard=guard)
         proxy.fail_next("GET", "/v1/customers", status=500, times=2)
-        assert new_customer(api, marker, 1).startswith("cus_")
+        with pytest.raises(TransientError):
+            new_customer(api, marker, 1)
+        assert [status for _, _, status in proxy.seen] == [500]
+
+        # The request's backoff: the listing fails once more, then the listing and the creation.
+        quick = Backoff(attempts=4, first_delay=0.01, max_delay=0.01, jitter=0.0)
+        tried = with_backoff(lambda: new_customer(api, marker, 1), quick)
+        assert tried.error is None and tried.value.startswith("cus_")
+        assert tried.attempts == 2
         assert [status for _, _, status in proxy.seen] == [500, 500, 200, 200]
 
         with pytest.raises(RateLimited):  # 4 of the minute's 4 slots are spent

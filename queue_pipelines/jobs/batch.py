@@ -37,9 +37,9 @@ from queue_pipelines.intake.schema import describe_validation_error
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.request_runner import (
     FAILED,
+    REQUEST_BACKOFF,
     SUCCEEDED,
     UNFINISHED,
-    Backoff,
     Item,
     ItemResult,
     count_by_status,
@@ -50,9 +50,6 @@ from queue_pipelines.telemetry.provider_calls import tally_provider_calls
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
-# Per request: four attempts, 0.5 s, 1 s, 2 s apart (± half). Past that the request waits
-# for another run, which the intake sensor starts once this one has ended.
-REQUEST_BACKOFF = Backoff(attempts=4, first_delay=0.5, max_delay=8.0, jitter=0.5)
 # The most rows the run page's table shows; the counts always cover the whole batch.
 MAX_TABLE_ROWS = 1000
 # Seconds from a request's enqueue to the start of the run that settled it, and to its

@@ -262,15 +262,12 @@ class ProviderGuard:
         return self.fail_max > 0
 
     @contextlib.contextmanager
-    def guarded(self, *, rate: bool = True) -> Iterator[None]:
+    def guarded(self) -> Iterator[None]:
         """`with guard.guarded(): provider_call()` — breaker first (an open breaker does not
-        spend a rate slot), then a rate slot, then the call; its outcome feeds the breaker.
-        `rate=False` leaves the slots to the caller, who takes one (`acquire`) for each
-        request it sends: a client that retries on its own sends several."""
+        spend a rate slot), then a rate slot, then the call; its outcome feeds the breaker."""
         if self.breaker_on:
             self._check_breaker()
-        if rate:
-            self.acquire()
+        self.acquire()
         if not self.breaker_on:
             yield
             return

@@ -1,8 +1,11 @@
 """Stripe, through the official SDK: the calls this project makes, with errors classified.
 
-The sandbox is the same SDK pointed at localstripe (`api_base`). Given a ProviderGuard, every
-call goes through its circuit breaker, and every HTTP request the SDK sends, its own retries
-included, takes a rate slot shared by every worker.
+The sandbox is the same SDK pointed at localstripe (`api_base`). Every call is one try: the
+SDK sends nothing again on its own (`max_network_retries` 0), so the request's backoff
+(queue_pipelines/request_runner.py) is the one retry loop, and a call that created something
+whose answer was lost is settled by asking Stripe (queue_pipelines/effects.py) instead of
+being re-sent. Given a ProviderGuard, every call goes through its circuit breaker and takes a
+rate slot shared by every worker.
 """
 
 from __future__ import annotations
@@ -148,29 +151,14 @@ def _id_of(value: Any) -> str | None:
 
 
 def _creating(idempotency_key: str) -> dict[str, Any]:
-    """Request options of a call that creates something (money may move). The SDK does not
-    send it again on its own: an answer lost on the way back leaves the effect in doubt, and
-    the effect protocol asks Stripe what happened before it tries again
-    (queue_pipelines/effects.py). The idempotency key is Stripe's line behind that one."""
-    return {"idempotency_key": idempotency_key, "max_network_retries": 0}
+    """Request options of a call that creates something (money may move). The effect ledger
+    is the first line against doing it twice; Stripe's idempotency key (24 h) the second."""
+    return {"idempotency_key": idempotency_key}
 
 
 def _metadata_of(obj: Any) -> dict[str, str]:
     metadata = getattr(obj, "metadata", None)
     return metadata.to_dict() if metadata is not None else {}
-
-
-class _RateSlotHTTPXClient(stripe.HTTPXClient):
-    """The SDK's HTTP client, taking a rate slot before each request it sends: the SDK retries
-    a failed request by sending it again, and Stripe counts every one of them."""
-
-    def __init__(self, guard: ProviderGuard, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._guard = guard
-
-    def request(self, method, url, headers, post_data=None):
-        self._guard.acquire()
-        return super().request(method, url, headers, post_data)
 
 
 class StripeApi:
@@ -181,22 +169,16 @@ class StripeApi:
         secret_key: str,
         *,
         api_base: str | None = None,
-        max_network_retries: int = 2,
         timeout_seconds: float = 30.0,
         guard: ProviderGuard | None = None,
     ):
         self.api_base = api_base
         self.guard = guard
-        http_options = {"timeout": timeout_seconds, "allow_sync_methods": True}
         self._client = stripe.StripeClient(
             secret_key,
             base_addresses={"api": api_base} if api_base else None,
-            max_network_retries=max_network_retries,
-            http_client=(
-                _RateSlotHTTPXClient(guard, **http_options)
-                if guard
-                else stripe.HTTPXClient(**http_options)
-            ),
+            max_network_retries=0,  # one try per call (the module's docstring says why)
+            http_client=stripe.HTTPXClient(timeout=timeout_seconds, allow_sync_methods=True),
         )
 
     @property
@@ -207,11 +189,11 @@ class StripeApi:
         return self._client
 
     def _call(self, fn, *args, **kwargs):
-        """The one way a call leaves: through the guard's breaker (when there is one), which
-        sees the classified error, so a declined card does not count against Stripe's health.
-        The rate slots are taken by the HTTP client, one per request sent."""
+        """The one way a call leaves: through the guard's breaker and a rate slot (when there is
+        a guard); the breaker sees the classified error, so a declined card does not count
+        against Stripe's health."""
         operation = f"{type(getattr(fn, '__self__', None)).__name__}.{fn.__name__}"
-        with self.guard.guarded(rate=False) if self.guard else contextlib.nullcontext():
+        with self.guard.guarded() if self.guard else contextlib.nullcontext():
             try:
                 with observe_provider_call("stripe", operation, classify_stripe_error):
                     return fn(*args, **kwargs)

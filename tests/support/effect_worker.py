@@ -20,7 +20,7 @@ from queue_pipelines.providers.stripe import StripeApi
 
 
 def main(spec: dict) -> None:
-    stripe = StripeApi(spec["secret_key"], api_base=spec["stripe"], max_network_retries=0)
+    stripe = StripeApi(spec["secret_key"], api_base=spec["stripe"])
     ledger = EffectLedger(spec["ledger"])
     common = {
         "tenant_id": spec["tenant"],

@@ -31,7 +31,6 @@ def _job_with_test_resources(name: str) -> dg.JobDefinition:
         "stripe": StripeResource(
             secret_key="sk_test_queue_pipelines",
             api_base=dg.EnvVar("QP_TEST_STRIPE_URL"),
-            max_network_retries=0,
         ),
         "effect_ledger": EffectLedgerResource(database_url=dg.EnvVar("QP_TEST_LEDGER_URL")),
         "redis": RedisResource(

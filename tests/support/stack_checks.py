@@ -54,11 +54,7 @@ def enqueue_payments(redis_url: str, prefix: str, tenant: str, keys: list[str]) 
 def charges_by_key(stripe_url: str, tenant: str) -> collections.Counter:
     """PaymentIntents in localstripe for `tenant`, counted by their idempotency_key metadata."""
     client = (
-        StripeResource(
-            secret_key="sk_test_queue_pipelines", api_base=stripe_url, max_network_retries=0
-        )
-        .api()
-        .client()
+        StripeResource(secret_key="sk_test_queue_pipelines", api_base=stripe_url).api().client()
     )
     counts: collections.Counter = collections.Counter()
     for intent in client.v1.payment_intents.list(params={"limit": 100}).auto_paging_iter():
