@@ -2,6 +2,10 @@
 once per key, a tenant's changes only to its own customers, and a deleted customer forgotten
 by the ledger so that the next payment creates a new one (queue_pipelines/customers.py)."""
 
+# `proxied` is test_stripe_customers.py's fixture, imported: pytest finds it by name, which
+# ruff reads as an unused import redefined by the tests' parameters.
+# ruff: noqa: F401, F811
+
 from __future__ import annotations
 
 import pytest
@@ -10,9 +14,7 @@ from queue_pipelines.customers import change_key, manage_customer_once
 from queue_pipelines.failures import PermanentError
 from queue_pipelines.intake.payloads import CustomerPayload
 from queue_pipelines.payments import customer_key
-from queue_pipelines.providers.stripe import StripeApi
-from queue_pipelines.sandbox.relay import Relay
-from tests.test_stripe_customers import calls, charge
+from tests.test_stripe_customers import calls, charge, proxied
 
 
 def manage(api, ledger, tenant, key, run_id="run-1", **payload):
@@ -25,12 +27,6 @@ def manage(api, ledger, tenant, key, run_id="run-1", **payload):
         run_id=run_id,
         run_is_live=lambda _run_id: False,
     )
-
-
-@pytest.fixture
-def proxied(localstripe_url):
-    with Relay(localstripe_url) as proxy:
-        yield proxy, StripeApi("sk_test_customers", api_base=proxy.url)
 
 
 def test_create_update_delete_each_happen_once_per_key(proxied, ledger, tenant):
