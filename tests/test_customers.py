@@ -55,6 +55,8 @@ def test_create_update_delete_each_happen_once_per_key(proxied, ledger, tenant):
     assert (gone.replayed, replayed.replayed) == (False, True)
     assert calls(proxy, "DELETE", f"/v1/customers/{made.customer_id}") == 1
     assert api.retrieve_customer(made.customer_id) is None
+    # The sandbox answers a deleted customer as Stripe does, not as one never made.
+    assert api.client().v1.customers.retrieve(made.customer_id).to_dict()["deleted"] is True
     assert ledger.get(change_key(tenant, "d1"))["status"] == "done"
 
 

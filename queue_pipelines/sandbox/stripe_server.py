@@ -10,7 +10,8 @@ the store grows; here the store is indexed (stripe_index.py) and each answer tak
 time, as Stripe's do.
 
 localstripe also ignores `Idempotency-Key`; here it is honoured as Stripe does
-(stripe_idempotency.py), unless `--no-idempotency` says otherwise.
+(stripe_idempotency.py), unless `--no-idempotency` says otherwise. A deleted customer is
+answered as Stripe answers it (`deleted: true`), not as one never made (stripe_deleted.py).
 
     python -m queue_pipelines.sandbox.stripe_server --port 8420 [--state .dagster_home/stripe.pickle]
         [--no-idempotency]
@@ -30,7 +31,7 @@ import localstripe.resources
 import localstripe.server
 from aiohttp import web
 
-from queue_pipelines.sandbox import stripe_index, stripe_listing
+from queue_pipelines.sandbox import stripe_deleted, stripe_index, stripe_listing
 from queue_pipelines.sandbox.stripe_idempotency import IdempotencyLayer
 
 # The saved answers to idempotency keys live in localstripe's own store, under a name no
@@ -96,6 +97,7 @@ def main() -> None:
     stripe_listing.install()
     # After the listing it wraps, before the load that fills the store through it.
     stripe_index.install(localstripe.server.app)
+    stripe_deleted.install(localstripe.server.app)
     if args.state is not None:
         localstripe.resources.store.try_load_from_disk()
         localstripe.server.app.on_cleanup.append(_write_state_file)
