@@ -56,9 +56,10 @@ def add_enqueue_parser(commands: argparse._SubParsersAction) -> None:
         "--wait",
         action="store_true",
         help="wait until the request has settled and print its outcome, as `request show` "
-        "does: the PaymentIntent, refund or mint with its status and amount, or the reason it "
-        f"failed. Exit code 0 succeeded, 1 failed for good (dead-lettered), {EXIT_TIMED_OUT} "
-        "not settled within --timeout (it goes on; look again with `request show`)",
+        "does: the PaymentIntent, refund, mint or customer with its status and amount, or the "
+        "reason it failed. Exit code 0 succeeded, 1 failed for good (dead-lettered), "
+        f"{EXIT_TIMED_OUT} not settled within --timeout (it goes on; look again with "
+        "`request show`)",
     )
     enqueue.add_argument(
         "--timeout",
