@@ -87,12 +87,21 @@ def test_system_metrics_report_this_process(client, instance, key_prefix):
     assert system["memory_usage_bytes"] > 10 * 1024 * 1024  # a Python process with Dagster
     assert system["cpu_usage_percent"] >= 0 and system["pid"] > 0
     gauges = {
-        line.split()[0]: float(line.split()[1])
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
         if line.startswith(("service_memory_usage_bytes", "service_cpu_usage_percent"))
     }
-    assert set(gauges) == {"service_memory_usage_bytes", "service_cpu_usage_percent"}
-    assert gauges["service_memory_usage_bytes"] > 10 * 1024 * 1024
+    memory = {
+        kind: gauges[f'service_memory_usage_bytes{{type="{kind}"}}']
+        for kind in ("rss", "virtual", "peak_rss")
+    }
+    assert set(gauges) == {*(f'service_memory_usage_bytes{{type="{k}"}}' for k in memory)} | {
+        "service_cpu_usage_percent"
+    }
+    # Resident memory of a Python process with Dagster, within its address space and peak.
+    assert 10 * 1024 * 1024 < memory["rss"] <= memory["virtual"]
+    assert memory["rss"] <= memory["peak_rss"] * 1.5  # read a moment apart
+    assert system["memory_bytes"]["rss"] == system["memory_usage_bytes"]
 
 
 def _sample(name: str, **labels) -> float:
@@ -128,6 +137,16 @@ def test_stripe_calls_are_timed_and_their_errors_counted(stripe_resource):
         error="InvalidRequestError",
     )
     assert errors_after == errors_before + 1
+    # ... and timed among the errors, as among all calls.
+    assert (
+        _sample(
+            "provider_call_error_duration_seconds_count",
+            provider="stripe",
+            operation=failed,
+            error="InvalidRequestError",
+        )
+        == errors_after
+    )
 
 
 def test_smtp_sends_are_timed(smtp_resource):

@@ -187,8 +187,13 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
         as_json = httpx.get(f"{url}/metrics/json", timeout=60).json()
         queue_stats = httpx.get(f"{url}/metrics/queue-stats", timeout=10).json()
 
+    # Requests by outcome: the declined card is a failure, not a success of its batch.
     processed = before["queue_jobs_processed_total"]
     assert processed == {
+        (("queue", "payment"), ("status", "success")): 3,
+        (("queue", "payment"), ("status", "failure")): 1,
+    }
+    assert before["queue_runs_total"] == {
         (("queue", "payment"), ("status", "success")): 1,
         (("queue", "payment"), ("status", "failure")): 1,
     }
@@ -202,6 +207,7 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
         (("currency", c),): float(total) for c, total in stripe_sums.items()
     }
     assert before["queue_job_processing_duration_seconds_count"] == {(("queue", "payment"),): 2}
+    assert before["queue_run_launch_latency_seconds_count"] == {(("queue", "payment"),): 2}
     # Each of the four requests waited from its enqueue to its run's start and settlement.
     assert before["queue_request_wait_seconds_count"] == {
         (("job_type", "payment"), ("stage", "started")): 4,
@@ -245,6 +251,10 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
         "queue_jobs_failed_total",
     ):
         assert after.get(name) == before.get(name), name
+    assert after["queue_runs_total"] == {
+        **before["queue_runs_total"],
+        (("queue", "refund"), ("status", "success")): 1,
+    }
     assert after["queue_jobs_processed_total"] == {
         **processed,
         (("queue", "refund"), ("status", "success")): 1,
@@ -258,15 +268,34 @@ def test_metrics_count_runs_of_other_processes_and_survive_a_restart(
 
 
 PROMQL_WORDS = {"sum", "min", "by", "rate", "increase", "histogram_quantile", "m", "h"}
-LABELS = {"queue", "status", "reason", "currency", "le", "source", "instance", "wallet"}
+LABELS = {
+    "queue",
+    "status",
+    "reason",
+    "currency",
+    "le",
+    "source",
+    "instance",
+    "wallet",
+    "route",
+    "type",
+    "result",
+    "failure_class",
+    "kind",
+    "outcome",
+    "event_type",
+}
 
 
 def test_dashboard_uses_only_exported_metric_names(instance, intake):
     import re
 
     from queue_pipelines.metrics.collector import QueueMetricsCollector, build_registry
+    from queue_pipelines.metrics.gateway import GatewayMetrics
 
-    registry = build_registry(QueueMetricsCollector(instance, intake))
+    registry = build_registry(
+        QueueMetricsCollector(instance, intake), gateway=GatewayMetrics().registry
+    )
     exported = set()
     for family in registry.collect():
         exported |= {family.name, *(s.name for s in family.samples)}
@@ -286,7 +315,7 @@ def test_dashboard_uses_only_exported_metric_names(instance, intake):
 
 
 def test_run_totals_count_the_requests_of_real_batch_runs_incrementally(
-    resources, tenant, mail_sink
+    resources, tenant, mail_sink, intake
 ):
     """One reader, refreshed between runs: new runs are added once, old ones not again; the
     requests of real payment_job and notification_job runs are counted from their outcomes
@@ -339,3 +368,17 @@ def test_run_totals_count_the_requests_of_real_batch_runs_incrementally(
         later = totals.refresh()
         assert later.emails["failed"] == 1
         assert later.durations["payment"].count == 2
+
+        # The same, as a gateway exports them.
+        from prometheus_client import generate_latest
+
+        from queue_pipelines.metrics.collector import QueueMetricsCollector, build_registry
+
+        text = generate_latest(build_registry(QueueMetricsCollector(instance, intake))).decode()
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        assert samples[("emails_sent_total", ())] == 1
+        assert samples[("emails_failed_total", ())] == 1

@@ -29,6 +29,7 @@ from queue_pipelines.intake.schema import EnvelopeError, envelope_from_dict
 from queue_pipelines.intake.streams import IntakeStreams
 from queue_pipelines.logs import AccessLogMiddleware
 from queue_pipelines.metrics.collector import QueueMetricsCollector, build_registry
+from queue_pipelines.metrics.gateway import GatewayMetrics, RequestTimer
 from queue_pipelines.metrics.system import SystemUsage
 
 log = logging.getLogger("queue_pipelines.gateway")
@@ -138,65 +139,93 @@ def build_app(
     health = HealthChecks(client, instance)
     collector = QueueMetricsCollector(instance, streams)
     system = SystemUsage()
-    registry = build_registry(collector, system)
+    counted = GatewayMetrics()
+    registry = build_registry(collector, system, counted.registry)
 
     async def submit_job(request: Request) -> Response:
         try:
             caller = verify(bearer_token(request.headers.get("authorization")), settings.jwt)
         except AuthError as exc:
+            counted.auth_refused(exc.code)
             return _error(exc.status, exc.reason)
+        job_type = None  # until the envelope is read
+
+        def refused(result: str, reply: Response) -> Response:
+            counted.job_request(job_type, result)
+            return reply
+
         try:
             # Every request of the tenant counts, the invalid ones too.
             await run_in_threadpool(tenant_gate.hit, caller.tenant)
         except TenantRefused as exc:
-            return _refused(exc)
+            return refused("tenant_limit", _refused(exc))
         except redis.RedisError as exc:
             log.error("intake Redis unavailable: %s", exc)
-            return _error(503, "the intake is unavailable; retry with the same idempotency key")
+            return refused(
+                "unavailable",
+                _error(503, "the intake is unavailable; retry with the same idempotency key"),
+            )
         try:
             body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
         except (BodyTooLarge, BodyTimeout) as exc:
-            return _body_error(exc, settings)
+            return refused("body", _body_error(exc, settings))
         if not _is_json(request.headers.get("content-type")):
-            return _error(415, "send the envelope as application/json")
+            return refused("not_json", _error(415, "send the envelope as application/json"))
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(415, f"body is not JSON: {exc}")
+            return refused("not_json", _error(415, f"body is not JSON: {exc}"))
         except (ValueError, RecursionError) as exc:  # 5,000-digit numbers, absurd nesting
-            return _error(400, "invalid envelope", reason=f"unreadable JSON: {str(exc)[:200]}")
+            return refused(
+                "invalid",
+                _error(400, "invalid envelope", reason=f"unreadable JSON: {str(exc)[:200]}"),
+            )
         try:
             envelope = envelope_from_dict(data)
         except EnvelopeError as exc:
-            return _error(400, "invalid envelope", reason=exc.reason, fields=exc.problems)
+            return refused(
+                "invalid", _error(400, "invalid envelope", reason=exc.reason, fields=exc.problems)
+            )
+        job_type = envelope.type
         if not SPECS[envelope.type].tenant_submittable:  # it enters by a verified route
-            return _error(
-                403,
-                f"job type {envelope.type!r} is not accepted here: "
-                f"{SPECS[envelope.type].tenant_refusal}",
+            return refused(
+                "not_accepted_here",
+                _error(
+                    403,
+                    f"job type {envelope.type!r} is not accepted here: "
+                    f"{SPECS[envelope.type].tenant_refusal}",
+                ),
             )
         try:
             caller.authorize(envelope.tenant_id, envelope.type, settings.jwt.allow_unscoped)
         except AuthError as exc:
+            counted.auth_refused(exc.code)
             return _error(exc.status, exc.reason)
         try:
             tenant_gate.check_priority(caller.tenant, envelope.priority, caller.operator)
             # A notification counts against its tenant's daily e-mail quota.
             result = await run_in_threadpool(tenant_gate.enqueue, streams, envelope)
         except TenantRefused as exc:
-            return _refused(exc)
+            return refused("tenant_limit", _refused(exc))
         except EnvelopeError as exc:  # the stored form is over the size limit
-            return _error(413, "envelope too large", reason=exc.reason)
+            return refused("too_large", _error(413, "envelope too large", reason=exc.reason))
         except redis.RedisError as exc:
             log.error("intake Redis unavailable: %s", exc)
-            return _error(503, "the intake is unavailable; retry with the same idempotency key")
-        if result.conflict:
-            return _error(
-                409,
-                "this idempotency key was already used for a different request",
-                entry_id=result.entry_id,
-                request_key=result.request_key,
+            return refused(
+                "unavailable",
+                _error(503, "the intake is unavailable; retry with the same idempotency key"),
             )
+        if result.conflict:
+            return refused(
+                "conflict",
+                _error(
+                    409,
+                    "this idempotency key was already used for a different request",
+                    entry_id=result.entry_id,
+                    request_key=result.request_key,
+                ),
+            )
+        counted.job_request(job_type, "duplicate" if result.duplicate else "accepted")
         return JSONResponse(
             {
                 "entry_id": result.entry_id,
@@ -207,12 +236,20 @@ def build_app(
         )
 
     async def stripe_webhook(request: Request) -> Response:
+        event: dict = {}  # its type is known once the signature verifies
+
+        def answered(result: str, reply: Response) -> Response:
+            counted.stripe_event(event.get("type"), result)
+            return reply
+
         if not settings.stripe_webhook_secret:
-            return _error(503, "STRIPE_WEBHOOK_SECRET is not set: Stripe webhooks are off")
+            return answered(
+                "disabled", _error(503, "STRIPE_WEBHOOK_SECRET is not set: Stripe webhooks are off")
+            )
         try:
             body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
         except (BodyTooLarge, BodyTimeout) as exc:
-            return _body_error(exc, settings)
+            return answered("body", _body_error(exc, settings))
         try:
             event = verify_event(
                 body,
@@ -222,25 +259,36 @@ def build_app(
             )
             envelope = event_envelope(event)
         except WebhookRejected as exc:
-            return _error(400, exc.reason)
+            return answered("rejected", _error(400, exc.reason))
         except EnvelopeError as exc:
-            return _error(400, "event does not fit the stripe_event payload", reason=exc.reason)
+            return answered(
+                "invalid",
+                _error(400, "event does not fit the stripe_event payload", reason=exc.reason),
+            )
         if envelope is None:
             # Acknowledged so that Stripe stops resending an event nobody here reconciles.
-            return JSONResponse({"received": True, "ignored": event.get("type")})
+            return answered(
+                "ignored", JSONResponse({"received": True, "ignored": event.get("type")})
+            )
         try:
             result = await run_in_threadpool(streams.enqueue_once, envelope)
         except EnvelopeError as exc:
-            return _error(413, "event too large for the intake", reason=exc.reason)
+            return answered(
+                "too_large", _error(413, "event too large for the intake", reason=exc.reason)
+            )
         except redis.RedisError as exc:
             log.error("intake Redis unavailable: %s", exc)
-            return _error(503, "the intake is unavailable")  # Stripe retries later
+            return answered("unavailable", _error(503, "the intake is unavailable"))
         if result.conflict:
-            return _error(
-                409,
-                "this event id was already enqueued with other content",
-                entry_id=result.entry_id,
+            return answered(
+                "conflict",
+                _error(
+                    409,
+                    "this event id was already enqueued with other content",
+                    entry_id=result.entry_id,
+                ),
             )
+        counted.stripe_event(event.get("type"), "duplicate" if result.duplicate else "enqueued")
         return JSONResponse(
             {"received": True, "entry_id": result.entry_id, "duplicate": result.duplicate}
         )
@@ -269,7 +317,7 @@ def build_app(
         Route("/health/ready", ready),
         Route("/health/startup", startup),
     ]
-    metrics = metrics_routes(settings, registry, streams, system)
+    metrics = metrics_routes(settings, registry, streams, system, counted)
     if settings.metrics_port is None:
         routes += metrics
     app = Starlette(
@@ -277,6 +325,7 @@ def build_app(
         lifespan=lifespan,
         middleware=[
             AccessLogMiddleware.entry(),
+            Middleware(RequestTimer, metrics=counted, routes=[r.path for r in routes]),
             Middleware(HeaderLimit, limit=settings.max_header_bytes),
         ],
     )
@@ -285,7 +334,11 @@ def build_app(
 
 
 def metrics_routes(
-    settings: GatewaySettings, registry, streams: IntakeStreams, system: SystemUsage
+    settings: GatewaySettings,
+    registry,
+    streams: IntakeStreams,
+    system: SystemUsage,
+    counted: GatewayMetrics,
 ) -> list[Route]:
     """/metrics, /metrics/json, /metrics/queue-stats and /metrics/system, each behind
     `Authorization: Bearer <GATEWAY_METRICS_TOKEN>` when a token is configured."""
@@ -294,6 +347,7 @@ def metrics_routes(
         async def endpoint(request: Request) -> Response:
             token = settings.metrics_token
             if token and not _bearer_matches(request.headers.get("authorization"), token):
+                counted.auth_refused("metrics_token")
                 return _error(401, "metrics need 'Authorization: Bearer <metrics token>'")
             return await handler(request)
 

@@ -20,6 +20,28 @@ DEAD_LETTER_FIELDS = ("stream", "entry_id", "reason", "fields", "dead_lettered_a
 
 RawLetter = tuple[str, dict[str, str]]  # (letter id, its fields as stored)
 
+# Why a letter was written, for dead_letters_total (docs/metrics.md): the intake refused the
+# entry (`rejected: ...`, dispatch.py), its runs never started or never settled it
+# (settling.py), a notice failed after its effect, or its request failed for good in a run.
+REJECTED, NOT_STARTED, UNSETTLED, NOTICE, FAILED = (
+    "rejected",
+    "not_started",
+    "unsettled",
+    "notice",
+    "failed",
+)
+
+
+def failure_class(reason: str) -> str:
+    """The class of a letter's reason, as dispatch.py and settling.py word the reasons."""
+    if reason.startswith("rejected"):
+        return REJECTED
+    if "ended before any step started" in reason:
+        return NOT_STARTED
+    if "was not settled after" in reason:
+        return UNSETTLED
+    return FAILED
+
 
 def letter_fields(letter: dict[str, str]) -> tuple[dict[str, str], str | None]:
     """A dead letter's copy of its original entry's fields, and what is wrong with the
@@ -55,7 +77,7 @@ class DeadLetterStream:
         pending list and the request's waiting set, in one script."""
         if not entry_ids:
             return 0
-        return int(
+        moved = int(
             self.scripts.dead_letter(
                 keys=[
                     self.keys.stream(job_type),
@@ -73,6 +95,11 @@ class DeadLetterStream:
                 ],
             )
         )
+        # After the script: a crash in between leaves a letter uncounted, never a count
+        # without its letter.
+        if moved:
+            self._count(job_type, failure_class(reason), moved)
+        return moved
 
     def add(self, job_type: str, request_key: str, reason: str, run_id: str, fields: dict) -> str:
         """A dead letter for a request that was never an entry of `job_type`'s stream (a
@@ -92,7 +119,27 @@ class DeadLetterStream:
         )
         # A crash before this leaves the letter listed until an operator purges it.
         self.client.sadd(self.keys.dead_letter_index(request_key), letter_id)
+        self._count(job_type, NOTICE, 1)
         return letter_id
+
+    def _count(self, job_type: str, klass: str, letters: int) -> None:
+        self.client.hincrby(self.keys.dead_letter_counts, f"{job_type}/{klass}", letters)
+
+    def count_replay(self, job_type: str) -> None:
+        self.client.hincrby(self.keys.replay_counts, job_type, 1)
+
+    def counts(self) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+        """The letters written since the first, by (job type, failure class), and the letters
+        replayed, by job type: counters in Redis, so every gateway replica reads the same."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.dead_letter_counts)
+        pipe.hgetall(self.keys.replay_counts)
+        written, replayed = pipe.execute()
+        by_class = {}
+        for field_name, value in written.items():
+            job_type, _, klass = str(field_name).partition("/")
+            by_class[(job_type, klass)] = int(value)
+        return by_class, {str(k): int(v) for k, v in replayed.items()}
 
     def resolve(self, job_type: str, request_key: str) -> int:
         """Remove the dead letters of a request that succeeded after all; only those from

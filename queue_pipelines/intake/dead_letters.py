@@ -200,4 +200,5 @@ def replay_dead_letter(
     intake.reopen_request(validated.request_key, request_digest(validated))
     entry_id = intake.enqueue(validated)
     remove_dead_letters(intake, [letter])
+    intake.letters.count_replay(validated.type)
     return entry_id, validated.request_key

@@ -131,7 +131,8 @@ JOB_TYPE_SPECS: tuple[JobTypeSpec, ...] = (
             done_column="charged",
             requests=Family(
                 "payments_processed_total",
-                "Payments by currency and status (succeeded, or failed for a failed payment run).",
+                "Payment requests by currency and status: the PaymentIntent's status when this run "
+                "charged it, or failed (failed for good).",
                 "payments",
             ),
             status_column="payment_status",
@@ -151,7 +152,10 @@ JOB_TYPE_SPECS: tuple[JobTypeSpec, ...] = (
         metrics=RequestMetrics(
             done_column="refunded",
             requests=Family(
-                "refunds_processed_total", "Refunds by currency and status.", "refunds"
+                "refunds_processed_total",
+                "Refund requests by currency and status: the refund's status when this run made "
+                "it, or failed (failed for good).",
+                "refunds",
             ),
             status_column="refund_status",
             amounts=Family(
@@ -172,7 +176,11 @@ JOB_TYPE_SPECS: tuple[JobTypeSpec, ...] = (
         webhook_kind="nft",
         metrics=RequestMetrics(
             done_column="minted",
-            requests=Family("nfts_minted_total", "Runs of the mint queue by outcome.", "mints"),
+            requests=Family(
+                "nfts_minted_total",
+                "Mint requests by outcome: success (minted by this run), failure (failed for good).",
+                "mints",
+            ),
         ),
     ),
     # A resale: one transaction each, signed by the custodial holder, within the tenant's mints.
@@ -183,7 +191,12 @@ JOB_TYPE_SPECS: tuple[JobTypeSpec, ...] = (
         concurrency=4,
         metrics=RequestMetrics(
             done_column="transferred",
-            requests=Family("nft_transfers_total", "Transfer requests by outcome.", "transfers"),
+            requests=Family(
+                "nft_transfers_total",
+                "Transfer requests by outcome: success (sent by this run; not replays or "
+                "already held), failure (failed for good).",
+                "transfers",
+            ),
         ),
     ),
     # Create, update, delete a tenant's Stripe customers. Deleting is not undone: granted on

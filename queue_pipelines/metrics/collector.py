@@ -145,7 +145,15 @@ class QueueMetricsCollector(Collector):
         up["dagster"] = 1
         yield _counter(
             "queue_jobs_processed_total",
-            "Finished runs by queue (queue/job_type tag) and outcome.",
+            "Requests settled by runs, by queue (queue/job_type tag) and outcome: success, "
+            "failure (a declined card is one); a run of a job that is not an intake job counts "
+            "as one.",
+            ["queue", "status"],
+            t.items,
+        )
+        yield _counter(
+            "queue_runs_total",
+            "Finished runs by queue and run status (success, failure, canceled).",
             ["queue", "status"],
             t.runs,
         )
@@ -163,6 +171,15 @@ class QueueMetricsCollector(Collector):
         for queue, h in sorted(t.durations.items()):
             histogram.add_metric([queue], h.cumulative(), sum_value=h.total)
         yield histogram
+        launches = HistogramMetricFamily(
+            "queue_run_launch_latency_seconds",
+            "Seconds from a run's creation (requested by a sensor, the UI or the CLI) to its "
+            "start, one observation per finished run.",
+            labels=["queue"],
+        )
+        for queue, h in sorted(t.launches.items()):
+            launches.add_metric([queue], h.cumulative(), sum_value=h.total)
+        yield launches
         waits = HistogramMetricFamily(
             "queue_request_wait_seconds",
             "Seconds from a request's enqueue to the start of the run that settled it "
@@ -182,12 +199,34 @@ class QueueMetricsCollector(Collector):
             {wallet: value for wallet, (_, value) in t.wallet_balances.items()},
         )
         for name, doc, value in (
-            ("emails_sent_total", "email_* steps that succeeded.", t.emails["sent"]),
-            ("emails_failed_total", "email_* steps that failed.", t.emails["failed"]),
-            ("webhooks_sent_total", "webhook_* steps that succeeded.", t.webhooks["sent"]),
-            ("webhooks_failed_total", "webhook_* steps that failed.", t.webhooks["failed"]),
+            (
+                "emails_sent_total",
+                "E-mails sent by runs (not those sent earlier).",
+                t.emails["sent"],
+            ),
+            ("emails_failed_total", "E-mails that failed for good in runs.", t.emails["failed"]),
+            ("webhooks_sent_total", "Webhooks delivered by runs.", t.webhooks["sent"]),
+            (
+                "webhooks_failed_total",
+                "Webhooks that failed for good in runs.",
+                t.webhooks["failed"],
+            ),
         ):
             yield _single(CounterMetricFamily, name, doc, value)
+        yield _counter(
+            "ledger_replays_total",
+            "Effects a run returned from the effect ledger instead of doing them again, by kind "
+            "(a job type: its charge, refund, mint or transfer; email; webhook).",
+            ["kind"],
+            t.replays,
+        )
+        yield _counter(
+            "stripe_reconciliations_total",
+            "Stripe events reconciled with the effect ledger, by event type and outcome "
+            "(matched, amount_mismatch, conflict, refunded_outside_pipeline, ...).",
+            ["event_type", "outcome"],
+            t.reconciliations,
+        )
 
     def _from_redis(self, up: dict[str, int]) -> Iterator[Metric]:
         try:
@@ -215,9 +254,52 @@ class QueueMetricsCollector(Collector):
             "Entries in the dead-letter stream.",
             stats.dead_letters,
         )
+        try:
+            letters, replays = self.intake.letters.counts()
+            added = self._entries_added()
+        except redis.RedisError:
+            log.exception("could not read the intake's counters")
+            up["redis"] = 0
+            return
+        yield _counter(
+            "dead_letters_total",
+            "Dead letters written, by queue and failure class (rejected, failed, not_started, "
+            "unsettled, notice).",
+            ["queue", "failure_class"],
+            letters,
+        )
+        yield _counter(
+            "dead_letter_replays_total",
+            "Dead letters replayed onto their stream by an operator (dlq replay), by queue.",
+            ["queue"],
+            replays,
+        )
+        yield _counter(
+            "intake_enqueued_total",
+            "Entries ever added to each intake stream, by any producer (Redis's entries-added "
+            "of the stream; absent before Redis 7).",
+            ["queue"],
+            added,
+        )
+
+    def _entries_added(self) -> dict[str, int]:
+        """Per job type, the entries its stream ever took (XINFO STREAM's entries-added,
+        Redis 7 and later): every producer's enqueues, whichever process wrote them."""
+        pipe = self.intake.client.pipeline(transaction=False)
+        for job_type in self.specs:
+            pipe.xinfo_stream(self.intake.stream_key(job_type))
+        added = {}
+        for job_type, info in zip(self.specs, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(info, dict) and "entries-added" in info:
+                added[job_type] = int(info["entries-added"])
+        return added
 
 
-def build_registry(collector: QueueMetricsCollector, system=None) -> CollectorRegistry:
+def build_registry(
+    collector: QueueMetricsCollector, system=None, gateway=None
+) -> CollectorRegistry:
+    """Every family /metrics serves: the collector's, this process's, and `gateway`'s (a
+    GatewayMetrics registry: the requests this gateway process answered)."""
     from queue_pipelines.metrics.system import SystemCollector, SystemUsage
     from queue_pipelines.telemetry.provider_calls import provider_collectors
 
@@ -227,4 +309,6 @@ def build_registry(collector: QueueMetricsCollector, system=None) -> CollectorRe
     registry.register(SystemCollector(system or SystemUsage()))
     for provider_collector in provider_collectors():
         registry.register(provider_collector)
+    if gateway is not None:
+        registry.register(gateway)
     return registry

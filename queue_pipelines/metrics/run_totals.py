@@ -55,15 +55,18 @@ PAGE_SIZE = 200
 RECENT_CAP = 5000
 
 
-_COUNTERS = ("runs", "failures", "emails", "webhooks")
+_COUNTERS = ("runs", "items", "failures", "emails", "webhooks", "replays", "reconciliations")
 # The stored value's other keys; any key besides these holds a job type's family (`counted`).
-_NOT_COUNTED = ("durations", "wallet_balances", "waits", "provider_calls")
+_NOT_COUNTED = ("durations", "wallet_balances", "waits", "launches", "provider_calls")
 RESERVED_KEYS = frozenset(_COUNTERS + _NOT_COUNTED)
 
 
 @dataclass
 class Totals:
     runs: Counter = field(default_factory=Counter)  # (queue, status)
+    # Requests settled by runs, (queue, "success" / "failure"); a run that records no outcomes
+    # table (not an intake job) is one item of its own status.
+    items: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)  # (queue, reason)
     durations: dict[str, DurationHistogram] = field(default_factory=dict)
     # The job types' own families (the registry's RequestMetrics), by totals key: e.g.
@@ -71,9 +74,16 @@ class Totals:
     counted: dict[str, Counter] = field(default_factory=dict)
     emails: Counter = field(default_factory=Counter)  # "sent" / "failed"
     webhooks: Counter = field(default_factory=Counter)
+    # Effects a run returned from the ledger instead of doing them again, by kind: a job
+    # type (its done column `earlier`), "email", "webhook" (`sent earlier`).
+    replays: Counter = field(default_factory=Counter)
+    # Stripe events reconciled by this run, (event_type, outcome).
+    reconciliations: Counter = field(default_factory=Counter)
     wallet_balances: dict[str, tuple[float, float]] = field(default_factory=dict)  # (time, SOL)
     # "job_type/stage" -> seconds from enqueue to the run's start (started) or to settlement.
     waits: dict[str, DurationHistogram] = field(default_factory=dict)
+    # queue -> seconds from a run's creation (the sensor's request) to its start.
+    launches: dict[str, DurationHistogram] = field(default_factory=dict)
     # (provider, operation, outcome) -> latency of the calls run workers made.
     provider_calls: dict[tuple[str, str, str], DurationHistogram] = field(default_factory=dict)
 
@@ -94,10 +104,11 @@ class Totals:
             for queue, h in self.durations.items()
         }
         out["wallet_balances"] = {w: list(v) for w, v in self.wallet_balances.items()}
-        out["waits"] = {
-            key: {"buckets": list(h.buckets), "counts": h.counts, "total": h.total}
-            for key, h in self.waits.items()
-        }
+        for name in ("waits", "launches"):
+            out[name] = {
+                key: {"buckets": list(h.buckets), "counts": h.counts, "total": h.total}
+                for key, h in getattr(self, name).items()
+            }
         out["provider_calls"] = tally_as_json(self.provider_calls)
         return out
 
@@ -116,11 +127,12 @@ class Totals:
                 log.warning("stored duration buckets of %s differ from the code's: reset", queue)
                 continue
             totals.durations[queue] = DurationHistogram(counts=list(h["counts"]), total=h["total"])
-        for key, h in data.get("waits", {}).items():
-            if tuple(h["buckets"]) == conv.WAIT_BUCKETS:
-                totals.waits[key] = DurationHistogram(
-                    buckets=conv.WAIT_BUCKETS, counts=list(h["counts"]), total=h["total"]
-                )
+        for name, buckets in (("waits", conv.WAIT_BUCKETS), ("launches", conv.LAUNCH_BUCKETS)):
+            for key, h in data.get(name, {}).items():
+                if tuple(h["buckets"]) == buckets:
+                    getattr(totals, name)[key] = DurationHistogram(
+                        buckets=buckets, counts=list(h["counts"]), total=h["total"]
+                    )
         if "provider_calls" in data:
             totals.provider_calls = tally_from_json(data["provider_calls"])
             if not totals.provider_calls and data["provider_calls"].get("calls"):
@@ -306,9 +318,13 @@ class RunTotals:
             histogram = t.durations.setdefault(queue, DurationHistogram())
             end = record.end_time or ended_at
             histogram.observe(max(end - record.start_time, 0.0))
+            created = record.create_timestamp.timestamp()
+            launch = t.launches.setdefault(queue, DurationHistogram(conv.LAUNCH_BUCKETS))
+            launch.observe(max(record.start_time - created, 0.0))
 
         events = self.instance.get_records_for_run(run.run_id, of_type=_STEP_EVENTS).records
         failures = []
+        rows = 0
         for event in events:
             entry = event.event_log_entry
             dagster_event = entry.dagster_event
@@ -320,8 +336,12 @@ class RunTotals:
                 user = dagster_event.step_failure_data.user_failure_data
                 metadata = (user.metadata if user is not None else None) or {}
             for row in _outcome_rows(metadata):
+                rows += 1
                 self._add_request(queue, row, run)
             self._add_provider_calls(metadata)
+        if not rows and queue not in self.specs:
+            # Not an intake job (wallet_balance_job): the run is the one thing it does.
+            t.items[(queue, status_name)] += 1
         if status == dg.DagsterRunStatus.FAILURE:
             t.failures[(queue, _failure_reason(failures))] += 1
 
@@ -357,20 +377,32 @@ class RunTotals:
                     ),
                 )
                 histogram.observe(float(row[column]))
+        if status in _ITEM_STATUS:  # unfinished: counted when a later run settles it
+            t.items[(queue, _ITEM_STATUS[status])] += 1
         spec = self.specs.get(queue)
         if spec is not None and spec.metrics is not None:
             _count_request(t, spec.metrics, row, run)
+            if status == "succeeded" and row.get(spec.metrics.done_column) == "earlier":
+                t.replays[queue] += 1
+        if row.get(conv.RECONCILED_KEY) == "now":
+            t.reconciliations[(str(row.get("event_type")), str(row.get("outcome")))] += 1
         if spec is not None and spec.request_is_email and status == "failed":
             t.emails["failed"] += 1
-        if row.get("email") == "sent":
-            t.emails["sent"] += 1
-        if row.get("webhook") == "sent":
-            t.webhooks["sent"] += 1
+        for notice, counter in (("email", t.emails), ("webhook", t.webhooks)):
+            if row.get(notice) == "sent":
+                counter["sent"] += 1
+            elif row.get(notice) == "sent earlier":
+                t.replays[notice] += 1
         failed_notices = str(row.get(conv.NOTIFICATION_FAILED_KEY) or "")
         if "e-mail" in failed_notices:
             t.emails["failed"] += 1
         if "webhook" in failed_notices:
             t.webhooks["failed"] += 1
+
+
+# A request's row status -> its status in queue_jobs_processed_total, the words a run's status
+# has there (success, failure). A declined card is a failed request.
+_ITEM_STATUS = {"succeeded": "success", "failed": "failure"}
 
 
 def _count_request(

@@ -15,13 +15,17 @@ from prometheus_client.core import GaugeMetricFamily
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def resident_memory_bytes() -> int:
-    """RSS now (/proc/self/statm); where /proc is missing, the peak RSS getrusage knows."""
+def memory_bytes() -> dict[str, int]:
+    """This process's memory by type, as the original service labelled it: `rss` (resident
+    now), `virtual` (address space) from /proc/self/statm, `peak_rss` from getrusage. Where
+    /proc is missing, rss is the peak."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     try:
         with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * _PAGE_SIZE
-    except (OSError, IndexError, ValueError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            size, resident = (int(pages) * _PAGE_SIZE for pages in handle.read().split()[:2])
+    except (OSError, ValueError):
+        return {"rss": peak, "peak_rss": peak}
+    return {"rss": resident, "virtual": size, "peak_rss": peak}
 
 
 def cpu_seconds() -> float:
@@ -31,16 +35,21 @@ def cpu_seconds() -> float:
 
 @dataclass(frozen=True)
 class SystemSample:
-    memory_usage_bytes: int
+    memory: dict[str, int]  # bytes by type: rss, virtual, peak_rss
     cpu_usage_percent: float  # of one core, since the previous sample (or process start)
     cpu_seconds: float
     uptime_seconds: float
     threads: int
     pid: int
 
+    @property
+    def memory_usage_bytes(self) -> int:
+        return self.memory["rss"]
+
     def as_dict(self) -> dict:
         return {
             "memory_usage_bytes": self.memory_usage_bytes,
+            "memory_bytes": dict(self.memory),
             "cpu_usage_percent": round(self.cpu_usage_percent, 2),
             "cpu_seconds": round(self.cpu_seconds, 3),
             "uptime_seconds": round(self.uptime_seconds, 3),
@@ -65,7 +74,7 @@ class SystemUsage:
         elapsed = now - then
         percent = 100.0 * (cpu - cpu_then) / elapsed if elapsed > 0 else 0.0
         return SystemSample(
-            memory_usage_bytes=resident_memory_bytes(),
+            memory=memory_bytes(),
             cpu_usage_percent=max(percent, 0.0),
             cpu_seconds=cpu,
             uptime_seconds=now - self._started,
@@ -85,11 +94,14 @@ class SystemCollector:
 
     def collect(self):
         sample = self.usage.sample()
-        yield GaugeMetricFamily(
+        memory = GaugeMetricFamily(
             "service_memory_usage_bytes",
-            "Resident memory of this process.",
-            value=sample.memory_usage_bytes,
+            "Memory of this process in bytes, by type (rss, virtual, peak_rss).",
+            labels=["type"],
         )
+        for kind, value in sorted(sample.memory.items()):
+            memory.add_metric([kind], value)
+        yield memory
         yield GaugeMetricFamily(
             "service_cpu_usage_percent",
             "CPU use of this process since the previous scrape, percent of one core.",

@@ -17,6 +17,7 @@ KEYS_MODULE = ROOT / "queue_pipelines" / "intake" / "keys.py"
 # What follows the prefix in a key (keys.py's table).
 KINDS = (
     "intake|dead-letter|request|outcome|waiting|assigned|batch|inflight|lock|limits|breaker|quota"
+    "|counts"
 )
 SPELLED_ELSEWHERE = [
     re.compile(rf"\}}:({KINDS})\b"),  # f"{prefix}:outcome:{key}", f"{redis.key_prefix}:lock:..."
@@ -91,6 +92,8 @@ def test_every_key_starts_with_the_prefix_and_a_stream_is_found_again():
         keys.rate_limits,
         keys.breaker("stripe"),
         keys.email_quota("acme", "2026-01-01"),
+        keys.dead_letter_counts,
+        keys.replay_counts,
     ]
     assert all(key.startswith("tenant-a:") for key in built)
     assert len(set(built)) == len(built)
