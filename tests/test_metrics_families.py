@@ -32,14 +32,14 @@ from queue_pipelines.metrics.collector import QueueMetricsCollector, build_regis
 from queue_pipelines.metrics.gateway import GatewayMetrics
 from queue_pipelines.providers.webhook_signing import new_secret
 from queue_pipelines.sandbox.relay import Relay
-from resources import StripeResource, WebhookResource
-from tests.conftest import postgres_instance, with_notifier
+from tests.conftest import postgres_instance
 from tests.support.gateway_server import serve
 from tests.support.harness import IntakeHarness, outcome_rows
 from tests.support.solana_fixtures import holder
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_gateway_jobs import SECRET, claims, hs256, payment_envelope
 from tests.test_nft_transfer_turns import mint_to_payer, transfer_envelope
+from tests.test_provider_call_metrics import payment_harness
 from tests.test_stripe_webhooks import WEBHOOK_SECRET, event, intent, sign
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,14 +148,8 @@ def test_families_from_real_requests_and_runs(
             "/v1/payment_intents",
             lambda: during.append(parse(httpx.get(f"{url}/metrics", timeout=60).text)),
         )
-        via_proxy = StripeResource(secret_key="sk_test_queue_pipelines", api_base=proxy.url)
         # The platform's payment endpoint takes the payment webhooks.
-        webhooks = WebhookResource(secret=receiver.secret, payment_url=receiver.url)
-        payments = IntakeHarness(
-            own_instance,
-            {**with_notifier(resources, webhooks=webhooks), "stripe": via_proxy},
-            "payment",
-        )
+        payments = payment_harness(own_instance, resources, proxy, receiver)
         assert payments.drain() == 1
         rows = {row["request"]: row for row in outcome_rows(payments.results[0])}
         assert {key: row["status"] for key, row in rows.items()} == {

@@ -57,6 +57,20 @@ def by_labels(samples: dict[tuple, float], provider: str, *names: str) -> dict[t
     return out
 
 
+def payment_harness(
+    instance, resources: dict, proxy: Relay, receiver: WebhookReceiver
+) -> IntakeHarness:
+    """The payment intake and job with Stripe behind `proxy` and the platform's payment
+    webhooks going to `receiver`."""
+    via_proxy = StripeResource(secret_key="sk_test_queue_pipelines", api_base=proxy.url)
+    webhooks = WebhookResource(secret=receiver.secret, payment_url=receiver.url)
+    return IntakeHarness(
+        instance,
+        {**with_notifier(resources, webhooks=webhooks), "stripe": via_proxy},
+        "payment",
+    )
+
+
 def stripe_calls_seen(proxy: Relay) -> Counter:
     calls = Counter()
     for method, path, _status in proxy.seen:
@@ -71,13 +85,7 @@ def test_stripe_calls_of_payment_runs_and_their_errors_reach_the_collector(
         return f"{tenant}-{key}@example.com"
 
     with Relay(localstripe_url) as proxy, WebhookReceiver(new_secret()) as receiver:
-        via_proxy = StripeResource(secret_key="sk_test_queue_pipelines", api_base=proxy.url)
-        webhooks = WebhookResource(secret=receiver.secret, payment_url=receiver.url)
-        harness = IntakeHarness(
-            own_instance,
-            {**with_notifier(resources, webhooks=webhooks), "stripe": via_proxy},
-            "payment",
-        )
+        harness = payment_harness(own_instance, resources, proxy, receiver)
         # One batch: two cards that pay, one that is declined (permanent), and a Stripe 500
         # on one PaymentIntent creation (transient: that request is tried again); the
         # platform's receiver answers one webhook with a 500 (transient: sent again).
