@@ -33,18 +33,6 @@ def silent_stripe():
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
-@pytest.fixture
-def stack_prefix(redis_url):
-    import redis
-
-    prefix = f"qptest-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-
-
 def running_members(pgid: int) -> dict[int, tuple[int, str]]:
     """The running processes of group `pgid`: pid -> (parent pid, command line)."""
     members = {}
@@ -112,12 +100,12 @@ def gone(pid: int) -> bool:
 
 
 def test_run_workers_fork_from_the_preloaded_forkserver_and_stop_as_before(
-    tmp_path, redis_url, stack_prefix, silent_stripe, mail_sink
+    tmp_path, redis_url, key_prefix, silent_stripe, mail_sink
 ):
     with dagster_stack(
         tmp_path,
         redis_url=redis_url,
-        key_prefix=stack_prefix,
+        key_prefix=key_prefix,
         stripe_url=silent_stripe,
         smtp_port=mail_sink.port,
     ) as stack:
@@ -129,7 +117,7 @@ def test_run_workers_fork_from_the_preloaded_forkserver_and_stop_as_before(
 
         # Terminate, as the UI's button does (the same GraphQL mutation).
         canceled = f"tenant-{uuid.uuid4().hex[:10]}"
-        enqueue_payments(redis_url, stack_prefix, canceled, [f"terminate-{uuid.uuid4().hex[:6]}"])
+        enqueue_payments(redis_url, key_prefix, canceled, [f"terminate-{uuid.uuid4().hex[:6]}"])
         run_id = started_run(stack, canceled)
         worker = worker_of(stack, run_id, forkserver)
         stack.client.terminate_run(run_id)
@@ -140,7 +128,7 @@ def test_run_workers_fork_from_the_preloaded_forkserver_and_stop_as_before(
 
         # SIGKILL of the worker: the code server sees its child gone and fails the run.
         killed = f"tenant-{uuid.uuid4().hex[:10]}"
-        enqueue_payments(redis_url, stack_prefix, killed, [f"sigkill-{uuid.uuid4().hex[:6]}"])
+        enqueue_payments(redis_url, key_prefix, killed, [f"sigkill-{uuid.uuid4().hex[:6]}"])
         run_id = started_run(stack, killed)
         worker = worker_of(stack, run_id, forkserver)
         os.kill(worker, signal.SIGKILL)

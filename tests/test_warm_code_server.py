@@ -30,8 +30,8 @@ print(json.dumps({{**found, "me": os.getpid(), "here": {module!r} in sys.modules
 """
 
 
-def child_report(context: str, module: str = CODE_LOCATION) -> dict:
-    script = CHILD_REPORT.format(context=context, module=module)
+def last_line_of(script: str) -> str:
+    """What `script`, run by a fresh interpreter in the project, printed last."""
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=PROJECT_ROOT,
@@ -41,7 +41,11 @@ def child_report(context: str, module: str = CODE_LOCATION) -> dict:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout.strip().splitlines()[-1]
+
+
+def child_report(context: str, module: str = CODE_LOCATION) -> dict:
+    return json.loads(last_line_of(CHILD_REPORT.format(context=context, module=module)))
 
 
 def test_children_of_the_forkserver_start_with_the_code_location_imported():
@@ -65,13 +69,4 @@ def test_a_preload_that_fails_is_noticed():
         "from queue_pipelines.warm_code_server import preloaded_forkserver\n"
         "print(preloaded_forkserver('queue_pipelines.no_such_module') is None)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "True"
+    assert last_line_of(script) == "True"
