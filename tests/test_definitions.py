@@ -114,6 +114,19 @@ def test_secrets_come_from_the_environment_not_from_config(monkeypatch):
     assert deployment.sandbox_tags() == {}
 
 
+def test_the_wallet_balance_schedule_runs_by_default_only_for_a_real_payer(monkeypatch):
+    def status() -> dg.DefaultScheduleStatus:
+        defs = definitions.build_definitions()
+        return defs.resolve_schedule_def("wallet_balance_schedule").default_status
+
+    # The embedded ledger's payer is funded by the sandbox: nothing to check unasked, and no
+    # run at the start of `make run` (docs/operations.md).
+    monkeypatch.delenv("SOLANA_RPC_URL", raising=False)
+    assert status() == dg.DefaultScheduleStatus.STOPPED
+    monkeypatch.setenv("SOLANA_RPC_URL", "https://rpc.example")
+    assert status() == dg.DefaultScheduleStatus.RUNNING
+
+
 def test_sandbox_mode_is_tagged(monkeypatch):
     monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
