@@ -151,6 +151,28 @@ def test_cli_requests_become_tagged_runs_that_succeed_and_are_acked(
     }
 
 
+BACKLOG_QUERY = """
+query Backlog($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset { assetMaterializations(limit: 1) { description metadataEntries { label } } }
+  }
+}
+"""
+
+
+def test_the_daemon_records_the_intake_backlog_on_its_assets(served, stack):
+    # intake_backlog_sensor's first tick comes as the daemon starts, then every 30 s.
+    def recorded():
+        reply = stack.graphql(BACKLOG_QUERY, {"path": ["intake_backlog", "payment"]})
+        return reply["assetOrError"].get("assetMaterializations")
+
+    [latest] = wait_until(recorded, 120, "a materialization of intake_backlog/payment",
+                          stack=stack)  # fmt: skip
+    labels = {entry["label"] for entry in latest["metadataEntries"]}
+    assert {"waiting", "in_flight", "oldest_age_seconds", "dead_letters", "tenants"} <= labels
+    assert latest["description"].startswith("payment: ")
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
