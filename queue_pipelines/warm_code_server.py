@@ -46,12 +46,16 @@ def preloaded_forkserver(module: str) -> BaseContext | None:
     """A forkserver context whose forkserver has imported `module`, or None if it has not.
 
     multiprocessing ignores a preload's ImportError without a word, so a child of the
-    forkserver is asked. Starting it here also starts the forkserver now, with the code
-    server, rather than on the first run."""
+    forkserver is asked; any other error at import ends the forkserver, and the child never
+    starts. Starting it here also starts the forkserver now, with the code server, rather
+    than on the first run."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([module])
     probe = context.Process(target=exit_unless_imported, args=(module,), name="preload-check")
-    probe.start()
+    try:
+        probe.start()
+    except (OSError, EOFError):  # the forkserver died before it forked the probe
+        return None
     probe.join(PRELOAD_CHECK_SECONDS)
     return context if probe.exitcode == 0 else None
 

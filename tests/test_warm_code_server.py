@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CODE_LOCATION = "queue_pipelines.definitions"
 
@@ -64,9 +66,14 @@ def test_spawned_children_start_without_it():
     assert found["parent"] == found["me"]
 
 
-def test_a_preload_that_fails_is_noticed():
+@pytest.mark.parametrize(
+    "module",
+    # multiprocessing swallows the first; the second ends the forkserver before it serves.
+    ["queue_pipelines.no_such_module", "tests.support.raises_at_import"],
+)
+def test_a_preload_that_fails_is_noticed(module):
     script = (
         "from queue_pipelines.warm_code_server import preloaded_forkserver\n"
-        "print(preloaded_forkserver('queue_pipelines.no_such_module') is None)\n"
+        f"print(preloaded_forkserver({module!r}) is None)\n"
     )
     assert last_line_of(script) == "True"
