@@ -163,7 +163,10 @@ class Settings(BaseSettings):
     )
     qp_batch_size: dict[str, PositiveInt] = _variable(
         production="optional",
-        unset="500 for PAYMENT and NOTIFICATION, 100 for the other types; 1 is one run per request",
+        unset=(
+            "1000 for PAYMENT, 500 for NOTIFICATION, 100 for the other types; 1 is one run per "
+            "request"
+        ),
         read_by="intake sensors",
         per_type=True,
     )
