@@ -95,12 +95,13 @@ schema: sync
 	$(RUN) queue-pipelines schema > docs/intake.schema.json
 
 # The measuring sizes: the micro-benchmarks, metrics start-up on 10,000 runs, then the whole
-# stack (dagster-daemon, run queue, run processes) on 2,000 payments. Figures and the other
-# commands: docs/performance.md.
+# stack (dagster-daemon, run queue, run processes) on 2,000 payments, and the intake sensor
+# batching 10,000 waiting ones. Figures and the other commands: docs/performance.md.
 bench: sync
 	$(RUN) python -m bench.run
 	$(RUN) python -m bench.metrics_startup
 	$(RUN) python -m bench.e2e --messages 2000 --mode batch --json
+	$(RUN) python -m bench.e2e --backlog 10000 --json
 
 # Every benchmark in a size small enough for CI, so none of them rots (figures, no asserts).
 bench-smoke: sync
@@ -109,3 +110,4 @@ bench-smoke: sync
 	$(RUN) python -m bench.e2e --smoke --messages 20 --mode batch --latency-ms 50 --json
 	$(RUN) python -m bench.e2e --smoke --messages 5 --mode per-message --json
 	$(RUN) python -m bench.e2e --smoke --single 1 --json
+	$(RUN) python -m bench.e2e --smoke --backlog 50 --json

@@ -3,6 +3,7 @@ loop doing the same calls, in one invocation.
 
     uv run --frozen python -m bench.e2e --messages 2000 --mode batch --json
     uv run --frozen python -m bench.e2e --single 5 --json
+    uv run --frozen python -m bench.e2e --backlog 10000 --json
     uv run --frozen python -m bench.e2e --messages 30 --mode per-message
     uv run --frozen python -m bench.e2e --messages 1000 --latency-ms 300
     uv run --frozen python -m bench.e2e --messages 200 --postgres postgresql://...
@@ -23,7 +24,8 @@ settled, reading Redis cheaply (one XLEN per poll while entries wait; each outco
 pipelined). Latency is per request, from its entry id (Redis' clock at enqueue) to the
 outcome's `at` (recorded by the run as the request ends), and split into phases by the run
 that settled it. `--single K` enqueues one request at a time, K times, on an idle stack, and
-reports the median. CPU seconds are per process, from /proc. Nothing here is asserted.
+reports the median. `--backlog N` enqueues N with the run queue stopped and reports the
+sensor's busy ticks per 1,000 requests and the daemon's RSS while it batches them. CPU seconds are per process, from /proc. Nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -420,6 +422,44 @@ def sensor_ticks(home: Path, name: str) -> tuple[list[float], list[float]]:
                     duration = tick.tick_data.end_timestamp - tick.timestamp
                     (busy if tick.run_ids or tick.run_keys else idle).append(duration)
     return busy, idle
+
+
+def busy_tick_sizes(home: Path, name: str) -> list[tuple[float, float, int]]:
+    """(start as unix time, duration in s, requests batched) of each of sensor `name`'s ended
+    ticks that requested runs, oldest first."""
+    import dagster as dg
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    sizes = []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            if state.instigator_name != name:
+                continue
+            for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id):
+                if tick.tick_data.end_timestamp and tick.run_ids:
+                    runs = instance.get_runs(filters=dg.RunsFilter(run_ids=list(tick.run_ids)))
+                    batched = sum(requests_in(run) for run in runs)
+                    duration = tick.tick_data.end_timestamp - tick.timestamp
+                    sizes.append((tick.timestamp, duration, batched))
+    return sorted(sizes)
+
+
+def requests_in(run) -> int:
+    """How many requests a batch run carries: its op config's `requests`."""
+    return sum(
+        len(op.get("config", {}).get("requests", [])) for op in run.run_config["ops"].values()
+    )
+
+
+def batched_requests(home: Path) -> int:
+    """Requests in the instance's payment runs so far."""
+    import dagster as dg
+
+    from queue_pipelines import tags
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={tags.JOB_TYPE: "payment"}))
+        return sum(requests_in(run) for run in runs)
 
 
 def tick_figures(home: Path) -> dict:
@@ -842,10 +882,75 @@ def run_single(args: argparse.Namespace, workdir: Path) -> dict:
         }
 
 
+def run_backlog(args: argparse.Namespace, workdir: Path) -> dict:
+    """`args.backlog` payments waiting at once and none launched (the run queue's
+    max_concurrent_runs at 0): the intake sensor's busy ticks while it batches them, per 1,000
+    requests, and the daemon's RSS before, during and after. Per 1,000 counts the ticks that
+    started with the backlog waiting, not one that was listening when it came. No baseline,
+    no payment made."""
+    args.coordinator = [*(args.coordinator or []), "max_concurrent_runs=0"]
+    with pipeline_stack(args, workdir, args.batch_size) as stack:
+        daemon = stack.roles["daemon"]
+        items = envelopes(PIPELINE_TENANT, args.backlog, "example.com", args.tenants)
+        cpu_before = cpu_seconds(stack.roles)
+        started, enqueued_at = time.monotonic(), time.time()
+        for start in range(0, len(items), 1000):
+            stack.streams.enqueue_many(items[start : start + 1000])
+        rss: list[tuple[float, float]] = []  # (seconds since the enqueue, daemon RSS in MB)
+        batched, batched_after = 0, None
+        # Until all are batched, then as long again (at least 10 s) of idle ticks.
+        while time.monotonic() - started < args.timeout:
+            rss.append((round(time.monotonic() - started, 1), round(rss_mb(daemon), 1)))
+            if batched_after is None:
+                batched = batched_requests(stack.home)
+                elapsed = time.monotonic() - started
+                if batched >= args.backlog:
+                    batched_after = elapsed
+            elif time.monotonic() - started > 2 * batched_after + 10:
+                break
+            time.sleep(1.0)
+        cpu = cpu_used(cpu_before, cpu_seconds(stack.roles))
+        ticks = busy_tick_sizes(stack.home, "payment_intake_sensor")
+        per_thousand = [
+            seconds * 1000 / size for at, seconds, size in ticks if size and at >= enqueued_at
+        ]
+        during = [mb for at, mb in rss if batched_after is None or at <= batched_after]
+        return {
+            "mode": "backlog",
+            "backlog": args.backlog,
+            **settings_figures(args, args.batch_size, stack.coordinator),
+            "batched": batched,
+            "batched_after_seconds": batched_after and round(batched_after, 2),
+            "busy_ticks": [
+                {
+                    "seconds": round(seconds, 3),
+                    "requests": size,
+                    "listened_first": at < enqueued_at,
+                }
+                for at, seconds, size in ticks
+            ],
+            "busy_tick_seconds_per_1000_p50": per_thousand
+            and round(statistics.median(per_thousand), 3)
+            or None,
+            "busy_tick_seconds_per_1000_max": per_thousand and round(max(per_thousand), 3) or None,
+            "idle_daemon_rss_mb": round(stack.idle_daemon_mb, 1),
+            "daemon_rss_mb_while_batching_max": max(during) if during else None,
+            "daemon_rss_mb_at_end": rss[-1][1] if rss else None,
+            "daemon_rss_mb_samples": rss[:: max(1, len(rss) // 20)],
+            "cpu_seconds": {role: cpu[role] for role in ("daemon", "code_server", "redis")},
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
+
+
 def run(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="qp-e2e-"))
     try:
-        figures = run_single(args, workdir) if args.single else run_burst(args, workdir)
+        if args.backlog:
+            figures = run_backlog(args, workdir)
+        elif args.single:
+            figures = run_single(args, workdir)
+        else:
+            figures = run_burst(args, workdir)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -897,6 +1002,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2.0,
         help="seconds of idle stack before each single request (default 2)",
     )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of a burst: N payments waiting, none launched (max_concurrent_runs=0), "
+        "until the sensor has batched them all; its busy ticks per 1,000 requests and the "
+        "daemon's RSS; no baseline",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", action="store_true", help="print the JSON object only")
     parser.add_argument(
@@ -906,11 +1020,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.messages = min(args.messages, 20)
         args.timeout = args.timeout or 300
-    if args.messages < 1 or args.batch_size < 1 or args.single < 0:
-        parser.error("--messages and --batch-size must be 1 or more, --single 0 or more")
+    if args.messages < 1 or args.batch_size < 1 or args.single < 0 or args.backlog < 0:
+        parser.error(
+            "--messages and --batch-size must be 1 or more, --single and --backlog 0 or more"
+        )
     if args.timeout is None:
         per_message = 2.0 if args.mode == "per-message" or args.batch_size == 1 else 0.2
-        args.timeout = 120 + args.messages * per_message
+        args.timeout = 120 + max(args.messages, args.backlog) * per_message
     return args
 
 
@@ -919,10 +1035,16 @@ def main(argv: list[str] | None = None) -> int:
     with terminated_on_sigterm():
         figures = run(args)
     if not args.json:
-        what = f"{args.single} single requests" if args.single else f"{args.messages} payments"
+        what = (
+            f"a backlog of {args.backlog} payments"
+            if args.backlog
+            else f"{args.single} single requests"
+            if args.single
+            else f"{args.messages} payments"
+        )
         print(f"bench.e2e: {what}, {figures['mode']} mode", file=sys.stderr)
     print(json.dumps(figures, indent=None if args.json else 2))
-    return 0 if figures["lost"] == 0 and figures["duplicate_charges"] == 0 else 1
+    return 0 if not figures.get("lost") and not figures.get("duplicate_charges") else 1
 
 
 if __name__ == "__main__":
