@@ -4,8 +4,11 @@ and its preload are tests/test_warm_code_server.py's)."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import multiprocessing
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import dagster
@@ -65,3 +68,22 @@ def test_the_checked_release_is_the_installed_one():
     # When the Dagster pin moves, this fails first: re-read DagsterApiServer.StartRun and
     # _mp_ctx in dagster/_grpc/server.py, then move CHECKED_DAGSTER_RELEASE.
     assert dagster.__version__.startswith(warm_code_server.CHECKED_DAGSTER_RELEASE)
+
+
+def test_run_workers_get_the_instance_modules_of_dagster_home_preloaded(tmp_path, monkeypatch):
+    shutil.copy(Path(__file__).resolve().parents[2] / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    modules = warm_code_server.run_worker_modules("queue_pipelines.definitions")
+    assert modules[:2] == ["queue_pipelines.definitions", "dagster._grpc.impl"]
+    # The SQLite run storage and the run coordinator dagster.yaml names, among others.
+    assert {"dagster._core.storage.runs", "dagster._core.run_coordinator"} <= set(modules)
+    # The forkserver skips a name it cannot import without a word: each must be importable.
+    assert all(importlib.util.find_spec(module) for module in modules)
+
+
+def test_without_dagster_home_only_the_code_location_and_its_runner(monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert warm_code_server.run_worker_modules("queue_pipelines.definitions") == [
+        "queue_pipelines.definitions",
+        "dagster._grpc.impl",
+    ]
