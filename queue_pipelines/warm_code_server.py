@@ -52,12 +52,15 @@ def run_worker_modules(code_location: str) -> list[str]:
     (0.4 s of a run's start here, with the SQLite storage's alembic and sqlalchemy)."""
     modules = [code_location, "dagster._grpc.impl"]
     home = os.environ.get("DAGSTER_HOME")
-    if home:
+    if not home:
+        return modules
+    try:
         configured = InstanceRef.from_dir(home)._asdict().values()
-        modules += sorted(
-            {data.module_name for data in configured if isinstance(data, ConfigurableClassData)}
-        )
-    return modules
+    except Exception:  # noqa: BLE001 - Dagster's code server starts without an instance too
+        return modules
+    return modules + sorted(
+        {data.module_name for data in configured if isinstance(data, ConfigurableClassData)}
+    )
 
 
 def preloaded_forkserver(module: str, also: Sequence[str] = ()) -> BaseContext | None:

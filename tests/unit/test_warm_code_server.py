@@ -81,9 +81,14 @@ def test_run_workers_get_the_instance_modules_of_dagster_home_preloaded(tmp_path
     assert all(importlib.util.find_spec(module) for module in modules)
 
 
-def test_without_dagster_home_only_the_code_location_and_its_runner(monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    assert warm_code_server.run_worker_modules("queue_pipelines.definitions") == [
-        "queue_pipelines.definitions",
-        "dagster._grpc.impl",
-    ]
+def test_without_a_readable_instance_only_the_code_location_and_its_runner(tmp_path, monkeypatch):
+    (tmp_path / "dagster.yaml").write_text("storage: [\n")
+    for home in (None, str(tmp_path)):
+        if home is None:
+            monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        else:
+            monkeypatch.setenv("DAGSTER_HOME", home)
+        assert warm_code_server.run_worker_modules("queue_pipelines.definitions") == [
+            "queue_pipelines.definitions",
+            "dagster._grpc.impl",
+        ]
