@@ -119,7 +119,7 @@ def test_full_reexecution_of_a_succeeded_run_does_not_charge_again(
     success, rows = reexecute_all(instance, resources, original.run_id, monkeypatch)
 
     assert success
-    assert [(r["status"], r["note"]) for r in rows] == [("succeeded", "settled earlier")]
+    assert [(r["status"], r["settled"]) for r in rows] == [("succeeded", "earlier")]
     assert len(payment_intents_of(stripe_resource, tenant)) == 1
 
 

@@ -14,7 +14,8 @@ an op failure raised with allow_retries=False, which Dagster's run retries leave
 (`retry_on_asset_or_op_failure: false`), and the intake sensor settles a finished run's
 requests by their recorded outcomes, not by the run's status.
 
-A re-execution of the run (UI or CLI) skips requests whose outcome is already recorded and
+A re-execution of the run (UI or CLI) skips requests whose outcome is already recorded (their
+rows say `settled: earlier`, and the metrics leave them to the run that settled them) and
 repeats no recorded effect for the others: every effect goes through the effect ledger.
 """
 
@@ -45,7 +46,7 @@ from queue_pipelines.request_runner import (
     count_by_status,
     process_items,
 )
-from queue_pipelines.telemetry.conventions import PROVIDER_CALLS_KEY
+from queue_pipelines.telemetry.conventions import PROVIDER_CALLS_KEY, SETTLED_EARLIER, SETTLED_KEY
 from queue_pipelines.telemetry.provider_calls import tally_provider_calls
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
@@ -226,8 +227,11 @@ def run_batch(
         # effects replay from the ledger); those that failed stay failed (dlq replay).
         if config.resend and recorded.succeeded:
             continue
+        # Marked so that the run page shows it and the metrics do not count it again.
         status = SUCCEEDED if recorded.succeeded else FAILED
-        results[key] = ItemResult(key, status, summary={"note": "settled earlier"})
+        results[key] = ItemResult(
+            key, status, summary={SETTLED_KEY: SETTLED_EARLIER}, reason=recorded.reason
+        )
         del requests[key]
 
     def settle(result: ItemResult) -> None:

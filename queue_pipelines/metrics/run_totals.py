@@ -366,6 +366,8 @@ class RunTotals:
     def _add_request(self, queue: str, row: dict[str, Any], run: dg.DagsterRun) -> None:
         """One request of a batch run, from its row in the run's outcomes table: counted
         when it was done now (not an earlier effect returned again) or failed for good."""
+        if row.get(conv.SETTLED_KEY) == conv.SETTLED_EARLIER:
+            return  # a re-execution left it alone: the run that settled it counted it
         t = self.totals
         status = row.get("status")
         for stage, column in (("started", "waited_seconds"), ("settled", "settled_after_seconds")):

@@ -21,6 +21,8 @@ column says done, which counters) are its entry in queue_pipelines/intake/regist
 - E-mails and webhooks: a row's `email` / `webhook` is `sent` when sent by this run;
   `notification_failed` names the notice (`e-mail ...`, `webhook ...`) that failed for good.
   A failed row of a type whose request is an e-mail (`notification`) is a failed e-mail.
+- A row whose `settled` is `earlier` is a request a re-execution found settled by an earlier
+  run of its batch and left alone: it counts in no request family (its run still counts).
 - Waiting: a row's `waited_seconds` (enqueue to the start of the run that settled it) and
   `settled_after_seconds` (enqueue to its settlement), as queue_request_wait_seconds with
   `stage` started / settled.
@@ -37,6 +39,10 @@ from __future__ import annotations
 OUTCOMES_KEY = "outcomes"
 PROVIDER_CALLS_KEY = "provider_calls"
 NOTIFICATION_FAILED_KEY = "notification_failed"
+# A batch row's column: `earlier` when an earlier run of the batch settled the request (a
+# re-execution found its outcome recorded); the row is not counted again.
+SETTLED_KEY = "settled"
+SETTLED_EARLIER = "earlier"
 # A stripe_event row's column: `now` when this run reconciled the event (`earlier`: replayed).
 RECONCILED_KEY = "reconciled"
 WALLET_BALANCE_KEY = "wallet_balance_sol"

@@ -6,12 +6,13 @@ from __future__ import annotations
 import dagster as dg
 
 from queue_pipelines.jobs.customer import customer_job
+from queue_pipelines.jobs.notification import notification_job
 from queue_pipelines.jobs.payment import payment_job
 from queue_pipelines.jobs.refund import refund_job
 from tests.conftest import TEST_WEBHOOK_SECRET
 from tests.support.harness import outcome_rows
 
-JOBS = {job.name: job for job in (payment_job, refund_job, customer_job)}
+JOBS = {job.name: job for job in (payment_job, refund_job, customer_job, notification_job)}
 
 
 def _job_with_test_resources(name: str) -> dg.JobDefinition:
@@ -64,10 +65,15 @@ def customer_job_for_tests() -> dg.JobDefinition:
     return _job_with_test_resources("customer_job")
 
 
+def notification_job_for_tests() -> dg.JobDefinition:
+    return _job_with_test_resources("notification_job")
+
+
 RECONSTRUCTABLE = {
     "payment_job": payment_job_for_tests,
     "refund_job": refund_job_for_tests,
     "customer_job": customer_job_for_tests,
+    "notification_job": notification_job_for_tests,
 }
 
 
