@@ -62,15 +62,21 @@ class TickOutcome:
     def idle(self) -> bool:
         return not (self.read or self.launches or self.acked or self.dead_lettered)
 
-    def absorb(self, later: TickOutcome) -> None:
-        """Add a later tick of the same evaluation: its counts, its cursor and what it holds."""
+    def absorb(self, later: TickOutcome) -> list[Batch]:
+        """Add a later tick of the same evaluation: its counts, its cursor and what it holds.
+        Returns the batches it added."""
         self.cursor, self.waiting = later.cursor, later.waiting
         self.held, self.held_due = later.held, later.held_due
-        self.launches += later.launches
+        # A later tick requests again the batches an earlier one recorded, whose runs the
+        # daemon has not created yet (this evaluation has not returned): once is enough.
+        requested = {batch.key for batch in self.launches}
+        added = [batch for batch in later.launches if batch.key not in requested]
+        self.launches += added
         self.dead_lettered += later.dead_lettered
         self.acked += later.acked
         self.relaunched += later.relaunched
         self.read += later.read
+        return added
 
     def summary(self) -> str:
         return (
@@ -250,7 +256,10 @@ def run_intake_ticks(
     leave a new request unseen for up to 5 s, and a batch held for a fuller one up to 5 s
     past its `max_wait_seconds`. Instead the evaluation sleeps until the held batch is due,
     or blocks in Redis until a new entry arrives, and ticks again; it returns as soon as it
-    has a run to request, so the run is not kept waiting for the rest of the window.
+    has a run to request, so the run is not kept waiting for the rest of the window. One
+    exception: a tick that filled a batch is reading a burst, and when more of it has come
+    meanwhile the evaluation ticks again at once (within the window), so that the burst's
+    tail is not left to the next evaluation, 5 s later.
     """
 
     def tick(at: TickCursor) -> TickOutcome:
@@ -262,10 +271,15 @@ def run_intake_ticks(
 
     deadline = clock() + listen_seconds
     total = tick(cursor)
-    while not total.launches and (remaining := deadline - clock()) > 0:
-        if total.held_due is not None:
+    added = total.launches
+    while (remaining := deadline - clock()) > 0:
+        if total.launches:
+            filled = any(len(batch.items) >= policy.size for batch in added)
+            if not (filled and streams.wait_for_new(job_type, 0.001)):
+                break
+        elif total.held_due is not None:
             sleep(min(remaining, max(total.held_due - clock() + 0.01, 0.1)))
         elif not streams.wait_for_new(job_type, remaining):
             break
-        total.absorb(tick(total.cursor))
+        added = total.absorb(tick(total.cursor))
     return total

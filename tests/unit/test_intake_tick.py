@@ -604,6 +604,21 @@ def test_an_evaluation_returns_as_soon_as_it_has_a_run_to_request(streams):
     assert "wait_for_new" not in streams.calls
 
 
+def test_a_burst_still_arriving_after_a_full_batch_joins_the_same_evaluation(streams):
+    """A tick that filled a batch is reading a burst: what came meanwhile is ticked at once,
+    not left to the next evaluation (5 s later); a tick with no full batch returns (above)."""
+    streams.enqueue_many([payment("t1", "k1"), payment("t1", "k2")])
+    s = sensor(streams, size=2, max_wait=0.0)
+
+    outcome = evaluate(s, arrivals=[payment("t1", "k3")])
+
+    assert [keys_of(b) for b in outcome.launches] == [
+        ["payment:t1:k1", "payment:t1:k2"],
+        ["payment:t1:k3"],
+    ]
+    assert streams.calls.count("wait_for_new") == 1  # the second batch is not full: no more
+
+
 def test_a_ticks_round_trips_to_redis_do_not_grow_with_its_requests(streams, monkeypatch):
     """Recording and tracking the requests a tick reads, and settling a batch whose run
     ended, are pipelined: a tick over 40 requests sends Redis as many round trips as one
