@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
-import os
 import sys
 from collections.abc import Callable, Sequence
 from multiprocessing.context import BaseContext, SpawnContext
@@ -33,6 +32,8 @@ import dagster
 from dagster._core.instance.ref import InstanceRef
 from dagster._grpc.server import DagsterApiServer
 from dagster._serdes import ConfigurableClassData
+
+from queue_pipelines import settings
 
 # The release whose DagsterApiServer was read for this: `_mp_ctx` is a spawn context and the
 # only way StartRun creates a run worker.
@@ -51,11 +52,11 @@ def run_worker_modules(code_location: str) -> list[str]:
     DAGSTER_HOME's dagster.yaml), which Dagster imports only once a run opens its instance
     (0.4 s of a run's start here, with the SQLite storage's alembic and sqlalchemy)."""
     modules = [code_location, "dagster._grpc.impl"]
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
+    home = settings.load().dagster_home
+    if home is None:
         return modules
     try:
-        configured = InstanceRef.from_dir(home)._asdict().values()
+        configured = InstanceRef.from_dir(str(home))._asdict().values()
     except Exception:  # noqa: BLE001 - Dagster's code server starts without an instance too
         return modules
     return modules + sorted(
