@@ -28,8 +28,12 @@ help:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
+# uv compiles what it installs, but the project is installed editable: its own packages are
+# compiled here (what every run worker imports first; compileall writes whatever the
+# environment says, and skips what is up to date).
 sync: | $(UV)
 	$(UV) sync --frozen --extra sandbox
+	.venv/bin/python -m compileall -q queue_pipelines resources sensors
 
 run: sync
 	$(RUN) queue-pipelines dev

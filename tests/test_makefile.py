@@ -189,3 +189,19 @@ def test_make_qp_prints_only_the_command_output(path_without_uv):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert json.loads(result.stdout)["title"]
+
+
+def test_make_sync_compiles_the_projects_own_packages(path_without_uv):
+    """uv compiles what it installs, not the editable project: a run worker would compile the
+    project's modules on every start (issue #18, item 3)."""
+    import importlib.util
+
+    result = make("sync", env=path_without_uv)
+    assert result.returncode == 0, result.stderr
+    stale = []
+    for package in ("queue_pipelines", "resources", "sensors"):
+        for source in (ROOT / package).rglob("*.py"):
+            compiled = Path(importlib.util.cache_from_source(str(source)))
+            if not compiled.exists() or compiled.stat().st_mtime < source.stat().st_mtime:
+                stale.append(str(source.relative_to(ROOT)))
+    assert stale == []
