@@ -31,6 +31,9 @@ from queue_pipelines.providers.stripe import CustomerSummary, StripeApi
 # Not "customer": that kind holds the rows noting a buyer's customer by e-mail, which a
 # delete forgets; a request's own effect is never forgotten.
 CHANGE_KIND = "customer-change"
+# The claim's note that a delete checked the owner before sending it: only then is a customer
+# Stripe no longer has this request's doing.
+OWNER_CHECKED = "owner_checked"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,16 @@ def forget_customer(ledger: EffectLedger, tenant_id: str, customer_id: str) -> i
     for row in noted:
         ledger.forget_index(row["effect_key"], CUSTOMER_KIND)
     return len(noted)
+
+
+def turns_of(request: CustomerPayload) -> list[str]:
+    """What a request takes its turn by in a batch: the customer it changes, and the e-mail
+    it gives one, so that a create for an e-mail and an update moving another customer onto
+    it are checked for one customer per e-mail one after the other."""
+    keys = [request.customer_id] if request.customer_id else []
+    if request.email is not None:
+        keys.append(str(request.email).lower())
+    return keys
 
 
 def _applied(customer: CustomerSummary, request: CustomerPayload) -> bool:
@@ -158,14 +171,18 @@ def manage_customer_once(
 
     def delete() -> dict:
         customer = owned(str(request.customer_id))
+        ledger.note(key, OWNER_CHECKED, customer.id)
         stripe.delete_customer(customer.id)  # gone either way once it answers
         return outcome_of(customer.id, customer.email, customer.name)
 
-    def deleted_earlier(_claim: Claim) -> dict | None:
+    def deleted_earlier(claim: Claim) -> dict | None:
         customer_id = str(request.customer_id)
         customer = stripe.retrieve_customer(customer_id)
         if customer is None:
-            return outcome_of(customer_id, None, None)
+            # Gone by this request only if an attempt found it the tenant's and sent the
+            # delete; else `delete` answers that Stripe has no such customer.
+            checked = customer_id in claim.notes.get(OWNER_CHECKED, [])
+            return outcome_of(customer_id, None, None) if checked else None
         check_owner(customer, customer_id, tenant_id)
         return None
 

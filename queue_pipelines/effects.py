@@ -10,7 +10,10 @@ a customer, a mint, a transfer, an e-mail, a webhook).
       -> record the result at once, before anything else runs
     A refusal by the provider (by default a PermanentError from `act`) means nothing happened: the claim
     is released, and a later attempt (an operator's replay after fixing the cause) starts
-    afresh. Any other failure of `act` leaves the claim in doubt.
+    afresh. Any other failure of `act` leaves the claim in doubt. A provider that says an
+    earlier call with this key reached it (SentBefore) proves the opposite of a refusal: the
+    effect is looked for at once, and a claim whose effect cannot be found is left in doubt
+    for an operator, never acted on again.
 
 Once the provider has answered, nothing can turn its answer into a retry or a failure: the
 result is recorded before any bookkeeping, metric, outcome write or notice, and a ledger that
@@ -29,7 +32,7 @@ from typing import Any
 
 import sqlalchemy.exc
 
-from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.failures import PermanentError, ProviderError, SentBefore, TransientError
 from queue_pipelines.ledger import Claim, EffectLedger
 
 log = logging.getLogger("queue_pipelines.effects")
@@ -58,6 +61,26 @@ class EffectUnrecorded(TransientError):
             f"{exc}); the next attempt asks the provider instead of acting again",
             code="unrecorded",
         )
+
+
+class LeftInDoubt(ProviderError):
+    """The provider saw this key before and has no effect for it that can be found: only a
+    person can tell what happened. Permanent, and not a refusal: the claim stays pending, so
+    that no later attempt (a replay days later, once the provider forgot the key) acts."""
+
+    def __init__(self, key: str, seen: str):
+        super().__init__(
+            f"{key}: the provider says an earlier call with this request's key reached it "
+            f"({seen}), and no effect of it can be found: left in doubt for an operator, who "
+            "looks for it at the provider (docs/guarantees.md); nothing is sent again under "
+            "this key",
+            permanent=True,
+            code="needs_reconciliation",
+        )
+
+
+# The claim's note that the provider has seen its key (SentBefore).
+SEEN_BY_PROVIDER = "seen_by_provider"
 
 
 def act_again(_claim: Claim) -> Result | None:
@@ -95,8 +118,19 @@ def act_once(
             log.info("%s: in doubt; the provider has it: recorded without acting again", key)
             _record(ledger, key, found, index_of)
             return Effect(found, replayed=True)
+        if claim.notes.get(SEEN_BY_PROVIDER):
+            raise LeftInDoubt(key, claim.notes[SEEN_BY_PROVIDER][0])
     try:
         result = act()
+    except SentBefore as exc:
+        # Noted before the look, so that no attempt after a failed look acts again.
+        ledger.note(key, SEEN_BY_PROVIDER, exc.reason)
+        found = in_doubt(claim)
+        if found is None:
+            raise LeftInDoubt(key, exc.reason) from exc
+        log.info("%s: the provider saw the key before; found its effect: recorded", key)
+        _record(ledger, key, found, index_of)
+        return Effect(found, replayed=True)
     except refusals:
         ledger.release(key)
         raise

@@ -30,3 +30,13 @@ class TransientError(ProviderError):
     def __init__(self, reason: str, code: str | None = None, retry_after: float | None = None):
         super().__init__(reason, permanent=False, code=code)
         self.retry_after = retry_after
+
+
+class SentBefore(ProviderError):
+    """The provider says an earlier call with this request's key reached it (Stripe's
+    IdempotencyError: the key came back with other parameters): this call did nothing, and
+    the earlier one may have acted. Never a refusal: the effect protocol looks for the earlier
+    effect (queue_pipelines/effects.py) and, not finding it, leaves the claim in doubt."""
+
+    def __init__(self, reason: str, code: str | None = None):
+        super().__init__(reason, permanent=False, code=code)

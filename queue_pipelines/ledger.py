@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,10 @@ class Claim:
     status: str
     attempts: int  # including this one
     created_at: datetime
-    result: dict[str, Any] | None
+    result: dict[str, Any] | None  # what was recorded, once done
+    # While pending: what earlier attempts noted before or after their provider call (`note`),
+    # for the attempt that resumes the claim to know where to look.
+    notes: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -174,13 +177,39 @@ class EffectLedger:
                         .values(attempts=effects.c.attempts + 1, run_id=run_id, updated_at=now)
                     )
             row = conn.execute(sa.select(effects).where(effects.c.effect_key == effect_key)).one()
+        # A pending row's result column holds its notes; a done row's, the result.
+        stored = json.loads(row.result) if row.result else None
         return Claim(
             effect_key=row.effect_key,
             status=row.status,
             attempts=row.attempts,
             created_at=_aware(row.created_at),
-            result=json.loads(row.result) if row.result else None,
+            result=stored if row.status == DONE else None,
+            notes=(stored or {}) if row.status == PENDING else {},
         )
+
+    def note(self, effect_key: str, name: str, value: str) -> None:
+        """Add `value` to the list `name` of a pending claim's notes (kept until the claim is
+        recorded or released): what an attempt that may never record its outcome knows, such
+        as the customer a charge is about to name, and which the next attempt needs to find
+        the effect at the provider."""
+        with self.engine.begin() as conn:
+            stored = conn.execute(
+                sa.select(effects.c.result)
+                .where(effects.c.effect_key == effect_key, effects.c.status == PENDING)
+                .with_for_update()
+            ).one_or_none()
+            if stored is None:
+                return  # recorded or released meanwhile: nothing is in doubt
+            notes = json.loads(stored.result) if stored.result else {}
+            if value in notes.setdefault(name, []):
+                return
+            notes[name].append(value)
+            conn.execute(
+                effects.update()
+                .where(effects.c.effect_key == effect_key, effects.c.status == PENDING)
+                .values(result=json.dumps(notes, sort_keys=True), updated_at=_now())
+            )
 
     def record(
         self,

@@ -26,6 +26,10 @@ from queue_pipelines.providers.stripe import (
 MONEY_MOVED = frozenset({"succeeded", "processing"})
 
 CUSTOMER_KIND = "customer"
+# The claim's note of the customers a payment's attempts named, written before each charge:
+# the customer job may move the customer to another e-mail or delete it while the payment is
+# in doubt, and then Stripe finds it by the buyer's e-mail no more.
+CHARGED_CUSTOMERS = "customers"
 # How far before a claim an earlier attempt's PaymentIntent is looked for (clocks differ).
 IN_DOUBT_LOOKBACK = timedelta(hours=1)
 
@@ -106,21 +110,32 @@ def charge_once(
             )
         )
 
-    def earlier_charge(claim: Claim) -> dict | None:
-        # The customer, then its PaymentIntents carrying this request's metadata.
+    # The customers this attempt named, in case Stripe answers that it saw the key before.
+    named_now: list[str] = []
+
+    def customers_named(claim: Claim) -> list[str]:
+        named = [*claim.notes.get(CHARGED_CUSTOMERS, []), *named_now]
+        if named:
+            return list(dict.fromkeys(named))
+        # A claim that noted none never reached the charge, or predates the notes: the
+        # buyer's customer as a charge would find it.
         known = noted_customer()
-        customer_id = known["customer_id"] if known else stripe.find_customer(tenant_id, email)
-        if customer_id is None:
-            return None
-        intent = stripe.find_payment_intent(
-            customer_id,
-            tenant_id=tenant_id,
-            idempotency_key=idempotency_key,
-            created_after=claim.created_at - IN_DOUBT_LOOKBACK,
-        )
-        if intent is None or intent.status not in MONEY_MOVED:
-            return None
-        return outcome_of(intent, customer_id)
+        found = known["customer_id"] if known else stripe.find_customer(tenant_id, email)
+        return [] if found is None else [found]
+
+    def earlier_charge(claim: Claim) -> dict | None:
+        # Each customer an attempt named, then its PaymentIntents carrying this request's
+        # metadata.
+        for customer_id in customers_named(claim):
+            intent = stripe.find_payment_intent(
+                customer_id,
+                tenant_id=tenant_id,
+                idempotency_key=idempotency_key,
+                created_after=claim.created_at - IN_DOUBT_LOOKBACK,
+            )
+            if intent is not None and intent.status in MONEY_MOVED:
+                return outcome_of(intent, customer_id)
+        return None
 
     def charge() -> dict:
         known = noted_customer()
@@ -135,6 +150,8 @@ def charge_once(
                     idempotency_key=stripe_idempotency_key(f"customer:{key}"),
                 )
             )
+            named_now.append(customer_id)
+            ledger.note(key, CHARGED_CUSTOMERS, customer_id)
             intent = stripe.create_payment_intent(
                 amount=payment.amount,
                 currency=payment.currency,

@@ -178,13 +178,14 @@ def process_items(
     backoff: Backoff,
     on_result: Callable[[ItemResult], None] = lambda _result: None,
     on_progress: Callable[[int, int], None] = lambda _done, _total: None,
-    in_turn_by: Callable[[RequestT], Hashable] | None = None,
+    turns_of: Callable[[RequestT], Iterable[Hashable]] | None = None,
 ) -> list[ItemResult]:
     """Handle every item, `concurrency` at a time; `on_result` runs for each as it ends (in
     the worker thread: settle it there, so a later crash cannot undo it). Results come back
     in the items' order.
 
-    Items with the same `in_turn_by(request)` (one ticket's transfers) take turns: one after
+    Items that share a key of `turns_of(request)` (one ticket's transfers; a customer's
+    changes and those of the e-mail an update moves it to) take turns: one after
     another in the items' order, each after the one before has ended, retries included. One
     left unfinished holds back those after it, unfinished and untried, so that none overtakes
     it; one that failed for good does not (the next finds the state it left). Items of
@@ -220,13 +221,11 @@ def process_items(
             results.append(finish(result))
         return results
 
-    if in_turn_by is None:
-        lanes = [[index] for index in range(len(items))]
-    else:
-        turns: dict[Hashable, list[int]] = {}
-        for index, item in enumerate(items):
-            turns.setdefault(in_turn_by(item.request), []).append(index)
-        lanes = list(turns.values())
+    lanes = (
+        [[index] for index in range(len(items))]
+        if turns_of is None
+        else _lanes([turns_of(item.request) for item in items])
+    )
     if concurrency <= 1 or len(lanes) <= 1:
         ended = [work_in_turn(lane) for lane in lanes]
     else:
@@ -240,6 +239,29 @@ def process_items(
         for index, result in zip(lane, lane_results, strict=True):
             results[index] = result
     return results  # type: ignore[return-value]
+
+
+def _lanes(keys_of_items: list[Iterable[Hashable]]) -> list[list[int]]:
+    """The items' indexes grouped so that items sharing a key, directly or through others,
+    are in one lane, each lane in the items' order."""
+    lane_of: list[int] = list(range(len(keys_of_items)))  # union-find over the items
+
+    def root(index: int) -> int:
+        while lane_of[index] != index:
+            lane_of[index] = lane_of[lane_of[index]]
+            index = lane_of[index]
+        return index
+
+    first_with: dict[Hashable, int] = {}
+    for index, keys in enumerate(keys_of_items):
+        for key in keys:
+            other = first_with.setdefault(key, index)
+            low, high = sorted((root(index), root(other)))
+            lane_of[high] = low
+    lanes: dict[int, list[int]] = {}
+    for index in range(len(keys_of_items)):
+        lanes.setdefault(root(index), []).append(index)
+    return list(lanes.values())
 
 
 def count_by_status(results: Iterable[ItemResult]) -> dict[str, int]:

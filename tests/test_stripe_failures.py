@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import stripe
 
-from queue_pipelines.failures import PermanentError, TransientError
+from queue_pipelines.failures import PermanentError, SentBefore, TransientError
 from queue_pipelines.intake.dead_letters import replay_dead_letter
 from queue_pipelines.providers.stripe import classify_stripe_error
 from queue_pipelines.sandbox.relay import DROP, Relay
@@ -135,13 +135,18 @@ def test_dropped_connection_is_transient(localstripe_url):
         (stripe.InvalidRequestError("in flight", param=None, http_status=409), False),
         (stripe.InvalidRequestError("No such payment_intent", param="id", http_status=404), True),
         (stripe.AuthenticationError("Invalid API Key provided: sk_live_****abcd", 401), True),
-        (stripe.IdempotencyError("keys reused", http_status=400), True),
     ],
 )
 def test_classification(error, permanent):
     classified = classify_stripe_error(error)
     assert classified.permanent is permanent
     assert isinstance(classified, PermanentError if permanent else TransientError)
+
+
+def test_an_idempotency_key_reused_is_neither_a_refusal_nor_a_plain_retry():
+    classified = classify_stripe_error(stripe.IdempotencyError("keys reused", http_status=400))
+    assert isinstance(classified, SentBefore)
+    assert not isinstance(classified, PermanentError | TransientError)
 
 
 def test_an_api_key_quoted_by_stripe_is_not_repeated():

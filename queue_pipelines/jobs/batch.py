@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 import statistics
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -195,11 +195,11 @@ def run_batch(
     intake: IntakeStreams,
     handle: Callable[[Request], dict[str, Any]],
     after_failure: Callable[[Request, ItemResult], None] = lambda _request, _result: None,
-    in_turn_by: Callable[[Request], Hashable] | None = None,
+    turns_of: Callable[[Request], Iterable[Hashable]] | None = None,
 ) -> dg.Output[dict[str, int]]:
     """Work through the batch in `config` with `handle`, settling each request as it ends.
     `after_failure` runs for each request that failed for good, before it is dead-lettered.
-    Requests with the same `in_turn_by(request)` (one ticket's transfers) take turns, in the
+    Requests sharing a key of `turns_of(request)` (one ticket's transfers) take turns, in the
     batch's order (process_items). The requests are of the job's type (its queue/job_type
     tag, set by batch_job)."""
     job_type = context.job_def.tags[tags.JOB_TYPE]
@@ -264,7 +264,7 @@ def run_batch(
             backoff=REQUEST_BACKOFF,
             on_result=settle,
             on_progress=progress,
-            in_turn_by=in_turn_by,
+            turns_of=turns_of,
         ):
             results[result.request_key] = result
 

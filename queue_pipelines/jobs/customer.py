@@ -1,11 +1,11 @@
 """customer_job: create, update and delete a batch of one tenant's Stripe customers, each at
 most once and only the tenant's own (queue_pipelines/customers.py). Requests on one customer
-(or, to create, one e-mail) take turns in the batch's order: an update then a delete of the
-same customer happen in that order."""
+or one e-mail (a create's, or the one an update sets) take turns in the batch's order: an
+update then a delete of the same customer happen in that order."""
 
 import dagster as dg
 
-from queue_pipelines.customers import manage_customer_once
+from queue_pipelines.customers import manage_customer_once, turns_of
 from queue_pipelines.intake.payloads import CustomerPayload
 from queue_pipelines.jobs.batch import BatchConfig, Request, batch_job, run_batch
 from queue_pipelines.jobs.common import run_is_live
@@ -45,7 +45,7 @@ def manage_customers(
         config,
         intake=redis.intake(),
         handle=manage,
-        in_turn_by=lambda request: request.payload.customer_id or request.payload.email,
+        turns_of=lambda request: turns_of(request.payload),
     )
 
 

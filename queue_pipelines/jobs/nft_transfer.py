@@ -56,7 +56,7 @@ def transfer_tickets(
         config,
         intake=redis.intake(),
         handle=transfer,
-        in_turn_by=lambda request: request.payload.mint,
+        turns_of=lambda request: [request.payload.mint],
     )
 
 

@@ -3,7 +3,7 @@ tenant it was minted for, and only out of a wallet this service holds the key to
 
 A transfer reads the holder, checks it and sends from it. Two transfers of one ticket at once
 would both read the same holder, so they take turns: one after another in entry order within a
-batch (the op's `in_turn_by`), and under a Redis lock per ticket across runs and workers
+batch (the op's `turns_of`), and under a Redis lock per ticket across runs and workers
 (`ticket_turns`), as refunds of one PaymentIntent do.
 """
 

@@ -18,7 +18,12 @@ from typing import Any
 
 import stripe
 
-from queue_pipelines.failures import PermanentError, ProviderError, TransientError
+from queue_pipelines.failures import (
+    PermanentError,
+    ProviderError,
+    SentBefore,
+    TransientError,
+)
 from queue_pipelines.providers.guard import DEFAULT_RATES, ProviderGuard
 from queue_pipelines.telemetry.provider_calls import observe_provider_call
 
@@ -53,7 +58,13 @@ def classify_stripe_error(exc: stripe.StripeError) -> ProviderError:
             f"Stripe refused the API key (HTTP {status}): check STRIPE_SECRET_KEY", code=code
         )
     if isinstance(exc, stripe.IdempotencyError):
-        return PermanentError(f"idempotency key reused with other parameters: {message}", code=code)
+        # Stripe kept an earlier call with this key (24 h), which may have moved money: the
+        # opposite of a refusal, whatever the parameters that differ now.
+        return SentBefore(
+            f"Stripe has this idempotency key from an earlier call with other parameters: "
+            f"{message}",
+            code=code or "idempotency_error",
+        )
     if isinstance(exc, stripe.APIConnectionError):
         return TransientError(f"could not reach Stripe: {message}", code="connection")
     if isinstance(exc, stripe.RateLimitError) or status == 429:

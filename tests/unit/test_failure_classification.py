@@ -11,7 +11,7 @@ import redis
 import sqlalchemy.exc
 import stripe
 
-from queue_pipelines.failures import PermanentError, ProviderError, TransientError
+from queue_pipelines.failures import PermanentError, ProviderError, SentBefore, TransientError
 from queue_pipelines.ledger import EffectInFlight
 from queue_pipelines.providers.smtp import classify_smtp_error
 from queue_pipelines.providers.stripe import CardDeclined, classify_stripe_error
@@ -96,10 +96,15 @@ def test_409_a_concurrent_request_with_the_same_key_is_transient():
     assert found.reason == "Stripe request conflict (HTTP 409): in progress"
 
 
-def test_an_idempotency_key_reused_with_other_parameters_is_permanent_even_as_409():
-    found = classify_stripe_error(stripe.IdempotencyError("Keys reused", http_status=409))
-    assert found.permanent
-    assert found.reason == "idempotency key reused with other parameters: Keys reused"
+@pytest.mark.parametrize("status", [400, 409])
+def test_an_idempotency_key_reused_with_other_parameters_says_stripe_saw_it_before(status):
+    # An earlier call with the key reached Stripe: not a refusal that would release the claim.
+    found = classify_stripe_error(stripe.IdempotencyError("Keys reused", http_status=status))
+    assert isinstance(found, SentBefore) and not isinstance(found, PermanentError)
+    assert found.code == "idempotency_error"
+    assert found.reason == (
+        "Stripe has this idempotency key from an earlier call with other parameters: Keys reused"
+    )
 
 
 @pytest.mark.parametrize("status", [400, 404])

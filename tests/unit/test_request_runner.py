@@ -192,7 +192,7 @@ def test_requests_that_take_turns_run_one_after_another_in_order_beside_the_othe
         return {"name": name}
 
     results = process_items(
-        items, handle, concurrency=4, backoff=IMMEDIATE, in_turn_by=lambda request: request[0]
+        items, handle, concurrency=4, backoff=IMMEDIATE, turns_of=lambda request: [request[0]]
     )
 
     assert [r.request_key for r in results] == ["a", "x", "b", "c"]
@@ -228,7 +228,7 @@ def test_an_unfinished_request_holds_back_those_after_it_in_its_turn_a_failed_on
         concurrency=concurrency,
         backoff=IMMEDIATE,
         on_result=seen.append,
-        in_turn_by=lambda request: request[0],
+        turns_of=lambda request: [request[0]],
     )
 
     by_key = {r.request_key: r for r in results}
