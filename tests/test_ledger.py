@@ -122,3 +122,22 @@ def test_an_index_row_is_written_with_the_record_and_find_done_matches_exactly(a
         for r in any_ledger.find_done("mint", f"mint:t{run[:1]}{run}:", "mint", "M1")
     ] == [other]
     assert any_ledger.find_done("mint", f"mint:t_{run}:", "mint", "M") == []  # no substring
+
+
+def test_notes_stay_with_a_pending_claim_for_the_attempt_that_resumes_it(any_ledger):
+    key = f"payment:t:{uuid.uuid4().hex}"
+    any_ledger.claim(key, "payment", "run-1")
+    any_ledger.note(key, "customers", "cus_A")
+    any_ledger.note(key, "customers", "cus_A")  # noted twice (a retry): kept once
+    any_ledger.note(key, "customers", "cus_B")
+
+    resumed = any_ledger.claim(key, "payment", "run-2")
+    assert resumed.resumed and resumed.result is None
+    assert resumed.notes == {"customers": ["cus_A", "cus_B"]}
+
+    any_ledger.record(key, {"payment_intent_id": "pi_1"})
+    any_ledger.note(key, "customers", "cus_C")  # recorded: nothing is in doubt any more
+    done = any_ledger.claim(key, "payment", "run-3")
+    assert (done.result, done.notes) == ({"payment_intent_id": "pi_1"}, {})
+    any_ledger.note(f"{key}-never-claimed", "customers", "cus_D")
+    assert any_ledger.get(f"{key}-never-claimed") is None
