@@ -2,26 +2,22 @@
 
 Every part is a child process in a process group of its own, watched by a supervisor: the
 embedded Redis, the Stripe sandbox, the Solana ledger, the gateway, and Dagster as three
-processes (a code server, `dagster-daemon run`, `dagster-webserver`) rather than `dagster
-dev`, so that each can be restarted alone and each group, with the run workers the code
-server started, is ended on stop (the supervisor: sandbox/supervisor.py). A child that dies is
-restarted with a log line; one that keeps dying stops the whole stack with a
-one-line reason and exit code 1. Ctrl-C (or SIGTERM) stops everything and exits 0; runs it
-interrupted are failed as interrupted and relaunched by run retries on the next start
+processes (a code server, `dagster-daemon run`, `dagster-webserver`, as sandbox/stack.py starts
+them) rather than `dagster dev`, so that each can be restarted alone and each group, with the
+run workers the code server started, is ended on stop (the supervisor: sandbox/supervisor.py).
+A child that dies is restarted with a log line; one that keeps dying stops the whole stack
+with a one-line reason and exit code 1. Ctrl-C (or SIGTERM) stops everything and exits 0; runs
+it interrupted are failed as interrupted and relaunched by run retries on the next start
 (docs/guarantees.md).
 """
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
-
-import yaml
 
 from queue_pipelines import settings
 from queue_pipelines.sandbox import defaults
@@ -32,6 +28,15 @@ from queue_pipelines.sandbox.servers import (
     wait_for_port,
 )
 from queue_pipelines.sandbox.solana_rpc import start_embedded_solana
+from queue_pipelines.sandbox.stack import (
+    caller_env,
+    spawn,
+    start_code_server,
+    start_daemon,
+    start_webserver,
+    write_instance_config,
+    write_workspace,
+)
 from queue_pipelines.sandbox.supervisor import (
     Child,
     StackStopped,
@@ -40,8 +45,6 @@ from queue_pipelines.sandbox.supervisor import (
     say,
 )
 
-# queue_pipelines/sandbox/dev.py -> the project (dagster.yaml, workspace.yaml)
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 FIRST_REQUEST = (
     "enqueue payment --key order-1042 --amount 2500 --currency usd --email ada@example.com "
@@ -65,7 +68,7 @@ def _prepare_home() -> Path:
     home = settings.load().home.resolve()
     (home / "logs").mkdir(parents=True, exist_ok=True)
     # The project's dagster.yaml is the local instance's config: copied fresh on every start.
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    write_instance_config(home)
     return home
 
 
@@ -82,105 +85,13 @@ def _gateway_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     return {**env, "GATEWAY_JWT_SECRET": secret_file.read_text().strip()}
 
 
-def _log(path: Path):
-    return open(path, "ab")  # noqa: SIM115 - the child keeps it open
-
-
 def start_gateway(port: int, home: Path, env: dict[str, str]) -> subprocess.Popen:
     refuse_taken_port(port, "the gateway")
-    process = subprocess.Popen(
+    process = spawn(
         [sys.executable, "-m", "queue_pipelines.cli", "gateway", "--port", str(port)],
-        env=_gateway_env(home, env),
-        cwd=home,
-        stdout=_log(home / "gateway.log"),
-        stderr=subprocess.STDOUT,
-        process_group=0,
-    )
+        home, _gateway_env(home, env), home / "gateway.log",
+    )  # fmt: skip
     wait_for_port(port, process, "the gateway", timeout=60)
-    return process
-
-
-# Every intake sensor evaluation holds one of the code server's threads while it listens for
-# new requests (up to 3 s, sensors/intake.py). Dagster's default pool (cores + 4 threads)
-# would leave a 2-core machine one thread for run launches and the UI; these threads mostly
-# wait on Redis and cost nothing while they do. deploy/helm/values.yaml passes the same.
-CODE_SERVER_MAX_WORKERS = 16
-
-
-def code_server_command(port: int) -> list[str]:
-    # Dagster's own `dagster api grpc`, run as a module (RUN_START 1.95 s after launch against
-    # 2.35 s through the `dagster` script) with its run workers forked from a forkserver that
-    # has the code location imported (0.51 s; queue_pipelines/warm_code_server.py; issue 18).
-    return [
-        sys.executable, "-m", "queue_pipelines.warm_code_server", "api", "grpc",
-        "--module-name", "queue_pipelines.definitions",
-        "--location-name", "queue_pipelines",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--max-workers", str(CODE_SERVER_MAX_WORKERS),
-    ]  # fmt: skip
-
-
-def start_code_server(port: int, home: Path, env: dict[str, str]) -> subprocess.Popen:
-    """The code location, served once for the daemon and the webserver; the run workers of
-    the default run launcher are its descendants (through its forkserver), in its process
-    group."""
-    refuse_taken_port(port, "the Dagster code server")
-    process = subprocess.Popen(
-        code_server_command(port),
-        env=env, cwd=home, stdout=_log(home / "logs/code-server.log"), stderr=subprocess.STDOUT,
-        process_group=0,
-    )  # fmt: skip
-    wait_for_port(port, process, "the Dagster code server", timeout=180)
-    return process
-
-
-def write_workspace(home: Path, code_server_port: int) -> Path:
-    workspace = home / "workspace.yaml"
-    workspace.write_text(
-        yaml.safe_dump(
-            {
-                "load_from": [
-                    {
-                        "grpc_server": {
-                            "host": "127.0.0.1",
-                            "port": code_server_port,
-                            "location_name": "queue_pipelines",
-                        }
-                    }
-                ]
-            }
-        )
-    )
-    return workspace
-
-
-def start_daemon(workspace: Path, home: Path, env: dict[str, str]) -> subprocess.Popen:
-    # At INFO the daemon logs every sensor tick, even one with nothing to do ("Checking for
-    # new runs", "skipped"); what it launched and each tick's outcome are on the UI's
-    # Automation page, so its own log keeps warnings and errors only.
-    return subprocess.Popen(
-        [str(BIN / "dagster-daemon"), "run", "-w", str(workspace), "--log-level", "warning"],
-        env=env,
-        cwd=home,
-        stdout=_log(home / "logs/daemon.log"),
-        stderr=subprocess.STDOUT,
-        process_group=0,
-    )
-
-
-def start_webserver(
-    workspace: Path, port: int, home: Path, env: dict[str, str]
-) -> subprocess.Popen:
-    refuse_taken_port(port, "the Dagster UI")
-    process = subprocess.Popen(
-        [
-            str(BIN / "dagster-webserver"), "-w", str(workspace),
-            "-h", "127.0.0.1", "-p", str(port), "--dagster-log-level", "warning",
-        ],
-        env=env, cwd=home, stdout=_log(home / "logs/webserver.log"), stderr=subprocess.STDOUT,
-        process_group=0,
-    )  # fmt: skip
-    wait_for_port(port, process, "the Dagster UI", timeout=180)
     return process
 
 
@@ -191,12 +102,7 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
     signal.signal(signal.SIGTERM, lambda *_: signal.default_int_handler(signal.SIGINT, None))
     home = _prepare_home()
     end_leftovers(home)
-    # Dagster's telemetry upload thread (in the daemon and the webserver) ignores dagster.yaml's
-    # `telemetry: enabled: false` and takes $DAGSTER_HOME/logs for its own: it renames the
-    # directory away to upload it, and with several such threads racing, deletes it, so the
-    # logs of the parts went, and a restarted Redis found no directory for its log and could
-    # not start. Only this variable stops the thread.
-    env = {"DAGSTER_DISABLE_TELEMETRY": "1", **os.environ, "DAGSTER_HOME": str(home)}
+    env = caller_env(home)
     config = settings.load()
     supervisor = Supervisor(home)
     smtp_sink = None
@@ -267,7 +173,9 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
         supervisor.add(
             Child(
                 "code-server",
-                lambda: start_code_server(defaults.CODE_SERVER_PORT, home, env),
+                lambda: start_code_server(
+                    defaults.CODE_SERVER_PORT, home, env, home / "logs/code-server.log"
+                ),
                 home / "logs/code-server.log",
                 dependents=("daemon", "webserver"),
                 stop_signal=signal.SIGINT,
@@ -276,7 +184,13 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
         supervisor.add(
             Child(
                 "daemon",
-                lambda: start_daemon(workspace, home, env),
+                # At INFO the daemon logs every sensor tick, even one with nothing to do
+                # ("Checking for new runs", "skipped"); what it launched and each tick's
+                # outcome are on the UI's Automation page, so its own log keeps warnings and
+                # errors only.
+                lambda: start_daemon(
+                    workspace, home, env, home / "logs/daemon.log", log_level="warning"
+                ),
                 home / "logs/daemon.log",
                 stop_signal=signal.SIGINT,
             )
@@ -284,7 +198,9 @@ def run_dev(ui_port: int, gateway_port: int = defaults.GATEWAY_PORT) -> int:
         supervisor.add(
             Child(
                 "webserver",
-                lambda: start_webserver(workspace, ui_port, home, env),
+                lambda: start_webserver(
+                    workspace, ui_port, home, env, home / "logs/webserver.log", log_level="warning"
+                ),
                 home / "logs/webserver.log",
                 stop_signal=signal.SIGINT,
             )

@@ -1,5 +1,7 @@
 """A real Dagster deployment for integration tests: code server, `dagster-daemon run` and
-`dagster-webserver`, each a subprocess of one process group, over a DAGSTER_HOME of the test's.
+`dagster-webserver`, each a subprocess of one process group, over a DAGSTER_HOME of the test's,
+started as `make run` and the bench start them (queue_pipelines/sandbox/stack.py), with what a
+test reads through GraphQL on top.
 
 The code location sees the test's Redis (REDIS_URL, its own key prefix via QUEUE_KEY_PREFIX),
 localstripe (STRIPE_API_BASE) and SMTP sink (SMTP_HOST/SMTP_PORT). The run workers that the
@@ -15,25 +17,14 @@ tests start as few as they can and share one where they may.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from dagster_graphql import DagsterGraphQLClient
 
-from queue_pipelines.sandbox.dev import code_server_command, write_workspace
-from queue_pipelines.sandbox.processes import group_alive, wait_group_gone
-from queue_pipelines.sandbox.servers import free_port, port_open
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+from queue_pipelines.sandbox.stack import DagsterGroup, isolated_env, write_instance_config
 
 # What a test may want to wait for through GraphQL.
 RUNS_QUERY = """
@@ -55,84 +46,14 @@ query DaemonHealth {
 """
 
 
-def instance_config(*, postgres_url: str | None = None, overrides: dict | None = None) -> dict:
-    """The project's dagster.yaml, on SQLite under DAGSTER_HOME or on `postgres_url`."""
-    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
-    if postgres_url:
-        config["storage"] = {"postgres": {"postgres_url": postgres_url}}
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    return config
-
-
-@dataclass
-class DagsterStack:
-    home: Path
-    env: dict[str, str]
-    log_dir: Path
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-    webserver_port: int = 0
-    code_server_port: int = 0
-    starts: int = 0
-
-    @property
-    def pgid(self) -> int | None:
-        leader = self.processes.get("code-server")
-        return leader.pid if leader is not None else None
-
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.{self.starts}.log", "ab")  # noqa: SIM115
-        group = self.pgid if self.pgid is not None else 0
-        process = subprocess.Popen(
-            argv,
-            env=self.env,
-            cwd=self.home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            process_group=group,
-        )
-        log.close()
-        self.processes[name] = process
-        return process
-
+class DagsterStack(DagsterGroup):
     def start(self, timeout: float = 600) -> DagsterStack:
         """Start code server, daemon and webserver; return once the webserver answers and
         every required daemon has a healthy heartbeat."""
-        self.starts += 1
-        self.processes = {}
-        self.code_server_port, self.webserver_port = free_port(), free_port()
-        workspace = write_workspace(self.home, self.code_server_port)
         deadline = time.monotonic() + timeout
-        # The code server first: it leads the process group that everything else joins.
-        self._spawn("code-server", code_server_command(self.code_server_port))
-        self._wait(lambda: port_open(self.code_server_port), "the code server", deadline)
-        self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)])
-        self._spawn(
-            "webserver",
-            [
-                str(BIN / "dagster-webserver"), "-w", str(workspace),
-                "-h", "127.0.0.1", "-p", str(self.webserver_port),
-            ],
-        )  # fmt: skip
-        self._wait(lambda: port_open(self.webserver_port), "the webserver", deadline)
-        self._wait(self.daemons_healthy, "healthy daemon heartbeats", deadline)
+        super().start(timeout)
+        self.wait(self.daemons_healthy, "healthy daemon heartbeats", deadline)
         return self
-
-    def _wait(self, ready, what: str, deadline: float) -> None:
-        while not ready():
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"{name} exited with code {process.returncode} while waiting for {what}; "
-                        f"log: {self.log_dir / f'{name}.{self.starts}.log'}"
-                    )
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what} (logs in {self.log_dir})")
-            time.sleep(0.5)
 
     @property
     def client(self) -> DagsterGraphQLClient:
@@ -164,40 +85,6 @@ class DagsterStack:
     def run_status(self, run_id: str) -> str:
         return self.client.get_run_status(run_id).value
 
-    # stopping
-    def alive(self) -> bool:
-        return self.pgid is not None and group_alive(self.pgid)
-
-    def send(self, sig: int) -> None:
-        """Send `sig` to every process of the stack at once, as a terminal's Ctrl-C does."""
-        if self.pgid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pgid, sig)
-
-    def wait_gone(self, timeout: float) -> bool:
-        """Wait for every process of the stack to have ended (a zombie PID 1 has yet to reap
-        counts as ended); whether they did within `timeout`."""
-        if self.pgid is None:
-            return True
-
-        def reap() -> None:  # the direct children, so they stop counting as alive
-            for process in self.processes.values():
-                process.poll()
-
-        return wait_group_gone(self.pgid, timeout, reap=reap, interval=0.2)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
-        """Stop the whole process group: `sig`, then SIGKILL for whatever outlives `timeout`."""
-        if self.pgid is None:
-            return
-        self.send(sig)
-        if not self.wait_gone(timeout):
-            self.send(signal.SIGKILL)
-            self.wait_gone(10)
-        for process in self.processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(5)
-
     def summary(self) -> str:
         """Runs by status, and why those that did not succeed ended, for a failure message."""
         try:
@@ -225,35 +112,6 @@ class DagsterStack:
         )
 
 
-def stack_env(
-    home: Path,
-    *,
-    redis_url: str,
-    key_prefix: str,
-    stripe_url: str,
-    smtp_port: int,
-    postgres_url: str | None = None,
-) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DAGSTER_", "STRIPE_", "SMTP_", "WEBHOOK_", "PYTEST_"))
-    }
-    env.update(
-        DAGSTER_HOME=str(home),
-        REDIS_URL=redis_url,
-        QUEUE_KEY_PREFIX=key_prefix,
-        STRIPE_API_BASE=stripe_url,
-        SMTP_HOST="127.0.0.1",
-        SMTP_PORT=str(smtp_port),
-        SMTP_SECURITY="none",
-        PYTHONUNBUFFERED="1",
-    )
-    if postgres_url:
-        env["DAGSTER_POSTGRES_URL"] = postgres_url
-    return env
-
-
 @contextlib.contextmanager
 def dagster_stack(
     base: Path,
@@ -271,9 +129,8 @@ def dagster_stack(
     log_dir = base / "stack-logs"
     home.mkdir(parents=True)
     log_dir.mkdir(exist_ok=True)
-    config = instance_config(postgres_url=postgres_url, overrides=overrides)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    env = stack_env(
+    write_instance_config(home, postgres_url=postgres_url, overrides=overrides)
+    env = isolated_env(
         home,
         redis_url=redis_url,
         key_prefix=key_prefix,
