@@ -11,8 +11,8 @@ loop doing the same calls, in one invocation.
 It starts, each on a free loopback port and stopped again on exit (Ctrl-C and errors too):
 an embedded redis-server, the code server as `make run` starts it (`python -m
 queue_pipelines.warm_code_server api grpc`: Dagster's, with the run workers forked by its
-forkserver, its descendants) and a real `dagster-daemon` (run queue, sensors,
-run monitoring) on it; the instance lives in a temporary DAGSTER_HOME with the project's
+forkserver, its descendants) and a real `dagster-daemon` (run queue, sensors, run monitoring)
+on it, in one process group (queue_pipelines/sandbox/stack.py); the instance lives in a temporary DAGSTER_HOME with the project's
 dagster.yaml (or dagster-postgres storage with --postgres). The sandbox servers, localstripe
 (behind a delaying relay with --latency-ms) and the SMTP sink, are processes of their own, and
 each side gets fresh ones: the baseline and the pipeline start from the same, empty state.
@@ -56,18 +56,20 @@ from queue_pipelines.intake.payloads import PaymentPayload
 from queue_pipelines.intake.registry import SPECS
 from queue_pipelines.intake.schema import Envelope
 from queue_pipelines.intake.streams import IntakeStreams, entry_id_key, redis_client
-from queue_pipelines.sandbox.dev import code_server_command, write_workspace
 from queue_pipelines.sandbox.servers import (
-    free_port,
     start_localstripe,
     start_on_a_free_port,
     start_redis,
     stop,
-    wait_for_port,
 )
 from queue_pipelines.sandbox.smtp_sink import start_smtp_sink
+from queue_pipelines.sandbox.stack import (
+    DagsterGroup,
+    isolated_env,
+    per_type_variable,
+    write_instance_config,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STRIPE_KEY = "sk_test_bench_e2e"
 PIPELINE_TENANT = "bench-e2e"
 BASELINE_TENANT = "bench-baseline"
@@ -151,25 +153,6 @@ class RssSampler:
         self._thread.join(timeout=5)
 
 
-def stop_group(process: subprocess.Popen, timeout: float = 20) -> None:
-    """SIGTERM the process group `process` leads, then SIGKILL what is left of it and of its
-    descendants (a run worker may have a group of its own)."""
-    if process.poll() is not None and not os.path.exists(f"/proc/{process.pid}"):
-        return
-    stragglers = descendants(process.pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    for pid in stragglers:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(5)
-
-
 def _cpu_table() -> dict[int, tuple[int, float, float]]:
     """pid -> (parent pid, its own CPU seconds, its reaped children's CPU seconds)."""
     table = {}
@@ -228,21 +211,13 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
 # the stack
 
 
-def write_instance_config(
-    home: Path, postgres_url: str | None, coordinator: list[str] | None = None
-) -> dict:
-    """The project's dagster.yaml, with dagster-postgres storage and run-coordinator settings
-    (`name=yaml value`) overridden where asked; returns the run coordinator's config."""
-    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
-    for setting in coordinator or []:
+def coordinator_overrides(settings: list[str] | None) -> dict:
+    """dagster.yaml overrides of the run coordinator's settings given as `name=yaml value`."""
+    config = {}
+    for setting in settings or []:
         name, _, value = setting.partition("=")
-        config["run_coordinator"]["config"][name] = yaml.safe_load(value)
-    if postgres_url:
-        for key in ("storage", "run_storage", "event_log_storage", "schedule_storage"):
-            config.pop(key, None)
-        config["storage"] = {"postgres": {"postgres_url": postgres_url}}
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return config["run_coordinator"]["config"]
+        config[name] = yaml.safe_load(value)
+    return {"run_coordinator": {"config": config}} if config else {}
 
 
 def envelopes(
@@ -665,56 +640,40 @@ def pipeline_stack(args: argparse.Namespace, workdir: Path, batch_size: int) -> 
 
         prefix = f"qpe2e{uuid.uuid4().hex[:6]}"
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        coordinator = write_instance_config(home, args.postgres, args.coordinator)
-        env = {
-            **os.environ,
-            "DAGSTER_HOME": str(home),
-            "REDIS_URL": redis_url,
-            "QUEUE_KEY_PREFIX": prefix,
-            "STRIPE_API_BASE": sandbox.stripe_url,
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(sandbox.smtp_port),
-            "SMTP_SECURITY": "none",
-            "QP_BATCH_SIZE_PAYMENT": str(batch_size),
-        }
+        config = write_instance_config(
+            home, postgres_url=args.postgres, overrides=coordinator_overrides(args.coordinator)
+        )
+        batching = {per_type_variable("qp_batch_size", "payment"): str(batch_size)}
         if args.batch_wait is not None:
-            env["QP_BATCH_WAIT_PAYMENT"] = str(args.batch_wait)
-        for name in ("STRIPE_SECRET_KEY", "DAGSTER_POSTGRES_URL", "SOLANA_RPC_URL"):
-            env.pop(name, None)
-        # The code server as `make run` starts it; run workers are its descendants.
-        code_server_port = free_port()
-        with open(workdir / "code-server.log", "ab") as log:
-            code_server = subprocess.Popen(
-                code_server_command(code_server_port),
-                env=env,
-                cwd=home,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        stack.callback(stop_group, code_server)
-        wait_for_port(code_server_port, code_server, "the code server", timeout=180)
-        workspace = write_workspace(home, code_server_port)
-        daemon_log = workdir / "daemon.log"
-        with open(daemon_log, "ab") as log:
-            daemon = subprocess.Popen(
-                [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
-                env=env,
-                cwd=home,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, stopped as one
-            )
-        stack.callback(stop_group, daemon)
+            batching[per_type_variable("qp_batch_wait", "payment")] = str(args.batch_wait)
+        # The effect ledger stays on SQLite under DAGSTER_HOME with --postgres too: only the
+        # instance's storage moves (no DAGSTER_POSTGRES_URL for the run workers).
+        env = isolated_env(
+            home,
+            redis_url=redis_url,
+            key_prefix=prefix,
+            stripe_url=sandbox.stripe_url,
+            smtp_port=sandbox.smtp_port,
+            extra=batching,
+        )
+        # The code server and the daemon as `make run` starts them, in one process group with
+        # the run workers; no webserver.
+        dagster = DagsterGroup(home, env, log_dir=workdir, webserver=False)
+        stack.callback(dagster.stop)
+        dagster.start()
+        code_server, daemon = dagster.processes["code-server"], dagster.processes["daemon"]
         sampler = stack.enter_context(RssSampler(daemon.pid, code_server.pid))
         startup = wait_for_log(
-            daemon_log, "Checking for new runs for sensor: payment_intake_sensor", daemon, 180
+            dagster.log("daemon"),
+            "Checking for new runs for sensor: payment_intake_sensor",
+            daemon,
+            180,
         )
         yield Stack(
             home=home,
             sandbox=sandbox,
             streams=IntakeStreams(redis_client(redis_url), prefix),
-            coordinator=coordinator,
+            coordinator=config["run_coordinator"]["config"],
             roles={
                 "daemon": daemon.pid,
                 "code_server": code_server.pid,
