@@ -352,6 +352,25 @@ def test_deploy_dagster_yaml_run_queue_is_the_helm_values_and_dagster_accepts_it
     assert process_config(schema, config["config"]).success
 
 
+def test_no_first_visit_modal_in_any_instance():
+    """Dagster's NUX modal covers the Runs page on a first visit: off in make run's instance,
+    deploy/dagster.yaml and the chart's instance (additionalInstanceConfig, which the chart
+    appends to the dagster.yaml it renders), each in Dagster's schema."""
+    from dagster._config import process_config
+    from dagster._config.field import resolve_to_config_type
+    from dagster._core.instance.config import dagster_instance_config_schema
+
+    helm = values()["additionalInstanceConfig"]
+    schema = resolve_to_config_type(dagster_instance_config_schema())
+    assert process_config(schema, helm).success
+    for config in (
+        helm,
+        yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text()),
+        yaml.safe_load((ROOT / "dagster.yaml").read_text()),
+    ):
+        assert config["nux"] == {"enabled": False}
+
+
 # --- names against the code --------------------------------------------------------------
 
 
