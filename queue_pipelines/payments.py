@@ -39,6 +39,16 @@ def stripe_idempotency_key(key: str) -> str:
     return "qp-" + hashlib.sha256(key.encode()).hexdigest()[:48]
 
 
+def charge_idempotency_key(key: str, payment: PaymentPayload, what: str = "") -> str:
+    """Stripe's key for a charge's calls: the effect key and the payload. Every attempt of one
+    request sends the same parameters under the same key; a dead letter replayed with a fixed
+    payload (another card) is a new call, where Stripe would refuse the declined call's key
+    used again with other parameters. The ledger, not this key, keeps a request from being
+    charged twice (its claim is looked up at Stripe by metadata when in doubt)."""
+    digest = hashlib.sha256(payment.model_dump_json().encode()).hexdigest()[:16]
+    return stripe_idempotency_key(f"{what}{key}:{digest}")
+
+
 def stripe_metadata(
     tenant_id: str, idempotency_key: str, order_id: str | None, extra: dict[str, str]
 ) -> dict[str, str]:
@@ -147,7 +157,7 @@ def charge_once(
                     tenant_id=tenant_id,
                     email=email,
                     name=payment.customer_name,
-                    idempotency_key=stripe_idempotency_key(f"customer:{key}"),
+                    idempotency_key=charge_idempotency_key(key, payment, "customer:"),
                 )
             )
             named_now.append(customer_id)
@@ -161,7 +171,7 @@ def charge_once(
                 metadata=stripe_metadata(
                     tenant_id, idempotency_key, payment.order_id, payment.metadata
                 ),
-                idempotency_key=stripe_idempotency_key(key),
+                idempotency_key=charge_idempotency_key(key, payment),
             )
         except UnknownCustomer as exc:
             if not known:

@@ -19,7 +19,7 @@ from queue_pipelines.effects import SEEN_BY_PROVIDER, LeftInDoubt
 from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.intake.payloads import CustomerPayload
 from queue_pipelines.ledger import effect_key
-from queue_pipelines.payments import stripe_idempotency_key, stripe_metadata
+from queue_pipelines.payments import charge_idempotency_key, stripe_metadata
 from queue_pipelines.providers.stripe import StripeApi
 from queue_pipelines.sandbox.relay import DROP, Relay
 from resources import StripeResource
@@ -108,14 +108,13 @@ def test_a_refund_in_doubt_is_found_after_the_buyers_customer_was_deleted(
 # Stripe's IdempotencyError: an earlier call with the key reached it -------------------------
 
 
-def sent_earlier_with_other_parameters(api, tenant, key, customer_id, metadata) -> str:
-    """A PaymentIntent created under the request's Stripe idempotency key with other
-    parameters (another amount: a producer that resent the key with an edited payload), as an
-    attempt of the request before this one did."""
+def sent_earlier_with_other_parameters(api, tenant, key, payment, customer_id, metadata) -> str:
+    """A PaymentIntent created under the Stripe idempotency key of `payment` with other
+    parameters (another amount), as an attempt of the request before this one did."""
     made = api.create_payment_intent(
         amount=1499, currency="usd", customer_id=customer_id, payment_method="pm_card_visa",
         description=None, metadata=metadata,
-        idempotency_key=stripe_idempotency_key(effect_key("payment", tenant, key)),
+        idempotency_key=charge_idempotency_key(effect_key("payment", tenant, key), payment),
     )  # fmt: skip
     return made.id
 
@@ -136,7 +135,7 @@ def test_a_key_stripe_saw_with_other_parameters_is_settled_by_the_charge_it_find
         idempotency_key=f"buyer-{uuid.uuid4().hex}",
     )  # fmt: skip
     earlier = sent_earlier_with_other_parameters(
-        api, tenant, "k", buyer, stripe_metadata(tenant, "k", payment.order_id, {})
+        api, tenant, "k", payment, buyer, stripe_metadata(tenant, "k", payment.order_id, {})
     )
 
     outcome = charge(api, ledger, tenant, "k", payment)
@@ -157,12 +156,13 @@ def test_a_key_stripe_saw_with_other_parameters_never_releases_the_claim(
             tenant_id=f"other-{tenant}", email="someone@example.com", name=None,
             idempotency_key=f"other-{uuid.uuid4().hex}",
         )  # fmt: skip
-        sent_earlier_with_other_parameters(api, tenant, "k", elsewhere, {})
+        payment = buyer_payment()
+        sent_earlier_with_other_parameters(api, tenant, "k", payment, elsewhere, {})
         key = effect_key("payment", tenant, "k")
         posts = payment_posts(relay)
 
         with pytest.raises(LeftInDoubt, match="no effect of it can be found") as first:
-            charge(api, ledger, tenant, "k", buyer_payment())
+            charge(api, ledger, tenant, "k", payment)
         # A later attempt (a dead letter replayed, days later) asks Stripe and sends nothing.
         with pytest.raises(LeftInDoubt) as later:
             charge(api, ledger, tenant, "k", buyer_payment(), run_id="run-replay")

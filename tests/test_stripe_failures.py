@@ -154,12 +154,29 @@ def test_an_api_key_quoted_by_stripe_is_not_repeated():
     assert "sk_live" not in classify_stripe_error(error).reason
 
 
+@pytest.fixture(params=["sandbox", "idempotent sandbox"])
+def stripe_either_way(request, resources) -> tuple[dict, StripeResource]:
+    """The run's resources on the Stripe sandbox without and with Idempotency-Key (as
+    Stripe has it: a key used again with other parameters is refused)."""
+    if request.param == "sandbox":
+        return resources, resources["stripe"]
+    stripe = StripeResource(
+        secret_key="sk_test_queue_pipelines",
+        api_base=request.getfixturevalue("idempotent_localstripe_url"),
+        timeout_seconds=10,
+    )
+    return {**resources, "stripe": stripe}, stripe
+
+
 def test_a_declined_payment_replayed_with_a_working_card_is_charged(
-    instance, resources, intake, tenant, stripe_resource
+    instance, stripe_either_way, intake, tenant
 ):
     """The dead letter of a request that failed in its run is replayed with a fixed payload:
     the replay runs (the failed outcome and the old payload's digest no longer stand in its
-    way) and charges once; a second replay of the now successful request is acked."""
+    way) and charges once; a second replay of the now successful request is acked. With
+    Stripe's Idempotency-Key too: the fixed payload is a new call to Stripe, not the declined
+    one's key used again with another card."""
+    resources, stripe_resource = stripe_either_way
     intake.enqueue(payment(tenant, "fixable", payment_method="pm_card_chargeCustomerFail"))
     harness = IntakeHarness(instance, resources, "payment")
     harness.drain()
