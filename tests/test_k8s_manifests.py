@@ -376,7 +376,8 @@ def test_no_first_visit_modal_in_any_instance():
 
 def variables_read_by_code() -> set[str]:
     """The variables of the code's own list (queue_pipelines/env_vars.py, which
-    tests/test_env_vars.py keeps in step with the code), and those the deploy scripts read."""
+    tests/env_vars/test_env_vars.py keeps in step with the code), and those the deploy scripts
+    read."""
     from queue_pipelines.env_vars import VARIABLES
 
     names = {v.name for v in VARIABLES}

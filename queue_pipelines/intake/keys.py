@@ -22,7 +22,7 @@
 
 A request key is `type:tenant_id:idempotency_key` (Envelope.request_key); a batch key is the
 batch's run key (batches.py). Nothing else in the project builds a key: a unit test greps
-for it (tests/unit/test_intake_keys.py).
+for it (tests/unit/intake/test_keys.py).
 """
 
 from __future__ import annotations

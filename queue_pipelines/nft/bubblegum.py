@@ -14,7 +14,7 @@ hold following the accounts. The tree account itself is created beforehand by th
 program, owned by the compression program, of `merkle_tree_size` bytes.
 
 The Bubblegum and Account Compression programs are not available here, so nothing built from
-this module has been executed: tests/test_nft_bubblegum.py checks every byte, account meta,
+this module has been executed: tests/nft/test_bubblegum.py checks every byte, account meta,
 address and hash against vectors generated with Metaplex's published client
 (tools/bubblegum-vectors). docs/nft.md says what that does and does not prove.
 """

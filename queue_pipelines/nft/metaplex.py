@@ -10,7 +10,7 @@ Accounts: metadata PDA (writable), mint, mint authority (signer), payer (writabl
 update authority, system program, and the rent sysvar (or the program id in its place).
 
 The Metaplex program binary is not available here, so nothing built from this encoder has
-been executed: tests/test_nft_metaplex.py checks its bytes against Metaplex's own published
+been executed: tests/nft/test_metaplex.py checks its bytes against Metaplex's own published
 serializer (@metaplex-foundation/mpl-token-metadata, pinned in tools/metaplex-vectors) for
 several argument sets. mint_job does not mint this standard yet (docs/nft.md).
 """
