@@ -10,7 +10,7 @@ solana-py has no encoder for either extension, so these follow the published lay
   arguments (strings as u32 little-endian length + UTF-8 bytes; `Field` as a borsh enum:
   0 name, 1 symbol, 2 uri, 3 key(string)).
 
-tests/nft/test_encoders.py checks every encoder byte for byte against the vectors in
+tests/unit/nft/test_encoders.py checks every encoder byte for byte against the vectors in
 solana-program-library's JS tests (token/js/test/unit/metadataPointer.test.ts and
 token-metadata/js/test/instruction.test.ts, whose bytes are "output of rust implementation").
 """

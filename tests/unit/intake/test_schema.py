@@ -16,7 +16,7 @@ from queue_pipelines.intake.schema import (
     parse_envelope,
 )
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
 def envelope(**changes) -> dict:
