@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.memory_intake import MemoryIntake, memory_intake
+
 UNIT_DIR = Path(__file__).parent
 
 # The integration tier's fixtures that start or reach a server.
@@ -78,3 +80,9 @@ def _no_servers(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(subprocess.Popen, "__init__", popen)
+
+
+@pytest.fixture
+def intake(monkeypatch) -> MemoryIntake:
+    """The unit tier's intake: IntakeStreams on fakeredis, with a clock the test moves."""
+    return memory_intake(monkeypatch)

@@ -15,12 +15,7 @@ from queue_pipelines.cli import build_parser, without_password
 from queue_pipelines.intake.cli import EXIT_TIMED_OUT, run_enqueue, run_queue
 from queue_pipelines.intake.entries import ENVELOPE_FIELD
 from queue_pipelines.intake.schema import parse_envelope
-from tests.support.memory_intake import MemoryIntake, memory_intake
-
-
-@pytest.fixture
-def intake(monkeypatch) -> MemoryIntake:
-    return memory_intake(monkeypatch)
+from tests.support.memory_intake import MemoryIntake
 
 
 def enqueue(intake: MemoryIntake, *argv: str) -> tuple[int, str, str]:

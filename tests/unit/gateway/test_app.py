@@ -22,15 +22,9 @@ from queue_pipelines.gateway.stripe_webhooks import event_envelope
 from queue_pipelines.gateway.tenant_limits import TenantLimits
 from queue_pipelines.intake.schema import parse_envelope
 from tests.support.envelopes import notification, payment_wire
-from tests.support.memory_intake import MemoryIntake, memory_intake
 
 SECRET = "unit-tier-hs256-secret-of-32-bytes!!"
 WEBHOOK_SECRET = "whsec_unit_tier"
-
-
-@pytest.fixture
-def intake(monkeypatch) -> MemoryIntake:
-    return memory_intake(monkeypatch)
 
 
 @pytest.fixture

@@ -22,12 +22,6 @@ from queue_pipelines.gateway.tenant_limits import (
     tenant_limits_from_env,
 )
 from tests.support.envelopes import notification, payment
-from tests.support.memory_intake import MemoryIntake, memory_intake
-
-
-@pytest.fixture
-def intake(monkeypatch) -> MemoryIntake:
-    return memory_intake(monkeypatch)
 
 
 def test_unset_or_blank_settings_are_the_defaults_for_every_tenant():

@@ -8,12 +8,7 @@ import pytest
 
 from bench.e2e import PIPELINE_TENANT, SettledPoller, envelopes
 from queue_pipelines.intake.request_records import Outcome
-from tests.support.memory_intake import MemoryIntake, memory_intake
-
-
-@pytest.fixture
-def intake(monkeypatch) -> MemoryIntake:
-    return memory_intake(monkeypatch)
+from tests.support.memory_intake import MemoryIntake
 
 
 class Counted:

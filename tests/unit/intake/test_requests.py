@@ -19,14 +19,9 @@ from queue_pipelines.intake.dead_letters import (
 from queue_pipelines.intake.request_records import request_digest
 from queue_pipelines.intake.schema import EnvelopeError
 from tests.support.envelopes import payment
-from tests.support.memory_intake import MemoryIntake, commands_sent, memory_intake
+from tests.support.memory_intake import MemoryIntake, commands_sent
 
 JOB = "payment"
-
-
-@pytest.fixture
-def intake(monkeypatch) -> MemoryIntake:
-    return memory_intake(monkeypatch)
 
 
 def test_the_first_request_of_a_key_is_enqueued_and_a_repeat_answered_with_its_entry(intake):

@@ -16,12 +16,7 @@ from queue_pipelines.providers.guard import (
     check_rate,
     counts_against_provider,
 )
-from tests.support.memory_intake import MemoryIntake, memory_intake
-
-
-@pytest.fixture
-def intake(monkeypatch) -> MemoryIntake:
-    return memory_intake(monkeypatch)
+from tests.support.memory_intake import MemoryIntake
 
 
 def guard(intake: MemoryIntake, **options) -> ProviderGuard:
@@ -54,6 +49,13 @@ def down() -> TransientError:
     return TransientError("503 from the provider")
 
 
+def trip(breaker: ProviderGuard, provider: Provider) -> None:
+    """Fail fail_max (2) calls in a row: the breaker opens."""
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            breaker.call(provider, down())
+
+
 def test_rates_are_checked_when_the_guard_is_made():
     assert check_rate(OFF) == OFF
     assert check_rate("6/minute") == "6/minute"
@@ -72,9 +74,7 @@ def test_only_failures_that_say_the_provider_is_unwell_count():
 
 def test_the_breaker_opens_for_every_worker_after_fail_max_transient_failures(intake):
     one, other, provider = guard(intake), guard(intake), Provider()
-    for _ in range(2):
-        with pytest.raises(TransientError):
-            one.call(provider, down())
+    trip(one, provider)
 
     with pytest.raises(CircuitOpen) as caught:
         other.call(provider)
@@ -88,9 +88,7 @@ def test_the_breaker_opens_for_every_worker_after_fail_max_transient_failures(in
 
 def test_after_the_timeout_one_probe_goes_and_its_success_closes_the_breaker(intake):
     one, other, provider = guard(intake), guard(intake), Provider()
-    for _ in range(2):
-        with pytest.raises(TransientError):
-            one.call(provider, down())
+    trip(one, provider)
     intake.advance(30)
 
     # While the probe is out, everyone else waits for its outcome.
@@ -102,9 +100,7 @@ def test_after_the_timeout_one_probe_goes_and_its_success_closes_the_breaker(int
 
 def test_a_failed_probe_opens_the_breaker_again(intake):
     one, provider = guard(intake), Provider()
-    for _ in range(2):
-        with pytest.raises(TransientError):
-            one.call(provider, down())
+    trip(one, provider)
     intake.advance(30)
 
     with pytest.raises(TransientError):
@@ -116,9 +112,7 @@ def test_a_failed_probe_opens_the_breaker_again(intake):
 
 def test_a_probe_whose_worker_died_is_taken_over_after_the_timeout(intake):
     one, other, provider = guard(intake), guard(intake), Provider()
-    for _ in range(2):
-        with pytest.raises(TransientError):
-            one.call(provider, down())
+    trip(one, provider)
     intake.advance(30)
     assert one._check_breaker()  # the probe, never reported: its worker died
 
