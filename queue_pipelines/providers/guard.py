@@ -77,6 +77,19 @@ class RateLimited(TransientError):
         )
 
 
+class GuardUnavailable(TransientError):
+    """The guard could not reach its Redis before the call: nothing was sent. Not a failure
+    of the provider (the breaker is not told), and not an effect in doubt: a sender's claim
+    for it is released, and the request's backoff tries again."""
+
+    def __init__(self, provider: str, exc: BaseException):
+        super().__init__(
+            f"{provider}: the call was not made: its rate limit and circuit breaker live in "
+            f"Redis, which did not answer ({type(exc).__name__}: {exc}); retrying later",
+            code="guard_unavailable",
+        )
+
+
 class CircuitOpen(TransientError):
     def __init__(self, provider: str, retry_in: float):
         super().__init__(
@@ -265,9 +278,12 @@ class ProviderGuard:
     def guarded(self) -> Iterator[None]:
         """`with guard.guarded(): provider_call()` — breaker first (an open breaker does not
         spend a rate slot), then a rate slot, then the call; its outcome feeds the breaker."""
-        if self.breaker_on:
-            self._check_breaker()
-        self.acquire()
+        try:
+            if self.breaker_on:
+                self._check_breaker()
+            self.acquire()
+        except (redis.RedisError, OSError) as exc:
+            raise GuardUnavailable(self.provider, exc) from exc
         if not self.breaker_on:
             yield
             return

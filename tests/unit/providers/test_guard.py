@@ -172,3 +172,27 @@ def test_no_slot_within_the_wait_raises_rate_limited_and_the_breaker_stays_close
         one.call(provider)
     assert provider.calls == 1
     assert one.breaker_state() == {}
+
+
+def test_a_redis_away_before_the_call_sends_nothing_and_says_so(intake: MemoryIntake):
+    """Redis gone before the call (the breaker's check, the rate slot): the provider is not
+    called, and the error is a transient one of the guard's own, so an e-mail's claim is
+    released (nothing was sent) rather than left in doubt."""
+    import fakeredis
+
+    from queue_pipelines.providers.guard import GuardUnavailable
+
+    server = fakeredis.FakeServer()
+    provider = Provider()
+    for options in ({"fail_max": 2, "rate": OFF}, {"fail_max": 0, "rate": "100/second"}):
+        breaker = ProviderGuard(
+            fakeredis.FakeRedis(server=server), "stripe", keys=intake.keys, cache_seconds=0,
+            reset_timeout=30.0, **options,
+        )  # fmt: skip
+        server.connected = False
+        with pytest.raises(GuardUnavailable) as raised:
+            breaker.call(provider)
+        assert isinstance(raised.value, TransientError) and provider.calls == 0
+        server.connected = True
+        assert breaker.call(provider) == "answer" and provider.calls == 1
+        provider.calls = 0
