@@ -1,5 +1,5 @@
 """A run worker of one effect, as a process of its own, for the tests that kill it at an exact
-moment (tests/test_effect_faults.py, tests/test_customers_faults.py): it charges, refunds or
+moment (tests/effects/test_faults.py, tests/customers/test_faults.py): it charges, refunds or
 changes a customer once through the given Stripe address and effect ledger, then prints the
 outcome as JSON.
 
