@@ -6,9 +6,9 @@ A later attempt for the same key (a duplicate entry, an op retry, a run retry, a
 re-execution from the UI) finds the recorded result and returns it instead of acting again.
 
 A claim left `pending` means an earlier attempt ended without recording an outcome: the
-provider may or may not have acted. The caller resumes with the provider's own idempotency
-key (Stripe keeps those for 24 hours) and refuses once that window has passed, so nothing is
-done twice on a guess.
+provider may or may not have acted. The caller asks the provider what happened before acting
+again (queue_pipelines/effects.py), so nothing is done twice on a guess; the provider's own
+idempotency key (Stripe keeps those for 24 hours) is a second line.
 
 Storage is one SQL table: PostgreSQL in production (shared by every run worker), SQLite
 under DAGSTER_HOME for the embedded defaults.
