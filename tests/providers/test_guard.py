@@ -14,7 +14,12 @@ import redis
 
 from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.intake.keys import IntakeKeys
-from queue_pipelines.providers.guard import CircuitOpen, ProviderGuard, RateLimited
+from queue_pipelines.providers.guard import (
+    CircuitOpen,
+    GuardUnavailable,
+    ProviderGuard,
+    RateLimited,
+)
 from tests.support.tcp_cut import TcpCut
 
 
@@ -215,6 +220,7 @@ def test_a_clear_breaker_is_trusted_for_its_cache_window_and_a_failure_still_rep
         provider.down = True
         with pytest.raises(TransientError, match="HTTP 503"):  # the provider's own error
             worker.call(provider.request)
-        with pytest.raises(redis.ConnectionError):
+        with pytest.raises(GuardUnavailable) as refused:  # transient: nothing was sent
             worker.call(provider.request)
+        assert isinstance(refused.value.__cause__, redis.ConnectionError)
     assert provider.calls == 7  # the last call was refused before it was sent
