@@ -14,7 +14,6 @@ from collections import Counter
 import pytest
 import redis
 from solders.keypair import Keypair
-from solders.pubkey import Pubkey
 
 from queue_pipelines.failures import PermanentError, TransientError
 from queue_pipelines.intake.keys import IntakeKeys
@@ -26,7 +25,7 @@ from queue_pipelines.nft.transfers import ticket_turns, transfer_ticket_once
 from queue_pipelines.turns import Turns
 from resources import SolanaResource
 from tests.support.harness import IntakeHarness, outcome_rows
-from tests.support.solana_fixtures import holder, mint_envelope, ticket_payload
+from tests.support.solana_fixtures import holder, mint_to_payer, ticket_payload
 
 # How long the endpoint sits on each sendTransaction in the lock test: long enough that a
 # second transfer reads the holder while the first is still being sent.
@@ -60,17 +59,6 @@ def transfer_envelope(tenant, key, mint, to_wallet, from_wallet) -> Envelope:
         idempotency_key=key,
         payload={"mint": mint, "to_wallet": str(to_wallet), "from_wallet": str(from_wallet)},
     )
-
-
-def mint_to_payer(instance, nft_resources, intake, tenant) -> tuple[str, Pubkey]:
-    """A ticket minted through the intake to the payer's own (custodial) wallet: A."""
-    payer = nft_resources["solana"].payer().pubkey()
-    intake.enqueue(mint_envelope(tenant, "primary-sale", payer))
-    minting = IntakeHarness(instance, nft_resources, "mint")
-    assert minting.drain() == 1
-    [row] = outcome_rows(minting.results[0])
-    assert (row["status"], row["owner"]) == ("succeeded", str(payer))
-    return row["mint"], payer
 
 
 def test_a_resale_chain_in_one_batch_ends_with_its_last_buyer_and_counts_two_transfers(

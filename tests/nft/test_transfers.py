@@ -19,7 +19,7 @@ from queue_pipelines.intake.streams import ENVELOPE_FIELD
 from queue_pipelines.metrics.run_totals import RunTotals
 from queue_pipelines.nft.holders import require_minted_for
 from tests.support.harness import IntakeHarness, outcome_rows
-from tests.support.solana_fixtures import holder, mint_envelope
+from tests.support.solana_fixtures import holder, mint_to_payer
 
 
 @pytest.fixture
@@ -35,17 +35,6 @@ def transfer_envelope(tenant: str, key: str, mint: str, to_wallet: Pubkey, **pay
         idempotency_key=key,
         payload={"mint": mint, "to_wallet": str(to_wallet), **payload},
     )
-
-
-def mint_to_payer(instance, nft_resources, intake, tenant: str) -> tuple[str, Pubkey]:
-    """A ticket minted through the intake to the payer's own (custodial) wallet."""
-    payer = nft_resources["solana"].payer().pubkey()
-    intake.enqueue(mint_envelope(tenant, "primary-sale", payer))
-    minting = IntakeHarness(instance, nft_resources, "mint")
-    assert minting.drain() == 1
-    [row] = outcome_rows(minting.results[0])
-    assert (row["status"], row["owner"]) == ("succeeded", str(payer))
-    return row["mint"], payer
 
 
 def test_a_resale_moves_the_ticket_once_and_only_for_the_tenant_it_was_minted_for(

@@ -19,6 +19,7 @@ from queue_pipelines.nft.minting import MintOutcome, mint_ticket_once
 from queue_pipelines.sandbox.solana_ledger import EmbeddedLedger, shared_ledger
 from queue_pipelines.sandbox.solana_rpc import LedgerRpcServer
 from resources import MetadataStoreResource, SolanaResource
+from tests.support.harness import IntakeHarness, outcome_rows
 
 
 @pytest.fixture
@@ -118,3 +119,14 @@ def holder(solana: SolanaResource, mint: str) -> Pubkey | None:
     """Who holds the ticket of `mint`, read from the chain."""
     found = holder_of(solana.chain(), Pubkey.from_string(mint))
     return found.owner if found else None
+
+
+def mint_to_payer(instance, nft_resources, intake, tenant: str) -> tuple[str, Pubkey]:
+    """A ticket minted through the intake to the payer's own (custodial) wallet."""
+    payer = nft_resources["solana"].payer().pubkey()
+    intake.enqueue(mint_envelope(tenant, "primary-sale", payer))
+    minting = IntakeHarness(instance, nft_resources, "mint")
+    assert minting.drain() == 1
+    [row] = outcome_rows(minting.results[0])
+    assert (row["status"], row["owner"]) == ("succeeded", str(payer))
+    return row["mint"], payer
