@@ -232,4 +232,5 @@ def batch_policy(spec: JobTypeSpec) -> BatchPolicy:
     return BatchPolicy(
         size=config.qp_batch_size.get(spec.name, spec.batch_size),
         max_wait_seconds=config.qp_batch_wait.get(spec.name, spec.max_wait_seconds),
+        quiet_seconds=spec.quiet_seconds,
     )

@@ -19,9 +19,12 @@ from resources import RedisResource
 from sensors.run_failures import describe_run_failure
 
 # How long an evaluation with nothing to launch keeps listening for new requests. The daemon
-# starts one at most every 5 s, so 3 s of listening sees most requests as they arrive while
-# leaving the code server's threads free between evaluations (run_intake_ticks says more).
-LISTEN_SECONDS = 3.0
+# starts one every 5 s and skips a sensor whose last evaluation has not returned, so the
+# window ends early enough for the evaluation's own overhead (0.25-0.65 s measured on an idle
+# 2-core machine: the gRPC call, the run lookup, the tick's record) to fit before the next
+# loop. A request that comes between windows waits for the next evaluation (~1 s here, 2 s at
+# 3 s of listening; docs/performance.md). run_intake_ticks says more.
+LISTEN_SECONDS = 4.0
 # What the sensor page shows as the interval. The daemon's loop comes every 5 s and skips a
 # sensor whose last tick started under minimum_interval_seconds ago; that tick started a few
 # milliseconds into the previous loop, so 5 would skip every other loop (10 s apart). 4 is

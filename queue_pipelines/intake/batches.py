@@ -5,7 +5,7 @@ into batches (`form_batches`)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from queue_pipelines.intake.entries import entry_id_key
@@ -18,6 +18,12 @@ class BatchPolicy:
     max_wait_seconds: float = 0.5  # how long a smaller batch waits for more
     max_attempts: int = 3  # runs that may end without settling a request
     max_launch_failures: int = 20  # runs that may end before any step started
+    # A tenant with no batch of the type in flight: its smaller batch goes once no request of
+    # it has come for this long, rather than after max_wait_seconds (None: it always waits).
+    # A lone request on an idle stack is not kept waiting for company that is not coming,
+    # while a burst, written over milliseconds, still fills its batches; once the tenant has
+    # a run queued or working, its next requests gather for up to max_wait_seconds.
+    quiet_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,30 +126,44 @@ def form_batches(
     *,
     now: float,
     must_go: set[str],
-) -> tuple[list[Batch], list[BatchItem]]:
+    busy_tenants: Collection[str] = (),
+) -> tuple[list[Batch], list[BatchItem], float | None]:
     """Group requests by tenant, highest priority first then oldest, into batches of at most
     `policy.size`. A tenant's last, smaller batch waits (returned second) while its oldest
-    request is younger than `policy.max_wait_seconds`, unless it holds a request in `must_go`."""
+    request is younger than `policy.max_wait_seconds`, unless it holds a request in `must_go`;
+    a tenant not in `busy_tenants` (no batch of it in flight) waits only while its newest
+    request is younger than `policy.quiet_seconds`. Third: when the first held batch goes
+    anyway (unix time), or None."""
     by_tenant: dict[str, list[BatchItem]] = {}
     for item in items:
         by_tenant.setdefault(tenant_of[item.request_key], []).append(item)
     batches: list[Batch] = []
     held: list[BatchItem] = []
+    due: list[float] = []
     for tenant_id, tenant_items in sorted(by_tenant.items()):
         tenant_items.sort(key=lambda i: (-i.priority, i.enqueued_at))
         for start in range(0, len(tenant_items), policy.size):
             chunk = tenant_items[start : start + policy.size]
-            oldest = min(i.enqueued_at for i in chunk)
+            goes_at = _goes_at(chunk, policy, busy=tenant_id in busy_tenants)
             waiting_for_more = (
                 len(chunk) < policy.size
-                and now - oldest < policy.max_wait_seconds
+                and now < goes_at
                 and not any(i.request_key in must_go for i in chunk)
             )
             if waiting_for_more:
                 held += chunk
+                due.append(goes_at)
             else:
                 key = new_batch_key(job_type, tenant_id)
                 batches.append(Batch(key, job_type, tenant_id, tuple(chunk)))
     # Higher priority batches first: the run queue orders runs by priority, then by age.
     batches.sort(key=lambda b: -b.priority)
-    return batches, held
+    return batches, held, min(due, default=None)
+
+
+def _goes_at(chunk: Sequence[BatchItem], policy: BatchPolicy, *, busy: bool) -> float:
+    """When a smaller batch stops waiting for more (unix time)."""
+    at = min(i.enqueued_at for i in chunk) + policy.max_wait_seconds
+    if policy.quiet_seconds is not None and not busy:
+        at = min(at, max(i.enqueued_at for i in chunk) + policy.quiet_seconds)
+    return at

@@ -214,8 +214,14 @@ def run_intake_tick(
     if to_track:  # before any batch is recorded: its run settles the entries tracked
         streams.track_all(job_type, to_track)
 
-    batches, held = form_batches(
-        job_type, [*again, *new], tenant_of, policy, now=now, must_go=relaunching
+    batches, held, held_due = form_batches(
+        job_type,
+        [*again, *new],
+        tenant_of,
+        policy,
+        now=now,
+        must_go=relaunching,
+        busy_tenants=settled.busy_tenants,
     )
     for batch in batches:
         streams.assign_batch(
@@ -226,8 +232,7 @@ def run_intake_tick(
         )
     outcome.launches += batches
     if held:
-        outcome.held = len(held)
-        outcome.held_due = min(i.enqueued_at for i in held) + policy.max_wait_seconds
+        outcome.held, outcome.held_due = len(held), held_due
         # Read the held requests again next tick: they are pending, after the cursor.
         earliest = min((first_entry[i.request_key] for i in held), key=entry_id_key)
         if entry_id_key(earliest) <= entry_id_key(outcome.cursor.last_id):
@@ -278,7 +283,7 @@ def run_intake_ticks(
             if not (filled and streams.wait_for_new(job_type, 0.001)):
                 break
         elif total.held_due is not None:
-            sleep(min(remaining, max(total.held_due - clock() + 0.01, 0.1)))
+            sleep(min(remaining, max(total.held_due - clock() + 0.01, 0.05)))
         elif not streams.wait_for_new(job_type, remaining):
             break
         added = total.absorb(tick(total.cursor))

@@ -74,7 +74,9 @@ class JobTypeSpec:
     count it.
 
     `batch_size` requests of one tenant share a run (1: one run per request); a batch smaller
-    than that waits at most `max_wait_seconds` for more before it is launched anyway.
+    than that waits at most `max_wait_seconds` for more before it is launched anyway, and
+    while the tenant has no batch of the type in flight, only until no request has come for
+    `quiet_seconds` (BatchPolicy says why).
     `concurrency` is how many of a run's requests are worked on at once.
     """
 
@@ -83,6 +85,7 @@ class JobTypeSpec:
     job: str  # "module:attribute" of the Dagster job; the attribute is the job's name
     batch_size: int = 100
     max_wait_seconds: float = 0.5
+    quiet_seconds: float | None = 0.1
     concurrency: int = 8
     # The gateway's POST /v1/jobs: "" when tenants may submit it, else the route it enters by
     # instead (the 403 names it).

@@ -46,6 +46,8 @@ class Settled:
     unlaunched: list[Batch] = field(default_factory=list)  # batches with no run yet
     acked: int = 0
     dead_lettered: list[tuple[str, str]] = field(default_factory=list)  # (request, reason)
+    # Tenants with a batch still in flight: its run queued, working, or not created yet.
+    busy_tenants: set[str] = field(default_factory=set)
 
 
 def settle_ended_batches(
@@ -67,8 +69,10 @@ def settle_ended_batches(
         run = runs.get(batch_key)
         if run is None:
             settled.unlaunched.append(batch)  # the same run key: launched once by the daemon
+            settled.busy_tenants.add(batch.tenant_id)
             continue
         if run.state is RunState.IN_PROGRESS:
+            settled.busy_tenants.add(batch.tenant_id)
             continue
         keys = [item.request_key for item in batch.items]
         recorded = streams.outcomes(keys)

@@ -35,7 +35,7 @@ BIN = Path(sys.executable).parent
 LOCATION_NAME = "queue_pipelines"
 
 # Every intake sensor evaluation holds one of the code server's threads while it listens for
-# new requests (up to 3 s, sensors/intake.py). Dagster's default pool (cores + 4 threads)
+# new requests (up to 4 s, sensors/intake.py). Dagster's default pool (cores + 4 threads)
 # would leave a 2-core machine one thread for run launches and the UI; these threads mostly
 # wait on Redis and cost nothing while they do. deploy/helm/values.yaml passes the same.
 CODE_SERVER_MAX_WORKERS = 16

@@ -203,6 +203,49 @@ def test_a_held_partial_batch_is_launched_once_its_oldest_request_is_old_enough(
     assert s.tick().launches == [] and s.cursor.last_id == streams.stream_ids(JOB)[0]
 
 
+def quiet_sensor(streams, quiet=0.1, max_wait=5.0) -> Sensor:
+    return Sensor(streams, BatchPolicy(size=10, max_wait_seconds=max_wait, quiet_seconds=quiet))
+
+
+def test_an_idle_tenants_smaller_batch_goes_once_no_request_came_for_the_quiet_time(streams):
+    first = streams.enqueue(payment("ta", "k1"))
+    s = quiet_sensor(streams)
+    held = s.tick()
+    assert held.launches == [] and held.held == 1
+    assert held.held_due == pytest.approx(entry_id_key(first)[0] / 1000 + 0.1)
+
+    streams.advance(0.06)
+    streams.enqueue(payment("ta", "k2"))  # the quiet time starts again
+    streams.advance(0.06)
+    assert s.tick().launches == []
+
+    streams.advance(0.05)
+    [batch] = s.tick().launches
+    assert keys_of(batch) == ["payment:ta:k1", "payment:ta:k2"]
+
+
+def test_a_tenant_with_a_batch_in_flight_gathers_for_the_whole_batch_wait(streams):
+    streams.enqueue(payment("ta", "k1"))
+    streams.enqueue(payment("tb", "k1"))
+    s = quiet_sensor(streams)
+    streams.advance(0.2)
+    first = s.tick().launches
+    assert sorted(b.tenant_id for b in first) == ["ta", "tb"]
+    s.start(first[0])  # ta's run is working; tb's run is not created yet: both are busy
+
+    streams.enqueue(payment("ta", "k2"))
+    streams.enqueue(payment("tb", "k2"))
+    streams.advance(4.9)
+    waiting = s.tick()
+    # tb's first batch is requested again (its run is not created yet); the new ones wait
+    assert [keys_of(b) for b in waiting.launches] == [["payment:tb:k1"]]
+    assert waiting.held == 2
+
+    streams.advance(0.2)
+    launched = [keys_of(b) for b in s.tick().launches]
+    assert ["payment:ta:k2"] in launched and ["payment:tb:k2"] in launched
+
+
 def test_the_cursor_moved_back_to_a_millisecond_boundary_still_reads_the_entry(streams):
     entry = streams.enqueue(payment("ta", "k1"))
     assert entry.endswith("-0")
@@ -570,6 +613,16 @@ def test_a_held_batch_is_launched_in_the_same_evaluation_once_it_is_due(streams)
     assert keys_of(batch) == ["payment:t1:k1"]
     assert len(s.sleeps) == 1 and 0.5 <= s.sleeps[0] < 0.6  # until due, not until next tick
     assert outcome.held == 0 and outcome.held_due is None
+
+
+def test_a_lone_request_on_an_idle_stack_waits_the_quiet_time_not_the_batch_wait(streams):
+    streams.enqueue(payment("t1", "k1"))
+    s = quiet_sensor(streams, quiet=0.1, max_wait=0.5)
+
+    [batch] = evaluate(s).launches
+
+    assert keys_of(batch) == ["payment:t1:k1"]
+    assert len(s.sleeps) == 1 and 0.1 <= s.sleeps[0] < 0.15
 
 
 def test_an_idle_evaluation_listens_for_a_new_request_and_batches_it(streams):
