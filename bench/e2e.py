@@ -24,8 +24,9 @@ settled, reading Redis cheaply (one XLEN per poll while entries wait; each outco
 pipelined). Latency is per request, from its entry id (Redis' clock at enqueue) to the
 outcome's `at` (recorded by the run as the request ends), and split into phases by the run
 that settled it. `--single K` enqueues one request at a time, K times, on an idle stack, and
-reports the median. `--backlog N` enqueues N with the run queue stopped and reports the
-sensor's busy ticks per 1,000 requests and the daemon's RSS while it batches them. CPU seconds are per process, from /proc. Nothing here is asserted.
+reports the median. `--backlog N` enqueues N before the code server and the daemon start,
+with the run queue stopped, and reports the sensor's busy ticks per 1,000 requests and the
+daemon's RSS while it batches them. CPU seconds are per process, from /proc. Nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -383,7 +384,7 @@ class SettledPoller:
 
 def sensor_ticks(home: Path, name: str) -> tuple[list[float], list[float]]:
     """Durations (s) of the daemon's ended ticks of sensor `name`: those that requested runs
-    (busy) and the others (idle: an intake sensor listens up to 3 s for requests first)."""
+    (busy) and the others (idle: an intake sensor listens up to 4 s for requests first)."""
     import dagster as dg
     from dagster._core.scheduler.instigation import InstigatorType
 
@@ -626,9 +627,15 @@ class Stack:
 
 
 @contextlib.contextmanager
-def pipeline_stack(args: argparse.Namespace, workdir: Path, batch_size: int) -> Iterator[Stack]:
+def pipeline_stack(
+    args: argparse.Namespace,
+    workdir: Path,
+    batch_size: int,
+    before_start: Callable[[IntakeStreams], None] | None = None,
+) -> Iterator[Stack]:
     """Redis, fresh sandbox servers, the code server and the daemon, up and the payment
-    sensor ticking; all stopped on exit."""
+    sensor ticking; all stopped on exit. `before_start(streams)` runs once Redis is up and
+    before the code server and the daemon start (--backlog fills the stream there)."""
     home = workdir / "home"
     home.mkdir()
     with contextlib.ExitStack() as stack:
@@ -656,6 +663,9 @@ def pipeline_stack(args: argparse.Namespace, workdir: Path, batch_size: int) -> 
             smtp_port=sandbox.smtp_port,
             extra=batching,
         )
+        streams = IntakeStreams(redis_client(redis_url), prefix)
+        if before_start is not None:
+            before_start(streams)
         # The code server and the daemon as `make run` starts them, in one process group with
         # the run workers; no webserver.
         dagster = DagsterGroup(home, env, log_dir=workdir, webserver=False)
@@ -672,7 +682,7 @@ def pipeline_stack(args: argparse.Namespace, workdir: Path, batch_size: int) -> 
         yield Stack(
             home=home,
             sandbox=sandbox,
-            streams=IntakeStreams(redis_client(redis_url), prefix),
+            streams=streams,
             coordinator=config["run_coordinator"]["config"],
             roles={
                 "daemon": daemon.pid,
@@ -844,18 +854,26 @@ def run_single(args: argparse.Namespace, workdir: Path) -> dict:
 def run_backlog(args: argparse.Namespace, workdir: Path) -> dict:
     """`args.backlog` payments waiting at once and none launched (the run queue's
     max_concurrent_runs at 0): the intake sensor's busy ticks while it batches them, per 1,000
-    requests, and the daemon's RSS before, during and after. Per 1,000 counts the ticks that
-    started with the backlog waiting, not one that was listening when it came. No baseline,
+    requests, and the daemon's RSS before, during and after. The backlog is enqueued before
+    the code server and the daemon start, so the sensor's first evaluations find it all
+    waiting: every busy tick counts (none was listening when the backlog came). No baseline,
     no payment made."""
     args.coordinator = [*(args.coordinator or []), "max_concurrent_runs=0"]
-    with pipeline_stack(args, workdir, args.batch_size) as stack:
-        daemon = stack.roles["daemon"]
-        items = envelopes(PIPELINE_TENANT, args.backlog, "example.com", args.tenants)
-        cpu_before = cpu_seconds(stack.roles)
-        started, enqueued_at = time.monotonic(), time.time()
+    items = envelopes(PIPELINE_TENANT, args.backlog, "example.com", args.tenants)
+    enqueued: list[float] = []
+
+    def fill(streams: IntakeStreams) -> None:
+        enqueued.append(time.time())
         for start in range(0, len(items), 1000):
-            stack.streams.enqueue_many(items[start : start + 1000])
-        rss: list[tuple[float, float]] = []  # (seconds since the enqueue, daemon RSS in MB)
+            streams.enqueue_many(items[start : start + 1000])
+
+    with pipeline_stack(args, workdir, args.batch_size, before_start=fill) as stack:
+        daemon = stack.roles["daemon"]
+        cpu_before = cpu_seconds(stack.roles)
+        # From the daemon's first evaluation of the payment sensor (pipeline_stack returns
+        # once it has logged it), not from the enqueue: the stack's start is not the tick's.
+        started = time.monotonic()
+        rss: list[tuple[float, float]] = []  # (seconds since the first evaluation, daemon MB)
         batched, batched_after = 0, None
         # Until all are batched, then as long again (at least 10 s) of idle ticks.
         while time.monotonic() - started < args.timeout:
@@ -871,7 +889,7 @@ def run_backlog(args: argparse.Namespace, workdir: Path) -> dict:
         cpu = cpu_used(cpu_before, cpu_seconds(stack.roles))
         ticks = busy_tick_sizes(stack.home, "payment_intake_sensor")
         per_thousand = [
-            seconds * 1000 / size for at, seconds, size in ticks if size and at >= enqueued_at
+            seconds * 1000 / size for at, seconds, size in ticks if size and at >= enqueued[0]
         ]
         during = [mb for at, mb in rss if batched_after is None or at <= batched_after]
         return {
@@ -884,7 +902,7 @@ def run_backlog(args: argparse.Namespace, workdir: Path) -> dict:
                 {
                     "seconds": round(seconds, 3),
                     "requests": size,
-                    "listened_first": at < enqueued_at,
+                    "listened_first": at < enqueued[0],
                 }
                 for at, seconds, size in ticks
             ],
@@ -966,9 +984,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="N",
-        help="instead of a burst: N payments waiting, none launched (max_concurrent_runs=0), "
-        "until the sensor has batched them all; its busy ticks per 1,000 requests and the "
-        "daemon's RSS; no baseline",
+        help="instead of a burst: N payments enqueued before the daemon starts, none "
+        "launched (max_concurrent_runs=0), until the sensor has batched them all; its busy "
+        "ticks per 1,000 requests and the daemon's RSS; no baseline",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", action="store_true", help="print the JSON object only")
