@@ -137,3 +137,53 @@ def test_envelope_of_turns_any_failure_into_an_envelope_error(monkeypatch):
     entry = IntakeEntry("payment", "1-0", {"envelope": "{}"})
     with pytest.raises(EnvelopeError, match="unreadable entry: KeyError: 'surprise'"):
         envelope_of(entry, "payment")
+
+
+def _with_note(note_json: str) -> str:
+    """A payment envelope's JSON text whose payload.metadata.note is `note_json` as written."""
+    return json.dumps(payment_wire()).replace(
+        '"metadata": {}', f'"metadata": {{"note": {note_json}}}'
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _with_note('"\\ud800"'),  # a JSON escape of a lone surrogate
+        _with_note('"\\uDC80"'),  # upper-case hex
+        _with_note('"caf\\u00e9 \\udfff"'),  # beside an escape that is no surrogate
+        _with_note('"\\ud83d"').encode(),  # bytes in, half a pair
+        json.dumps(payment_wire()).replace('"metadata": {}', '"metadata": {"\\udcff": "x"}'),
+        # UTF-8 bytes of a surrogate: json.loads decodes bytes with surrogatepass
+        _with_note('"x"').replace('"x"', '"X"').encode().replace(b'"X"', b'"\xed\xb2\x80"'),
+        # UTF-16 text (json.loads detects it): no ASCII byte string at all
+        _with_note('"\\udcff"').encode("utf-16-le"),
+    ],
+)
+def test_a_lone_surrogate_is_found_however_the_text_spells_it(raw):
+    """parse_envelope skips the walk for lone surrogates when the JSON text cannot hold one;
+    every spelling that decodes to one is still refused, naming where."""
+    reason = refusal(raw, "payment").reason
+    assert reason.startswith("envelope is not valid UTF-8: payload.metadata.")
+    assert "holds a lone surrogate" in reason
+
+
+@pytest.mark.parametrize(
+    "note_json",
+    [
+        '"\\ud83d\\ude00"',  # a whole pair: one character, not a surrogate
+        '"\\\\ud800"',  # an escaped backslash: the text \ud800, not an escape
+        '"caf\\u00e9"',
+    ],
+)
+def test_escapes_that_decode_to_text_are_accepted(note_json):
+    parsed = parse_envelope(_with_note(note_json), "payment")
+    assert parsed.payload.metadata["note"] == json.loads(note_json)
+
+
+def test_nesting_is_checked_by_depth_not_by_the_brackets_in_strings():
+    brackets = "[{" * 20  # inside a string: text, not nesting
+    assert parse_envelope(_with_note(json.dumps(brackets)), "payment").payload.metadata
+    deep = json.dumps(payment_wire(extra=[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]))
+    assert refusal(deep, "payment").reason == "envelope is nested deeper than 16 levels"
+    assert refusal(json.loads(deep), "payment").reason == refusal(deep, "payment").reason
