@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import redis
 
 from queue_pipelines.intake.keys import IntakeKeys
+from queue_pipelines.intake.scripts import IntakeScripts, read_fields
 
 
 @dataclass(frozen=True)
@@ -23,22 +24,22 @@ class Assignment:
 
 
 class InflightBatches:
-    def __init__(self, client: redis.Redis, keys: IntakeKeys):
+    def __init__(self, client: redis.Redis, keys: IntakeKeys, scripts: IntakeScripts):
         self.client = client
         self.keys = keys
+        self.scripts = scripts
 
     def assign(self, job_type: str, batch_key: str, batch: dict, attempts: dict[str, int]) -> None:
         """Record `batch` and put its requests in flight in it (`attempts`: request key ->
-        attempt), all at once."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.keys.batch(batch_key), json.dumps(batch))
-        pipe.sadd(self.keys.inflight(job_type), batch_key)
-        for request_key, attempt in attempts.items():
-            pipe.hset(
-                self.keys.assigned(request_key),
-                mapping={"batch": batch_key, "attempt": attempt},
-            )
-        pipe.execute()
+        attempt), all at once (assign_batch.lua: one command for the batch)."""
+        self.scripts.assign_batch(
+            keys=[
+                self.keys.batch(batch_key),
+                self.keys.inflight(job_type),
+                *(self.keys.assigned(request_key) for request_key in attempts),
+            ],
+            args=[json.dumps(batch), batch_key, *attempts.values()],
+        )
 
     def batch_keys(self, job_type: str) -> list[str]:
         return sorted(self.client.smembers(self.keys.inflight(job_type)))
@@ -63,11 +64,14 @@ class InflightBatches:
         pipe.execute()
 
     def assignments(self, request_keys: Sequence[str]) -> dict[str, Assignment]:
-        pipe = self.client.pipeline(transaction=False)
-        for request_key in request_keys:
-            pipe.hgetall(self.keys.assigned(request_key))
+        found = read_fields(
+            self.client,
+            self.scripts,
+            [self.keys.assigned(key) for key in request_keys],
+            ("batch", "attempt"),
+        )
         return {
-            request_key: Assignment(found["batch"], int(found["attempt"]))
-            for request_key, found in zip(request_keys, pipe.execute(), strict=True)
-            if found
+            request_key: Assignment(batch, int(attempt))
+            for request_key, (batch, attempt) in zip(request_keys, found, strict=True)
+            if batch is not None
         }

@@ -10,13 +10,14 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
 from queue_pipelines.intake.entries import ENVELOPE_FIELD, entry_id_key
 from queue_pipelines.intake.keys import IntakeKeys
 from queue_pipelines.intake.schema import Envelope
-from queue_pipelines.intake.scripts import IntakeScripts
+from queue_pipelines.intake.scripts import IntakeScripts, call_per_keys, read_fields
 
 # Stripe retries an unacknowledged event for up to three days; clients retry for less.
 REQUEST_RECORD_SECONDS = 3 * 24 * 3600
@@ -100,19 +101,26 @@ class RequestRecords:
     def remember(
         self, firsts: Sequence[tuple[str, str, str]], ttl_seconds: int
     ) -> dict[str, FirstRequest]:
-        """remember_request.lua for each (request key, digest, entry id), in one pipeline."""
-        pipe = self.client.pipeline(transaction=False)
-        for request_key, digest, entry_id in firsts:
-            self.scripts.remember_request(
-                keys=[self.keys.request_record(request_key)],
-                args=[entry_id, digest, ttl_seconds],
-                client=pipe,
-            )
+        """remember_request.lua for each (request key, digest, entry id): many keys a call."""
+        if not firsts:
+            return {}
+        replies = call_per_keys(
+            self.client,
+            self.scripts.remember_request,
+            [self.keys.request_record(request_key) for request_key, _, _ in firsts],
+            lambda start, stop: [
+                ttl_seconds,
+                *(
+                    part
+                    for _, digest, entry_id in firsts[start:stop]
+                    for part in (entry_id, digest)
+                ),
+            ],
+        )
+        flat = [value for reply in replies for value in reply]
         return {
-            request_key: FirstRequest(first_id, first_digest)
-            for (request_key, _, _), (first_id, first_digest) in zip(
-                firsts, pipe.execute(), strict=True
-            )
+            request_key: FirstRequest(flat[2 * i], flat[2 * i + 1])
+            for i, (request_key, _, _) in enumerate(firsts)
         }
 
     def is_recorded(self, request_key: str) -> bool:
@@ -127,13 +135,15 @@ class RequestRecords:
 
     # how requests ended
     def outcomes(self, request_keys: Sequence[str]) -> dict[str, Outcome]:
-        pipe = self.client.pipeline(transaction=False)
-        for request_key in request_keys:
-            pipe.hgetall(self.keys.outcome(request_key))
+        """The recorded outcome of each of `request_keys` that has one: many keys a call."""
+        fields = ("status", "reason", "run_id")
+        found = read_fields(
+            self.client, self.scripts, [self.keys.outcome(key) for key in request_keys], fields
+        )
         return {
-            request_key: Outcome(found["status"], found.get("reason", ""), found.get("run_id", ""))
-            for request_key, found in zip(request_keys, pipe.execute(), strict=True)
-            if found
+            request_key: Outcome(status, reason or "", run_id or "")
+            for request_key, (status, reason, run_id) in zip(request_keys, found, strict=True)
+            if status is not None
         }
 
     def record_outcome(self, request_key: str, outcome: Outcome) -> None:
@@ -145,12 +155,20 @@ class RequestRecords:
 
     # the entries that carry a request
     def track(self, entries: Mapping[str, Iterable[str]]) -> None:
-        """Add entry ids to their requests' waiting sets (request key -> ids), in one pipeline."""
-        pipe = self.client.pipeline(transaction=False)
-        for request_key, entry_ids in entries.items():
-            if ids := list(entry_ids):
-                pipe.sadd(self.keys.waiting(request_key), *ids)
-        pipe.execute()
+        """Add entry ids to their requests' waiting sets (request key -> ids): many keys a
+        call."""
+        ids = {request_key: list(entry_ids) for request_key, entry_ids in entries.items()}
+        keys = [request_key for request_key, these in ids.items() if these]
+        if not keys:
+            return
+
+        def args(start: int, stop: int) -> list[Any]:
+            chunk = keys[start:stop]
+            return [*(len(ids[key]) for key in chunk), *(i for key in chunk for i in ids[key])]
+
+        call_per_keys(
+            self.client, self.scripts.track, [self.keys.waiting(key) for key in keys], args
+        )
 
     def tracked(self, request_key: str) -> list[str]:
         """The entries a tick has seen carry the request and that are not settled, oldest

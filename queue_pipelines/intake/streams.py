@@ -92,7 +92,7 @@ class IntakeStreams:
         self.scripts = IntakeScripts.register(client)
         self.entries = EntryStreams(client, self.keys)
         self.requests = RequestRecords(client, self.keys, self.scripts)
-        self.inflight = InflightBatches(client, self.keys)
+        self.inflight = InflightBatches(client, self.keys, self.scripts)
         self.letters = DeadLetterStream(client, self.keys, self.scripts)
 
     # keys (public: producers in any language write the streams)
@@ -152,8 +152,9 @@ class IntakeStreams:
     def remember_requests(
         self, firsts: Sequence[tuple[str, str, str]], ttl_seconds: int = REQUEST_RECORD_SECONDS
     ) -> dict[str, FirstRequest]:
-        """`remember_request` for each (request key, digest, entry id), in one pipeline: a
-        tick's first sight of a thousand requests is one round trip, not a thousand."""
+        """`remember_request` for each (request key, digest, entry id), many keys a script
+        call, in one round trip: a tick's first sight of a thousand requests is two commands,
+        not a thousand."""
         return self.requests.remember(firsts, ttl_seconds)
 
     def reopen_request(self, request_key: str, digest: str, entry_id: str = "replay") -> bool:
@@ -179,7 +180,8 @@ class IntakeStreams:
         self.track_all(job_type, {request_key: entry_ids})
 
     def track_all(self, job_type: str, entries: Mapping[str, Iterable[str]]) -> None:
-        """`track` for many requests (request key -> entry ids), in one pipeline."""
+        """`track` for many requests (request key -> entry ids), many keys a script call, in
+        one round trip."""
         self.requests.track(entries)
 
     def waiting_entries(self, request_key: str, scan_limit: int = 10_000) -> list[str]:

@@ -168,3 +168,42 @@ def test_a_replay_enqueues_the_envelope_again_and_reopens_its_request(intake):
     replayed = with_payload(payment("t1", "k1"), payment_method="pm_other")
     first = intake.remember_request(request_key, request_digest(replayed), "9-9")
     assert not first.conflicts_with(request_digest(replayed))
+
+
+def test_a_ticks_lookups_take_a_few_commands_for_a_thousand_keys_and_miss_none(intake, monkeypatch):
+    """remember_requests, outcomes, assignments and track_all run one script call per
+    KEYS_PER_CALL keys, the calls in one round trip; each key is answered as on its own."""
+    from queue_pipelines.intake.scripts import KEYS_PER_CALL
+
+    count = 2 * KEYS_PER_CALL + 7
+    keys = [f"payment:t1:k{i}" for i in range(count)]
+    intake.remember_request(keys[3], "digest-before", "1-1")
+    intake.request_succeeded(JOB, keys[5], "run-5")
+    intake.assign_batch(JOB, "payment:t1:b1", {"key": "payment:t1:b1"}, {keys[8]: 2})
+
+    sent = commands_sent(intake, monkeypatch)
+    firsts = intake.remember_requests([(key, f"d{i}", f"9-{i}") for i, key in enumerate(keys)])
+    outcomes = intake.outcomes(keys)
+    assigned = intake.assignments(keys)
+    intake.track_all(JOB, {key: [f"9-{i}"] for i, key in enumerate(keys)} | {keys[1]: []})
+
+    # (a pipeline that holds a script first asks whether Redis knows it: SCRIPT EXISTS)
+    assert [command for command in sent if not command.startswith("SCRIPT")] == ["PIPELINE"] * 4
+    assert (firsts[keys[3]].entry_id, firsts[keys[3]].digest) == ("1-1", "digest-before")
+    assert all(
+        (firsts[key].entry_id, firsts[key].digest) == (f"9-{i}", f"d{i}")
+        for i, key in enumerate(keys)
+        if i != 3
+    )
+    assert list(outcomes) == [keys[5]] and outcomes[keys[5]].succeeded
+    assert outcomes[keys[5]].run_id == "run-5" and outcomes[keys[5]].reason == ""
+    assert {key: (a.batch_key, a.attempt) for key, a in assigned.items()} == {
+        keys[8]: ("payment:t1:b1", 2)
+    }
+    assert intake.requests.tracked(keys[0]) == ["9-0"]
+    assert intake.requests.tracked(keys[1]) == []
+    assert intake.requests.tracked(keys[-1]) == [f"9-{count - 1}"]
+    assert json.loads(intake.client.get(intake.keys.batch("payment:t1:b1"))) == {
+        "key": "payment:t1:b1"
+    }
+    assert intake.inflight_batches(JOB) == ["payment:t1:b1"]
