@@ -16,15 +16,21 @@ under DAGSTER_HOME for the embedded defaults.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
-from collections.abc import Callable
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from queue_pipelines.failures import TransientError
 
@@ -104,6 +110,168 @@ def _serialize_sqlite_transactions(engine: sa.Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# How long a writer waits for another to finish before giving up (a transient failure, which
+# the request's backoff retries): SQLite's own busy timeout, kept the same.
+WRITE_WAIT_SECONDS = 30.0
+
+
+class SqliteWriterTurn:
+    """One SQLite write transaction at a time, across the threads and processes that share a
+    ledger file, each waiting its turn on locks of its own rather than in SQLite's busy handler.
+
+    SQLite's busy handler, which is what a BEGIN IMMEDIATE that finds the write lock taken
+    falls back on, sleeps 1, 2, 5, 10, ... 100 ms between its tries, and a writer that
+    finishes wakes nobody (a py-spy dump of a burst found 14-15 of a run worker's 16
+    threads there). Here the threads of a process queue on one lock, and
+    the one whose turn it is takes an advisory lock on `<ledger>.writer` that the other
+    processes' writers wait on; both are let go at the end of the transaction (commit or
+    rollback), and by the kernel when a process dies. SQLite's own lock is still taken
+    inside (BEGIN IMMEDIATE): this only orders the writers, it guards nothing on its own,
+    and a writer that does not take its turn (another tool on the same file) is still
+    serialised by SQLite."""
+
+    # Threads of one process share a lock and a file descriptor per ledger file: the
+    # advisory lock belongs to the open file, so two of a process's threads holding it
+    # through two descriptors would exclude each other too, but through one they would not.
+    _locks: dict[str, tuple[threading.Lock, int]] = {}
+    _locks_guard = threading.Lock()
+
+    def __init__(self, database_path: str, wait_seconds: float = WRITE_WAIT_SECONDS):
+        self.path = os.path.abspath(database_path) + ".writer"
+        self.wait_seconds = wait_seconds
+
+    @classmethod
+    def _forget_in_child(cls) -> None:
+        # A forked child (a run worker from the forkserver) opens its own: the parent's open
+        # file, shared through the fork, would share its lock too.
+        cls._locks = {}
+        cls._locks_guard = threading.Lock()
+
+    def _lock_and_file(self) -> tuple[threading.Lock, int]:
+        with self._locks_guard:
+            if self.path not in self._locks:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._locks[self.path] = (threading.Lock(), fd)
+            return self._locks[self.path]
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        lock, fd = self._lock_and_file()
+        deadline = time.monotonic() + self.wait_seconds
+        if not lock.acquire(timeout=self.wait_seconds):
+            raise TimeoutError(f"no turn to write {self.path} within {self.wait_seconds:.0f} s")
+        try:
+            self._lock_file(fd, deadline)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            lock.release()
+
+    def _lock_file(self, fd: int, deadline: float) -> None:
+        # Another process's writer holds it for one transaction (about a millisecond): ask
+        # again every 0.5 ms, which costs a system call and keeps the wait bounded, where
+        # a blocking flock would wait forever for a stopped process.
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"no turn to write {self.path} within {self.wait_seconds:.0f} s"
+                    ) from None
+                time.sleep(0.0005)
+
+
+os.register_at_fork(after_in_child=SqliteWriterTurn._forget_in_child)
+
+
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class _Write:
+    """One caller's change, waiting for the transaction that carries it to commit."""
+
+    change: Callable[[sa.Connection], Any]
+    woken: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False  # woken to commit the waiting changes, its own among them
+    value: Any = None
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """The SQLite ledger's writes of one process, several callers' to a transaction.
+
+    Each commit waits for the disk (an fsync in WAL mode with synchronous FULL), and the
+    writers take turns (SqliteWriterTurn): one commit per claim, note and record made the
+    disk's flushes the pace of a whole burst, 16 threads in each run worker waiting in
+    line (docs/performance.md, "Run workers (issue 18, burst)"). Here the callers that
+    arrive while a transaction is under way wait together; then one of them (the leader)
+    makes all their changes in one transaction, each in a savepoint of its own, and
+    commits once. Nobody is answered before that commit: what a caller is told is on disk
+    is on disk, exactly as with one transaction each, and the changes are made one after
+    another, as if each had its own transaction in that order. A change that raises is
+    rolled back to its savepoint and its caller gets the error; the others stand. A commit
+    that fails fails every change it carried."""
+
+    def __init__(self, engine: sa.Engine, turn: Callable[[], contextlib.AbstractContextManager]):
+        self._engine = engine
+        self._turn = turn
+        self._lock = threading.Lock()
+        self._waiting: list[_Write] = []
+        self._leading = False
+
+    def write(self, change: Callable[[sa.Connection], T]) -> T:
+        """`change(conn)` in a transaction, committed before this returns its value."""
+        write = _Write(change)
+        with self._lock:
+            self._waiting.append(write)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            write.woken.wait()
+            lead = write.lead
+        if lead:
+            with self._lock:
+                group, self._waiting = self._waiting, []
+            try:
+                self._commit(group)
+            finally:
+                with self._lock:
+                    if self._waiting:  # they came meanwhile: the first of them leads next
+                        self._waiting[0].lead = True
+                        self._waiting[0].woken.set()
+                    else:
+                        self._leading = False
+        if write.error is not None:
+            raise write.error
+        return write.value
+
+    def _commit(self, group: list[_Write]) -> None:
+        try:
+            with self._turn(), self._engine.begin() as conn:
+                if len(group) == 1:
+                    # Alone: its error rolls the transaction back, no savepoint needed.
+                    group[0].value = group[0].change(conn)
+                else:
+                    for write in group:
+                        try:
+                            with conn.begin_nested():
+                                write.value = write.change(conn)
+                        except Exception as exc:
+                            write.error = exc
+        except BaseException as exc:
+            for write in group:
+                if write.error is None:
+                    write.error, write.value = exc, None
+        finally:
+            for write in group:
+                write.woken.set()
+
+
 class EffectInFlight(TransientError):
     def __init__(self, effect_key: str, run_id: str):
         super().__init__(
@@ -119,17 +287,44 @@ class EffectLedger:
         if database_url.startswith("sqlite:///"):
             Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             # Run workers are separate processes: wait for a writer rather than fail.
-            engine = sa.create_engine(database_url, connect_args={"timeout": 30})
+            engine = sa.create_engine(database_url, connect_args={"timeout": WRITE_WAIT_SECONDS})
             _serialize_sqlite_transactions(engine)
+            self._turn: Callable[[], contextlib.AbstractContextManager[None]] = SqliteWriterTurn(
+                database_url.removeprefix("sqlite:///")
+            )
             # Reads take no write lock: in WAL mode a reader sees the last commit and waits
             # for nobody, so lookups (a customer noted earlier, a recorded result) do not
             # queue behind every worker's claims.
-            self._reader = sa.create_engine(database_url, connect_args={"timeout": 30})
+            self._reader = sa.create_engine(
+                database_url, connect_args={"timeout": WRITE_WAIT_SECONDS}
+            )
         else:
             engine = sa.create_engine(database_url, pool_pre_ping=True)
             self._reader = engine
+            # PostgreSQL orders its writers itself, row by row.
+            self._turn = contextlib.nullcontext
         self.engine = engine
-        _metadata.create_all(engine, checkfirst=True)
+        insert = (sqlite_insert if engine.dialect.name == "sqlite" else postgresql_insert)(effects)
+        self._insert_if_absent = insert.on_conflict_do_nothing(index_elements=["effect_key"])
+        with self._turn():
+            _metadata.create_all(engine, checkfirst=True)
+
+        self._group = GroupCommit(engine, self._turn) if engine.dialect.name == "sqlite" else None
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[sa.Connection]:
+        """A write transaction of its own, in its turn (SqliteWriterTurn on SQLite)."""
+        with self._turn(), self.engine.begin() as conn:
+            yield conn
+
+    def _write(self, change: Callable[[sa.Connection], T]) -> T:
+        """`change(conn)` committed: what every change to the ledger goes through. On SQLite
+        it shares a transaction (one commit) with the changes of the process's other
+        threads made at the same moment (GroupCommit); PostgreSQL commits each on its own."""
+        if self._group is not None:
+            return self._group.write(change)
+        with self.writing() as conn:
+            return change(conn)
 
     def claim(
         self,
@@ -145,55 +340,57 @@ class EffectLedger:
         and it is transient, so the caller retries once that run has finished.
         """
         now = _now()
-        with self.engine.begin() as conn:
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        effects.insert().values(
-                            effect_key=effect_key,
-                            kind=kind,
-                            status=PENDING,
-                            attempts=1,
-                            run_id=run_id,
-                            result=None,
-                            created_at=now,
-                            updated_at=now,
-                        )
-                    )
-                fresh = True
-            except IntegrityError:
-                fresh = False
-            if not fresh:
-                # Row lock on PostgreSQL; SQLite already holds its write lock (BEGIN IMMEDIATE).
-                held = conn.execute(
-                    sa.select(effects).where(effects.c.effect_key == effect_key).with_for_update()
-                ).one()
-                if held.status == PENDING:
-                    if held.run_id != run_id and run_is_live(held.run_id):
-                        raise EffectInFlight(effect_key, held.run_id)
-                    conn.execute(
-                        effects.update()
-                        .where(effects.c.effect_key == effect_key)
-                        .values(attempts=effects.c.attempts + 1, run_id=run_id, updated_at=now)
-                    )
+
+        def change(conn: sa.Connection) -> Claim:
+            # One statement when the key is new, as it nearly always is: the insert is
+            # skipped, not failed, when the row is there (no savepoint to roll back to).
+            inserted = conn.execute(
+                self._insert_if_absent.values(
+                    effect_key=effect_key,
+                    kind=kind,
+                    status=PENDING,
+                    attempts=1,
+                    run_id=run_id,
+                    result=None,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            if inserted.rowcount == 1:
+                return Claim(effect_key, PENDING, attempts=1, created_at=now, result=None)
+            # Row lock on PostgreSQL; SQLite already holds its write lock (BEGIN IMMEDIATE).
+            held = conn.execute(
+                sa.select(effects).where(effects.c.effect_key == effect_key).with_for_update()
+            ).one()
+            if held.status == PENDING:
+                if held.run_id != run_id and run_is_live(held.run_id):
+                    raise EffectInFlight(effect_key, held.run_id)
+                conn.execute(
+                    effects.update()
+                    .where(effects.c.effect_key == effect_key)
+                    .values(attempts=effects.c.attempts + 1, run_id=run_id, updated_at=now)
+                )
             row = conn.execute(sa.select(effects).where(effects.c.effect_key == effect_key)).one()
-        # A pending row's result column holds its notes; a done row's, the result.
-        stored = json.loads(row.result) if row.result else None
-        return Claim(
-            effect_key=row.effect_key,
-            status=row.status,
-            attempts=row.attempts,
-            created_at=_aware(row.created_at),
-            result=stored if row.status == DONE else None,
-            notes=(stored or {}) if row.status == PENDING else {},
-        )
+            # A pending row's result column holds its notes; a done row's, the result.
+            stored = json.loads(row.result) if row.result else None
+            return Claim(
+                effect_key=row.effect_key,
+                status=row.status,
+                attempts=row.attempts,
+                created_at=_aware(row.created_at),
+                result=stored if row.status == DONE else None,
+                notes=(stored or {}) if row.status == PENDING else {},
+            )
+
+        return self._write(change)
 
     def note(self, effect_key: str, name: str, value: str) -> None:
         """Add `value` to the list `name` of a pending claim's notes (kept until the claim is
         recorded or released): what an attempt that may never record its outcome knows, such
         as the customer a charge is about to name, and which the next attempt needs to find
         the effect at the provider."""
-        with self.engine.begin() as conn:
+
+        def change(conn: sa.Connection) -> None:
             stored = conn.execute(
                 sa.select(effects.c.result)
                 .where(effects.c.effect_key == effect_key, effects.c.status == PENDING)
@@ -211,6 +408,8 @@ class EffectLedger:
                 .values(result=json.dumps(notes, sort_keys=True), updated_at=_now())
             )
 
+        self._write(change)
+
     def record(
         self,
         effect_key: str,
@@ -223,7 +422,8 @@ class EffectLedger:
         the effect found by another key (a mint by its address). An index row already there
         is kept: it was written for the same effect."""
         now = _now()
-        with self.engine.begin() as conn:
+
+        def change(conn: sa.Connection) -> None:
             conn.execute(
                 effects.update()
                 .where(effects.c.effect_key == effect_key)
@@ -231,22 +431,20 @@ class EffectLedger:
             )
             if index is not None:
                 index_key, index_kind, index_result = index
-                try:
-                    with conn.begin_nested():
-                        conn.execute(
-                            effects.insert().values(
-                                effect_key=index_key,
-                                kind=index_kind,
-                                status=DONE,
-                                attempts=1,
-                                run_id=self._run_of(conn, effect_key),
-                                result=json.dumps(index_result, sort_keys=True),
-                                created_at=now,
-                                updated_at=now,
-                            )
-                        )
-                except IntegrityError:
-                    pass
+                conn.execute(
+                    self._insert_if_absent.values(
+                        effect_key=index_key,
+                        kind=index_kind,
+                        status=DONE,
+                        attempts=1,
+                        run_id=self._run_of(conn, effect_key),
+                        result=json.dumps(index_result, sort_keys=True),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+
+        self._write(change)
 
     @staticmethod
     def _run_of(conn: sa.Connection, effect_key: str) -> str:
@@ -276,12 +474,13 @@ class EffectLedger:
     def release(self, effect_key: str) -> None:
         """The provider refused the first and only attempt outright, so nothing happened: a
         later attempt (an operator re-executing after fixing the cause) starts afresh."""
-        with self.engine.begin() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 effects.delete().where(
                     effects.c.effect_key == effect_key, effects.c.status == PENDING
                 )
             )
+        )
 
     def result_of(self, effect_key: str) -> dict[str, Any] | None:
         """The recorded result of a done key (an effect or an index row), or None."""
@@ -293,10 +492,11 @@ class EffectLedger:
         forgotten: an index row only points at something found elsewhere."""
         if kind not in INDEX_KINDS:
             raise ValueError(f"{kind} rows record effects and are never forgotten")
-        with self.engine.begin() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 effects.delete().where(effects.c.effect_key == effect_key, effects.c.kind == kind)
             )
+        )
 
     def get(self, effect_key: str) -> dict[str, Any] | None:
         with self._reader.connect() as conn:
