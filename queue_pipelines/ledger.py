@@ -317,6 +317,10 @@ class EffectLedger:
         with self._turn(), self.engine.begin() as conn:
             yield conn
 
+    def reading(self) -> sa.Connection:
+        """A connection for reads, which take no write lock (WAL: the last commit, at once)."""
+        return self._reader.connect()
+
     def _write(self, change: Callable[[sa.Connection], T]) -> T:
         """`change(conn)` committed: what every change to the ledger goes through. On SQLite
         it shares a transaction (one commit) with the changes of the process's other
@@ -467,7 +471,7 @@ class EffectLedger:
             effects.c.effect_key.startswith(key_prefix, autoescape=True),
             effects.c.result.contains(needle, autoescape=True),
         )
-        with self._reader.connect() as conn:
+        with self.reading() as conn:
             rows = [dict(row._mapping) for row in conn.execute(query)]
         return [row for row in rows if json.loads(row["result"]).get(result_field) == value]
 
@@ -499,7 +503,7 @@ class EffectLedger:
         )
 
     def get(self, effect_key: str) -> dict[str, Any] | None:
-        with self._reader.connect() as conn:
+        with self.reading() as conn:
             row = conn.execute(
                 sa.select(effects).where(effects.c.effect_key == effect_key)
             ).one_or_none()
@@ -511,7 +515,7 @@ class EffectLedger:
             query = query.where(effects.c.kind == kind)
         if status:
             query = query.where(effects.c.status == status)
-        with self._reader.connect() as conn:
+        with self.reading() as conn:
             return int(conn.execute(query).scalar_one())
 
     def dispose(self) -> None:

@@ -155,7 +155,8 @@ class StripeReconciliations:
 
     def __init__(self, ledger: EffectLedger):
         self.ledger = ledger
-        _metadata.create_all(ledger.engine, checkfirst=True)
+        with ledger.writing() as conn:
+            _metadata.create_all(conn, checkfirst=True)
 
     def reconcile(self, tenant_id: str, event: StripeEventPayload, run_id: str) -> Reconciliation:
         """Judge and record the event once; a repeat returns the first judgement."""
@@ -171,7 +172,7 @@ class StripeReconciliations:
         )
         row = {k: v for k, v in asdict(found).items() if k != "replayed"}
         try:
-            with self.ledger.engine.begin() as conn:
+            with self.ledger.writing() as conn:
                 conn.execute(
                     stripe_events.insert().values(
                         **row,
@@ -191,7 +192,7 @@ class StripeReconciliations:
         return found
 
     def get(self, event_id: str) -> dict | None:
-        with self.ledger.engine.connect() as conn:
+        with self.ledger.reading() as conn:
             row = conn.execute(
                 sa.select(stripe_events).where(stripe_events.c.event_id == event_id)
             ).one_or_none()
