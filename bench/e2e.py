@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import resource
 import shutil
 import signal
@@ -821,10 +822,15 @@ def run_single(args: argparse.Namespace, workdir: Path) -> dict:
         poller = SettledPoller(streams, interval=0.05)
         cpu_before = cpu_seconds(stack.roles)
         settled: list[tuple[float, float, str]] = []
+        pauses: list[float] = []
         lost = failed = 0
         for number in range(args.single):
             wait_until_idle(stack.home, timeout=120)
-            time.sleep(args.single_pause)
+            # A fixed pause would put every request at the same distance from the evaluation
+            # that requested the previous one's run; the random part spreads them over the
+            # sensor daemon's loop (5 s), as requests from outside arrive.
+            pauses.append(round(args.single_pause + random.uniform(0, args.single_jitter), 2))
+            time.sleep(pauses[-1])
             (item,) = envelopes(PIPELINE_TENANT, 1, "example.com", first=number)
             (entry_id,) = streams.enqueue_many([item])
             found = poller.wait([item.request_key], args.timeout)
@@ -840,6 +846,7 @@ def run_single(args: argparse.Namespace, workdir: Path) -> dict:
             "requests": args.single,
             **settings_figures(args, args.batch_size, stack.coordinator),
             "single_request_seconds": latencies,
+            "single_pauses_seconds": pauses,
             "p50_seconds": round(statistics.median(latencies), 3) if latencies else None,
             "max_seconds": max(latencies) if latencies else None,
             "lost": lost,
@@ -977,7 +984,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--single-pause",
         type=float,
         default=2.0,
-        help="seconds of idle stack before each single request (default 2)",
+        help="seconds of idle stack before each single request (default 2), plus a random "
+        "0 to --single-jitter",
+    )
+    parser.add_argument(
+        "--single-jitter",
+        type=float,
+        default=5.0,
+        help="the most seconds added at random to each single request's pause (default 5, "
+        "the sensor daemon's loop), so that requests come at any moment of its loop",
     )
     parser.add_argument(
         "--backlog",
