@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -141,3 +143,25 @@ def test_notes_stay_with_a_pending_claim_for_the_attempt_that_resumes_it(any_led
     assert (done.result, done.notes) == ({"payment_intent_id": "pi_1"}, {})
     any_ledger.note(f"{key}-never-claimed", "customers", "cus_D")
     assert any_ledger.get(f"{key}-never-claimed") is None
+
+
+def test_concurrent_claims_from_threads_of_one_process_let_exactly_one_act(any_ledger):
+    """A run worker's threads: on SQLite their claims share transactions (GroupCommit), and
+    a claim that finds the key taken by another live run in the same transaction is refused
+    there, as across transactions."""
+    key = f"payment:t:{uuid.uuid4()}"
+    start = threading.Barrier(16)
+
+    def claim(i: int) -> tuple[str, object]:
+        start.wait()
+        try:
+            return ("claimed", any_ledger.claim(key, "payment", f"run-{i}", _always_live).attempts)
+        except EffectInFlight as exc:
+            return ("in flight", exc.run_id)
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(claim, range(16)))
+
+    assert [o for o in outcomes if o[0] == "claimed"] == [("claimed", 1)]
+    owner = any_ledger.get(key)["run_id"]
+    assert sorted(o for o in outcomes if o[0] == "in flight") == [("in flight", owner)] * 15
