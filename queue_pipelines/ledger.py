@@ -311,23 +311,18 @@ class EffectLedger:
 
         self._group = GroupCommit(engine, self._turn) if engine.dialect.name == "sqlite" else None
 
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[sa.Connection]:
-        """A write transaction of its own, in its turn (SqliteWriterTurn on SQLite)."""
-        with self._turn(), self.engine.begin() as conn:
-            yield conn
-
     def reading(self) -> sa.Connection:
         """A connection for reads, which take no write lock (WAL: the last commit, at once)."""
         return self._reader.connect()
 
-    def _write(self, change: Callable[[sa.Connection], T]) -> T:
-        """`change(conn)` committed: what every change to the ledger goes through. On SQLite
-        it shares a transaction (one commit) with the changes of the process's other
-        threads made at the same moment (GroupCommit); PostgreSQL commits each on its own."""
+    def write(self, change: Callable[[sa.Connection], T]) -> T:
+        """`change(conn)` committed: what every change to the ledger's database goes through
+        (the reconciliation table's too). On SQLite it shares a transaction (one commit) with
+        the changes of the process's other threads made at the same moment (GroupCommit), in
+        a savepoint of its own; PostgreSQL commits each on its own."""
         if self._group is not None:
             return self._group.write(change)
-        with self.writing() as conn:
+        with self.engine.begin() as conn:
             return change(conn)
 
     def claim(
@@ -386,7 +381,7 @@ class EffectLedger:
                 notes=(stored or {}) if row.status == PENDING else {},
             )
 
-        return self._write(change)
+        return self.write(change)
 
     def note(self, effect_key: str, name: str, value: str) -> None:
         """Add `value` to the list `name` of a pending claim's notes (kept until the claim is
@@ -412,7 +407,7 @@ class EffectLedger:
                 .values(result=json.dumps(notes, sort_keys=True), updated_at=_now())
             )
 
-        self._write(change)
+        self.write(change)
 
     def record(
         self,
@@ -448,7 +443,7 @@ class EffectLedger:
                     )
                 )
 
-        self._write(change)
+        self.write(change)
 
     @staticmethod
     def _run_of(conn: sa.Connection, effect_key: str) -> str:
@@ -478,7 +473,7 @@ class EffectLedger:
     def release(self, effect_key: str) -> None:
         """The provider refused the first and only attempt outright, so nothing happened: a
         later attempt (an operator re-executing after fixing the cause) starts afresh."""
-        self._write(
+        self.write(
             lambda conn: conn.execute(
                 effects.delete().where(
                     effects.c.effect_key == effect_key, effects.c.status == PENDING
@@ -496,7 +491,7 @@ class EffectLedger:
         forgotten: an index row only points at something found elsewhere."""
         if kind not in INDEX_KINDS:
             raise ValueError(f"{kind} rows record effects and are never forgotten")
-        self._write(
+        self.write(
             lambda conn: conn.execute(
                 effects.delete().where(effects.c.effect_key == effect_key, effects.c.kind == kind)
             )

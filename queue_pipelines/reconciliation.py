@@ -155,8 +155,7 @@ class StripeReconciliations:
 
     def __init__(self, ledger: EffectLedger):
         self.ledger = ledger
-        with ledger.writing() as conn:
-            _metadata.create_all(conn, checkfirst=True)
+        ledger.write(lambda conn: _metadata.create_all(conn, checkfirst=True))
 
     def reconcile(self, tenant_id: str, event: StripeEventPayload, run_id: str) -> Reconciliation:
         """Judge and record the event once; a repeat returns the first judgement."""
@@ -172,8 +171,8 @@ class StripeReconciliations:
         )
         row = {k: v for k, v in asdict(found).items() if k != "replayed"}
         try:
-            with self.ledger.writing() as conn:
-                conn.execute(
+            self.ledger.write(
+                lambda conn: conn.execute(
                     stripe_events.insert().values(
                         **row,
                         tenant_id=tenant_id,
@@ -183,6 +182,7 @@ class StripeReconciliations:
                         recorded_at=datetime.now(UTC),
                     )
                 )
+            )
         except IntegrityError:
             earlier = self.get(event.event_id)
             return Reconciliation(

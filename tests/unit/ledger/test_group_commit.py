@@ -38,7 +38,7 @@ def hold_a_transaction(ledger: EffectLedger) -> tuple[threading.Thread, threadin
         inside.set()
         assert release.wait(10)
 
-    holder = threading.Thread(target=ledger._write, args=(change,))
+    holder = threading.Thread(target=ledger.write, args=(change,))
     holder.start()
     assert inside.wait(10)
     return holder, release
