@@ -112,15 +112,16 @@ def _same_request(
     streams: IntakeStreams,
     job_type: str,
     first: FirstRequest,
-    group: list[tuple[str, Envelope]],
+    group: list[tuple[str, Envelope, str]],
     outcome: TickOutcome,
 ) -> tuple[Envelope, list[str]] | None:
-    """The entries of `group` that carry the request first written under its key (`first`),
-    with its envelope. An idempotency key reused for a different payload is not a duplicate:
-    such entries are dead-lettered with that reason (the gateway answers them 409)."""
+    """The entries of `group` (entry id, envelope, its request digest) that carry the request
+    first written under its key (`first`), with its envelope. An idempotency key reused for a
+    different payload is not a duplicate: such entries are dead-lettered with that reason (the
+    gateway answers them 409)."""
     same: list[tuple[str, Envelope]] = []
-    for entry_id, envelope in group:
-        if first.conflicts_with(request_digest(envelope)):
+    for entry_id, envelope, digest in group:
+        if first.conflicts_with(digest):
             reason = (
                 f"rejected: idempotency key {envelope.idempotency_key!r} was first used for a "
                 f"different {job_type} request (entry {first.entry_id}); a new request needs "
@@ -162,7 +163,7 @@ def run_intake_tick(
     outcome.relaunched += len(again)
 
     # Oldest first, so that of several entries for one request the first one written is run.
-    grouped: dict[str, list[tuple[str, Envelope]]] = {}
+    grouped: dict[str, list[tuple[str, Envelope, str]]] = {}
     for entry in sorted(entries.values(), key=lambda e: entry_id_key(e.entry_id)):
         try:
             envelope = envelope_of(entry, job_type)
@@ -170,11 +171,13 @@ def run_intake_tick(
             streams.dead_letter(job_type, [entry.entry_id], f"rejected: {exc.reason}")
             outcome.dead_lettered.append((entry.entry_id, exc.reason))
             continue
-        grouped.setdefault(envelope.request_key, []).append((entry.entry_id, envelope))
+        grouped.setdefault(envelope.request_key, []).append(
+            (entry.entry_id, envelope, request_digest(envelope))
+        )
     # Each request's first entry, recorded unless one is: for all of them in one round trip.
     firsts = (
         streams.remember_requests(
-            [(key, request_digest(group[0][1]), group[0][0]) for key, group in grouped.items()]
+            [(key, group[0][2], group[0][0]) for key, group in grouped.items()]
         )
         if grouped
         else {}
